@@ -1,0 +1,32 @@
+"""Errors that explain themselves: what went wrong, with which file, and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SeglibError(Exception):
+    """Base class. The command line prints these as one line, without a traceback."""
+
+
+class DataError(SeglibError, ValueError):
+    """A file or folder that is missing, unreadable or not what the dataset promises.
+
+    ``DataError(path, problem, fix)`` renders as ``"<path>: <problem>. Fix: <fix>"``.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str, fix: str | None = None):
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        self.fix = fix
+        where = f"{self.path}: " if self.path is not None else ""
+        tail = f". Fix: {fix}" if fix else ""
+        super().__init__(f"{where}{problem}{tail}")
+
+
+class DownloadError(SeglibError):
+    """A download or an archive that cannot be trusted (bad checksum, unsafe member, cut off)."""
+
+
+class ConfigError(SeglibError, ValueError):
+    """An option value that cannot work (unknown name, out of range)."""

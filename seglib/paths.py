@@ -1,0 +1,28 @@
+"""Where things live. Notebooks run with ``cwd=notebooks/``, so never guess with ``"../data"``.
+
+``SEGLIB_DATA_DIR`` names a folder that holds the datasets under their publishers' folder names
+(``PennFudanPed/``, ``CamVid/``, ...). Without it, ``data/`` in the repository is used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIGURES_DIR = REPO_ROOT / "figures"
+
+
+def data_dir() -> Path:
+    """The datasets folder: ``$SEGLIB_DATA_DIR`` if set, else ``<repo>/data``."""
+    env = os.environ.get("SEGLIB_DATA_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "data"
+
+
+def work_dir() -> Path:
+    """Where seglib writes what it derives (splits, caches, synthetic data): ``<repo>/data``.
+
+    Kept apart from :func:`data_dir`, which may be a read-only shared copy.
+    """
+    env = os.environ.get("SEGLIB_WORK_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "data"
