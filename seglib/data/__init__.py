@@ -1,0 +1,84 @@
+"""Datasets: one registry for every dataset of the workbook, found on disk or downloaded.
+
+>>> ds = load_dataset("camvid", "train")          # finds $SEGLIB_DATA_DIR/CamVid
+>>> image, labels = ds.load(0)                     # HxWx3 uint8, HxW uint8 (255 = ignore)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from seglib.data.base import IGNORE_INDEX, DatasetSpec, Item, SegmentationDataset
+from seglib.data.specs import SPECS, read_bsds_ground_truth
+from seglib.data.splits import read_split_file
+from seglib.errors import ConfigError, DataError
+from seglib.paths import data_dir, work_dir
+
+DATASET_NAMES = tuple(SPECS)
+
+__all__ = ["DATASET_NAMES", "IGNORE_INDEX", "SPECS", "DatasetSpec", "Item", "SegmentationDataset",
+           "find_folder", "get_spec", "load_dataset", "read_bsds_ground_truth"]
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of dataset ``name``; an unknown name lists the known ones."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(SPECS)}") from None
+
+
+def find_folder(name: str, root: str | Path | None = None) -> Path:
+    """The dataset's folder in its publisher's layout.
+
+    ``root`` may be the dataset folder itself or a folder holding it under its original name;
+    without it, ``$SEGLIB_DATA_DIR`` (or ``<repo>/data``) is searched. The synthetic dataset is
+    generated on first use.
+    """
+    spec = get_spec(name)
+    if spec.name == "synthetic":
+        folder = Path(root) if root and spec.is_present(Path(root)) else work_dir() / spec.folder
+        if not spec.is_present(folder):
+            spec.generate(folder)
+        return folder
+    base = Path(root).expanduser() if root else data_dir()
+    if root and not base.is_dir():
+        raise DataError(base, "folder not found", "pass an existing folder with --root")
+    for candidate in (base / spec.folder, base):
+        if spec.is_present(candidate):
+            return candidate
+    raise DataError(base / spec.folder, f"{spec.title} not found",
+                    f"get it from {spec.homepage} (python -m seglib prepare {name} downloads it "
+                    f"where a public URL exists) and put its '{spec.folder}' folder under "
+                    f"{base}, or point SEGLIB_DATA_DIR / --root at the folder that holds it")
+
+
+def _spread(items: list[Item], n: int | None) -> list[Item]:
+    """At most ``n`` items spread evenly over the list (smoke runs)."""
+    if n is None or len(items) <= n:
+        return items
+    return items[:: math.ceil(len(items) / n)][:n]
+
+
+def load_dataset(name: str, split: str = "train", root: str | Path | None = None, *,
+                 split_file: str | Path | None = None,
+                 max_samples: int | None = None) -> SegmentationDataset:
+    """One split (``train``, ``val``, ``test`` where published, or ``all``) of dataset ``name``.
+
+    ``split_file`` replaces the built-in split with a JSON file ``{"train": [ids], "val": [ids]}``.
+    """
+    spec = get_spec(name)
+    if split not in (*spec.splits, "all"):
+        raise ConfigError(f"dataset {name!r} has no split {split!r}; "
+                          f"choose one of: {', '.join((*spec.splits, 'all'))}")
+    folder = find_folder(name, root)
+    if split_file is None and not spec.has_split(folder, split):
+        raise DataError(folder / spec.split_dir.format(split=split), f"the {split!r} split is not here",
+                        f"choose a split that is present (python -m seglib prepare {name} lists them)")
+    if split_file is not None:
+        by_id = {item.id: item for item in spec.list_items(folder, "all")}
+        items = [by_id[i] for i in read_split_file(Path(split_file), split, set(by_id))]
+    else:
+        items = spec.list_items(folder, split)
+    return SegmentationDataset(spec, folder, split, _spread(items, max_samples))

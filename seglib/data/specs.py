@@ -1,0 +1,268 @@
+"""The datasets the workbook knows: where their files are and how their labels decode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from seglib import masks, synthetic
+from seglib.data.base import IGNORE_INDEX, DatasetSpec, Item
+from seglib.data.io import read_image
+from seglib.data.splits import assign
+from seglib.errors import DataError
+
+PERSON = ("background", "person")
+PERSON_PALETTE = np.array([(0, 0, 0), (220, 20, 60)], np.uint8)
+
+
+def pair_files(image_dir: Path, mask_dir: Path, pattern: str,
+               mask_name: Callable[[Path], str]) -> list[Item]:
+    """Items for every image in ``image_dir`` whose mask is ``mask_dir / mask_name(image)``.
+
+    An image without a mask, or a mask without an image, is an error that names the files.
+    """
+    for d in (image_dir, mask_dir):
+        if not d.is_dir():
+            raise DataError(d, "folder not found", "check the dataset layout (see data/README.md)")
+    images = sorted(image_dir.glob(pattern))
+    wanted = {mask_name(p): p for p in images}
+    present = {p.name for p in mask_dir.iterdir() if p.is_file()}
+    no_mask = [str(p) for name, p in wanted.items() if name not in present]
+    if no_mask:
+        raise DataError(mask_dir, f"{len(no_mask)} images have no mask here, e.g. {no_mask[:3]}",
+                        "restore the missing masks or remove those images")
+    orphans = sorted(present - set(wanted) - {"Thumbs.db", ".DS_Store"})
+    if orphans:
+        raise DataError(mask_dir, f"{len(orphans)} masks have no image, e.g. {orphans[:3]}",
+                        f"restore the missing images in {image_dir} or remove those masks")
+    return [Item(p.stem, p, mask_dir / mask_name(p)) for p in images]
+
+
+class _HashSplit(DatasetSpec):
+    """A dataset without an official split: the deterministic hash rule of ``seglib.data.splits``."""
+
+    val_fraction = 0.2
+    split_rule = "hash of the image id, 20% val"
+
+    def group_of(self, item_id: str) -> str:
+        return item_id
+
+    def all_items(self, folder: Path) -> list[Item]:
+        raise NotImplementedError
+
+    split_dir = ""
+
+    def list_items(self, folder: Path, split: str) -> list[Item]:
+        items = {item.id: item for item in self.all_items(folder)}
+        return [items[i] for i in assign(self.name, items, split, self.val_fraction, self.group_of)]
+
+
+class PennFudan(_HashSplit):
+    name, title, folder, marker = "pennfudan", "Penn-Fudan Pedestrian", "PennFudanPed", "PedMasks"
+    task, class_names, palette = "binary", PERSON, PERSON_PALETTE
+    homepage = "https://www.cis.upenn.edu/~jshi/ped_html/"
+
+    def all_items(self, folder):
+        return pair_files(folder / "PNGImages", folder / "PedMasks", "*.png",
+                          lambda p: f"{p.stem}_mask.png")
+
+    def decode(self, raw, item, image_hw, report):
+        return masks.instances_to_binary(raw)  # 0 = background, k = k-th pedestrian
+
+
+class TikTok(_HashSplit):
+    name, title, folder, marker = "tiktok", "TikTok dancing-person masks", "tiktok_person", "masks"
+    task, class_names, palette = "binary", PERSON, PERSON_PALETTE
+    split_rule = "hash of the video id, 20% of videos to val (never split by frame)"
+    homepage = "https://www.yasamin.page/hdnet_tiktok"
+    threshold = 127
+
+    def group_of(self, item_id):
+        return item_id.split("_")[0]  # <video>_<frame>
+
+    def all_items(self, folder):
+        return pair_files(folder / "images", folder / "masks", "*.png", lambda p: p.name)
+
+    def decode(self, raw, item, image_hw, report):
+        if raw.shape != tuple(image_hw) and report is not None:
+            report["mask 1 px off the image size: cropped/padded"] += 1
+        raw = masks.fit_mask_to_image(raw, image_hw, max_offset=1, path=item.mask)
+        if report is not None:
+            report["soft edge pixels (neither 0 nor 255)"] += int(((raw > 0) & (raw < 255)).sum())
+        return masks.binarize(raw, self.threshold)
+
+
+class CamVid(DatasetSpec):
+    name, title, folder, marker = "camvid", "CamVid (SegNet 11 classes)", "CamVid", "trainannot"
+    task = "multiclass"
+    class_names = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol",
+                   "fence", "car", "pedestrian", "bicyclist")
+    palette = np.array([(128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128),
+                        (60, 40, 222), (128, 128, 0), (192, 128, 128), (64, 64, 128),
+                        (64, 0, 128), (64, 64, 0), (0, 128, 192)], np.uint8)
+    splits = ("train", "val", "test")
+    homepage = "http://mi.eng.cam.ac.uk/research/projects/VideoRec/CamVid/"
+    void = 11
+
+    def split_items(self, folder, split):
+        return pair_files(folder / split, folder / f"{split}annot", "*.png", lambda p: p.name)
+
+    def decode(self, raw, item, image_hw, report):
+        out = raw.copy()
+        out[raw == self.void] = IGNORE_INDEX
+        return out
+
+
+class MSRC(_HashSplit):
+    name, title = "msrc", "MSRC-v2 object classes"
+    folder, marker = "MSRC_ObjCategImageDatabase_v2", "GroundTruth"
+    task = "multiclass"
+    class_names = ("building", "grass", "tree", "cow", "horse", "sheep", "sky", "mountain",
+                   "aeroplane", "water", "face", "car", "bicycle", "flower", "sign", "bird",
+                   "book", "chair", "road", "cat", "dog", "body", "boat")
+    palette = np.array([(128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128),
+                        (0, 128, 128), (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0),
+                        (192, 128, 0), (64, 0, 128), (192, 0, 128), (64, 128, 128),
+                        (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 64, 128),
+                        (0, 192, 128), (128, 192, 128), (64, 64, 0), (192, 64, 0)], np.uint8)
+    void_color = (0, 0, 0)
+    homepage = "https://www.microsoft.com/en-us/research/project/image-understanding/"
+
+    def all_items(self, folder):
+        ext = "png" if any((folder / "Images").glob("*.png")) else "bmp"  # the original is BMP
+        return pair_files(folder / "Images", folder / "GroundTruth", f"*.{ext}",
+                          lambda p: f"{p.stem}_GT.{ext}")
+
+    def decode(self, raw, item, image_hw, report):
+        labels, _ = masks.rgb_to_index(raw, self.palette, ignore_colors=[self.void_color],
+                                       strict=True, path=item.mask)
+        return labels
+
+
+class Cityscapes(DatasetSpec):
+    name, title, folder, marker = "cityscapes", "Cityscapes (fine, trainIds)", "cityscapes", "gtFine"
+    task = "multiclass"
+    class_names = masks.CITYSCAPES_CLASSES
+    palette = masks.CITYSCAPES_PALETTE
+    homepage = "https://www.cityscapes-dataset.com/"
+
+    split_dir = "leftImg8bit/{split}"
+
+    def split_items(self, folder, split):
+        images = folder / "leftImg8bit" / split
+        labels = folder / "gtFine" / split
+        items = []
+        for city in sorted(p.name for p in images.iterdir() if p.is_dir()):
+            items += pair_files(images / city, labels / city, "*_leftImg8bit.png",
+                                lambda p: p.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png"))
+        return items
+
+    def decode(self, raw, item, image_hw, report):
+        return masks.labelids_to_trainids(raw)
+
+
+class CityscapesPairs(DatasetSpec):
+    """The Kaggle "cityscapes image pairs": one 256x512 JPG per sample, photo | colour mask."""
+
+    name, title = "cityscapes_pairs", "Cityscapes image pairs (Kaggle)"
+    folder, marker = "cityscapes_data", "train"
+    task = "multiclass"
+    class_names = masks.CITYSCAPES_CLASSES
+    palette = masks.CITYSCAPES_PALETTE
+    homepage = "https://www.kaggle.com/datasets/dansbecker/cityscapes-image-pairs"
+    tolerance = 40  # JPEG blurs the colour mask; farther colours become ignore (255)
+
+    def split_items(self, folder, split):
+        files = sorted((folder / split).glob("*.jpg"))
+        return [Item(p.stem, p, None) for p in files]
+
+    def load(self, item, report=None):
+        pair = read_image(item.image)
+        h, w = pair.shape[:2]
+        if w % 2:
+            raise DataError(item.image, f"width {w} is odd: not a photo|mask pair",
+                            "use files of the Kaggle pairs layout (photo left, mask right)")
+        photo, colours = pair[:, : w // 2], pair[:, w // 2 :]
+        labels = masks.cityscapes_colors_to_trainids(colours, tolerance=self.tolerance,
+                                                     report=report, path=item.image)
+        return np.ascontiguousarray(photo), labels
+
+
+class BSDS500(DatasetSpec):
+    """Berkeley segmentation: the label is the union of the human boundary maps."""
+
+    name, title, folder, marker = "bsds500", "BSDS500 boundaries", "BSR/BSDS500/data", "groundTruth"
+    task, class_names = "boundary", ("non-boundary", "boundary")
+    palette = np.array([(0, 0, 0), (255, 255, 255)], np.uint8)
+    splits = ("train", "val", "test")
+    homepage = ("https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/"
+                "resources.html")
+
+    split_dir = "images/{split}"
+
+    def split_items(self, folder, split):
+        return pair_files(folder / "images" / split, folder / "groundTruth" / split, "*.jpg",
+                          lambda p: f"{p.stem}.mat")
+
+    def load(self, item, report=None):
+        image = read_image(item.image)
+        annotations = read_bsds_ground_truth(item.mask)
+        if report is not None:
+            report["annotators"] += len(annotations)
+        boundaries = np.any([b for _, b in annotations], axis=0).astype(np.uint8)
+        return image, masks.validate_mask(boundaries, num_classes=2, image_size=image.shape[:2],
+                                          path=item.mask)
+
+
+def read_bsds_ground_truth(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(segmentation, boundaries), ...]``, one pair per human annotator of a BSDS500 ``.mat``.
+
+    Segmentation values are region ids (1..N, arbitrary per annotator), not semantic classes.
+    """
+    from scipy.io import loadmat
+
+    try:
+        cells = loadmat(path)["groundTruth"][0]
+        return [(c["Segmentation"][0, 0], c["Boundaries"][0, 0]) for c in cells]
+    except Exception as exc:  # scipy raises many types for a bad file
+        raise DataError(path, f"not a BSDS500 ground-truth .mat ({type(exc).__name__}: {exc})",
+                        "re-download BSR_bsds500.tgz or replace this file") from exc
+
+
+class Synthetic(_HashSplit):
+    """Generated shapes (see ``seglib.synthetic``): always available, free to share."""
+
+    name, title, folder, marker = "synthetic", "Synthetic shapes (generated)", "synthetic_shapes", "masks"
+    task, class_names, palette = "multiclass", synthetic.CLASS_NAMES, synthetic.PALETTE
+    redistributable = True
+    count, size = 96, (96, 128)
+
+    def all_items(self, folder):
+        return pair_files(folder / "images", folder / "masks", "*.png", lambda p: p.name)
+
+    def generate(self, folder: Path) -> None:
+        """Write the dataset in the images/ + masks/ layout (atomically, as one folder)."""
+        from PIL import Image
+        import os
+        import shutil
+        import tempfile
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".synthetic-"))
+        try:
+            for sub in ("images", "masks"):
+                (tmp / sub).mkdir()
+            for i in range(self.count):
+                image, mask = synthetic.make_sample(i, self.size)
+                Image.fromarray(image).save(tmp / "images" / f"shapes_{i:04d}.png")
+                Image.fromarray(mask).save(tmp / "masks" / f"shapes_{i:04d}.png")
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
+    PennFudan(), TikTok(), CamVid(), MSRC(), CityscapesPairs(), Cityscapes(), BSDS500(), Synthetic()
+)}

@@ -1,0 +1,51 @@
+"""Committed notebooks must come from one clean top-to-bottom run and render on GitHub."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name)
+def notebook(request):
+    return json.loads(request.param.read_text()), request.param
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no numbered notebooks found"
+
+
+def test_execution_counts_run_1_to_n(notebook):
+    nb, path = notebook
+    counts = [c["execution_count"] for c in code_cells(nb)]
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: re-run top to bottom"
+
+
+def test_no_error_outputs(notebook):
+    nb, path = notebook
+    for cell in code_cells(nb):
+        expected = "NBVAL_RAISES_EXCEPTION" in "".join(cell["source"])
+        errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
+        assert expected or not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+
+
+def test_metadata_is_clean(notebook):
+    nb, path = notebook
+    assert "widgets" not in nb["metadata"], f"{path.name}: widget state breaks GitHub rendering"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert path.stat().st_size < 3_000_000, f"{path.name} is too large to render on GitHub"
+
+
+def test_shape_title_setup_recap_exercises(notebook):
+    nb, path = notebook
+    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert markdown.lstrip().startswith(f"# {path.name[:2]}."), f"{path.name}: title '# NN. ...'"
+    for heading in ("Learning objectives", "## 0. Setup", "## Recap", "## Exercises"):
+        assert heading in markdown, f"{path.name}: missing {heading!r}"
+    assert "config_from_env()" in "".join(code_cells(nb)[0]["source"]), "first code cell: setup"

@@ -1,0 +1,42 @@
+"""The two install routes (pip via pyproject.toml, conda via environment.yml) must agree."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+
+
+def _split(req: str) -> tuple[str, str]:
+    name, spec = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*?)\s*(#.*)?$", req).group(1, 2)
+    return name.lower(), spec.replace(" ", "")
+
+
+def pip_requirements() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    reqs = project["dependencies"] + extras["notebooks"] + [r for r in extras["test"] if "[" not in r]
+    return dict(_split(r) for r in reqs)
+
+
+def conda_requirements() -> dict[str, str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    reqs = [d for d in env["dependencies"] if isinstance(d, str) and not d.startswith(("python=", "pip"))]
+    return {CONDA_NAMES.get(n, n): s for n, s in map(_split, reqs)}
+
+
+def test_environment_yml_lists_the_same_packages_and_versions_as_pyproject():
+    assert conda_requirements() == pip_requirements()
+
+
+def test_albumentations_is_pinned_to_the_mit_licensed_2_0_line():
+    assert pip_requirements()["albumentations"] == ">=2.0,<2.1"
+
+
+def test_environment_installs_the_package_itself():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert any(line.endswith("-e .") for line in pip_section)
