@@ -1,0 +1,65 @@
+"""Losses: ignore_index is honoured, focal is per pixel, sums add up, bad names are refused."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seglib.errors import ConfigError
+from seglib.losses import DiceLoss, FocalLoss, build_loss
+
+
+def batch(c=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, c, 5, 6, generator=g, requires_grad=True)
+    target = torch.randint(0, c, (2, 5, 6), generator=g)
+    target[:, 0] = 255
+    return logits, target
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "dice", "ce+dice"])
+def test_ignored_pixels_get_no_gradient(name):
+    logits, target = batch()
+    build_loss(name, 4)(logits, target).backward()
+    assert logits.grad[:, :, 0].abs().max() == 0
+    assert logits.grad[:, :, 1:].abs().max() > 0
+
+
+def test_bce_ignores_and_matches_torch_on_valid_pixels():
+    logits = torch.randn(2, 1, 4, 4, requires_grad=True)
+    target = torch.randint(0, 2, (2, 4, 4))
+    target[0, 0, 0] = 255
+    loss = build_loss("bce", 1)(logits, target)
+    valid = target != 255
+    expected = F.binary_cross_entropy_with_logits(logits[:, 0][valid], target[valid].float())
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_focal_with_gamma_zero_is_cross_entropy_and_downweights_easy_pixels():
+    logits, target = batch()
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    assert FocalLoss(gamma=0)(logits, target).item() == pytest.approx(ce.item(), rel=1e-6)
+    easy = torch.zeros(1, 2, 1, 2)
+    easy[0, 0, 0, 0], easy[0, 1, 0, 1] = 5.0, 0.2  # pixel 0 confident and right, pixel 1 unsure
+    target = torch.tensor([[[0, 1]]])
+    per_pixel_ce = F.cross_entropy(easy, target, reduction="none")[0, 0]
+    focal = FocalLoss(gamma=2)(easy[..., :1], target[..., :1]), FocalLoss(gamma=2)(easy[..., 1:], target[..., 1:])
+    assert focal[0] / per_pixel_ce[0] < focal[1] / per_pixel_ce[1]  # the easy pixel is damped more
+
+
+def test_dice_is_zero_for_a_perfect_prediction():
+    target = torch.randint(0, 3, (1, 8, 8))
+    logits = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 100
+    assert DiceLoss(eps=0)(logits, target).item() == pytest.approx(0, abs=1e-5)
+
+
+def test_sum_is_the_sum_of_its_parts():
+    logits, target = batch()
+    total = build_loss("ce+dice", 4)(logits, target)
+    assert total.item() == pytest.approx((build_loss("ce", 4)(logits, target) + build_loss("dice", 4)(logits, target)).item())
+
+
+@pytest.mark.parametrize("spec,classes,match", [("iou", 3, "unknown loss 'iou'"), ("bce", 3, "1-channel"),
+                                                ("ce", 1, "2\\+ output channels")])
+def test_bad_loss_specs_are_refused(spec, classes, match):
+    with pytest.raises(ConfigError, match=match):
+        build_loss(spec, classes)
