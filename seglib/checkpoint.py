@@ -1,0 +1,86 @@
+"""Checkpoints that are written atomically and loaded without running pickled code.
+
+``save_checkpoint`` writes to a temporary file beside the target, flushes it to disk and renames
+it in one step, so a crash or ``kill -9`` mid-write leaves the previous checkpoint intact.
+``load_checkpoint`` uses ``torch.load(weights_only=True)``: a file carrying a pickled object
+(code that would run on load) is refused, not executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seglib.errors import DataError
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch RNG states as tensors and plain values (weights_only-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", *, expect: dict | None = None) -> dict:
+    """Load a checkpoint safely; ``expect`` (e.g. ``{"model": "unet", "num_classes": 2}``) is
+    compared with the checkpoint's ``meta`` and a mismatch is refused with a clear message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found", "check the path, or train first")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(path, "refused: the file holds pickled Python objects, which could run code "
+                        f"when loaded ({str(exc).splitlines()[0]})",
+                        "only load checkpoints you trust; seglib checkpoints hold tensors only") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise DataError(path, f"truncated or corrupt checkpoint ({str(exc).splitlines()[0]})",
+                        "delete it and use another (best.pt / last.pt), or train again") from exc
+    meta = state.get("meta", {}) if isinstance(state, dict) else {}
+    for key, want in (expect or {}).items():
+        if key in meta and meta[key] != want:
+            raise DataError(path, f"checkpoint is for {key}={meta[key]!r}, not {want!r}",
+                            f"pass matching options (--{key.replace('_', '-')} {meta[key]}) or another checkpoint")
+    return state

@@ -1,0 +1,73 @@
+"""Checkpoints: atomic writes, refusal of pickled payloads, truncation and mismatch detection."""
+
+import os
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from seglib.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from seglib.errors import DataError
+
+
+def test_round_trip_with_weights_only(tmp_path):
+    model = torch.nn.Conv2d(3, 2, 3)
+    state = {"model": model.state_dict(), "epoch": 3, "meta": {"model": "unet", "num_classes": 2},
+             "rng": rng_state()}
+    save_checkpoint(state, tmp_path / "last.pt")
+    loaded = load_checkpoint(tmp_path / "last.pt", expect={"model": "unet", "num_classes": 2})
+    assert loaded["epoch"] == 3
+    torch.testing.assert_close(loaded["model"]["weight"], model.weight.detach())
+    assert not [p for p in tmp_path.iterdir() if p.name != "last.pt"]  # no temporary file left
+
+
+def test_rng_state_restores_every_generator():
+    state = rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/seglib_pwned",))
+
+
+def test_pickle_payload_is_refused_without_running(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "extra": Payload()}, path)
+    marker = "/tmp/seglib_pwned"
+    if os.path.exists(marker):
+        os.unlink(marker)
+    with pytest.raises(DataError, match="pickled Python objects"):
+        load_checkpoint(path)
+    assert not os.path.exists(marker)
+
+
+def test_truncated_checkpoint_is_detected(tmp_path):
+    path = save_checkpoint({"model": torch.nn.Linear(50, 50).state_dict()}, tmp_path / "last.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_for_another_model_is_refused(tmp_path):
+    save_checkpoint({"model": {}, "meta": {"model": "unet", "num_classes": 12}}, tmp_path / "best.pt")
+    with pytest.raises(DataError, match="num_classes=12, not 2"):
+        load_checkpoint(tmp_path / "best.pt", expect={"model": "unet", "num_classes": 2})
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint({"epoch": 1}, tmp_path / "last.pt")
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
