@@ -1,0 +1,93 @@
+"""Augmentation as batched tensor ops on data that already sits on the GPU.
+
+All our datasets fit in GPU memory at training resolution as uint8. Keeping them there and
+augmenting whole batches with ``affine_grid`` + ``grid_sample`` removes the CPU decode/augment
+pipeline from the training loop. The transforms mirror ``seglib.transforms.train_transform``:
+
+========================  ==========================================  ============================
+step                      albumentations (CPU workers)                 here (GPU, per batch)
+========================  ==========================================  ============================
+random resized crop       ``RandomResizedCrop`` (scale, ratio)          same scale/ratio sampling, one
+                                                                        affine grid per sample
+horizontal flip           ``HorizontalFlip(p=0.5)``                     sign of the grid's x axis
+brightness / contrast     ``RandomBrightnessContrast(0.2, 0.2)``        ``x * c + b`` with the same ranges
+normalize                 ``Normalize`` (ImageNet mean/std)             same
+mask                      nearest                                       ``grid_sample(mode="nearest")``
+========================  ==========================================  ============================
+
+Differences: albumentations retries crops that don't fit and falls back to a centre crop; here the
+crop is clamped inside the image. Interpolation is bilinear for images in both, but antialiasing
+differs when the crop is much larger than the output. Random numbers come from a
+``torch.Generator`` on the data's device, so the whole step stays on the GPU (no host syncs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 or 0..255 float ``N×3×H×W`` → ImageNet-normalized float32."""
+    mean = images.new_tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    std = images.new_tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    return (images.float() - mean) / std
+
+
+def resize_batch(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluation transform: ``N×H×W×3`` uint8 images and ``N×H×W`` masks → normalized
+    ``N×3×size×size`` and ``N×size×size`` int64 (bilinear for images, nearest for masks)."""
+    x = F.interpolate(images.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear",
+                      align_corners=False, antialias=True)
+    y = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0]
+    return normalize(x), y.long()
+
+
+class GpuAugment:
+    """Random resized crop, horizontal flip, brightness/contrast and normalization of a batch."""
+
+    def __init__(self, size: int, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), hflip: bool = True,
+                 brightness: float = 0.2, contrast: float = 0.2):
+        self.size, self.scale, self.ratio = size, scale, ratio
+        self.hflip, self.brightness, self.contrast = hflip, brightness, contrast
+
+    def _uniform(self, n, low, high, g, device):
+        return low + (high - low) * torch.rand(n, generator=g, device=device)
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``N×H×W×3`` uint8 images, ``N×H×W`` uint8 masks → ``N×3×S×S`` float, ``N×S×S`` int64."""
+        n, h, w = masks.shape
+        dev = images.device
+        g = generator
+        # 1. crop size: a fraction of the image area, with a random aspect ratio (log-uniform)
+        area = self._uniform(n, *self.scale, g, dev)
+        log_r = self._uniform(n, math.log(self.ratio[0]), math.log(self.ratio[1]), g, dev)
+        aspect = torch.exp(log_r) * h / w  # in normalized coordinates
+        cw = torch.sqrt(area * aspect).clamp(max=1.0)
+        ch = torch.sqrt(area / aspect).clamp(max=1.0)
+        # 2. crop centre anywhere that keeps the crop inside the image ([-1, 1] coordinates)
+        cx = (1 - cw) * (2 * torch.rand(n, generator=g, device=dev) - 1)
+        cy = (1 - ch) * (2 * torch.rand(n, generator=g, device=dev) - 1)
+        flip = torch.where(torch.rand(n, generator=g, device=dev) < 0.5, -1.0, 1.0) if self.hflip \
+            else torch.ones(n, device=dev)
+        theta = torch.zeros(n, 2, 3, device=dev)
+        theta[:, 0, 0], theta[:, 0, 2] = cw * flip, cx
+        theta[:, 1, 1], theta[:, 1, 2] = ch, cy
+        grid = F.affine_grid(theta, (n, 3, self.size, self.size), align_corners=False)
+        # 3. sample: bilinear for the image, nearest for the mask (labels are never interpolated)
+        x = F.grid_sample(images.permute(0, 3, 1, 2).float(), grid, mode="bilinear",
+                          padding_mode="border", align_corners=False)
+        y = F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="border",
+                          align_corners=False)[:, 0].long()
+        # 4. photometric: contrast around the image mean, then brightness, as albumentations does
+        c = self._uniform(n, 1 - self.contrast, 1 + self.contrast, g, dev).view(n, 1, 1, 1)
+        b = self._uniform(n, -self.brightness, self.brightness, g, dev).view(n, 1, 1, 1) * 255
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * c + mean + b).clamp(0, 255)
+        return normalize(x), y
