@@ -1,0 +1,245 @@
+"""The dataset layer on the real datasets (skipped when absent) and on files made here."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seglib.data import SPECS, find_folder, load_dataset
+from seglib.data.prepare import prepare
+from seglib.data.splits import assign, in_val
+from seglib.errors import ConfigError, DataError
+from seglib.masks import labelids_to_trainids
+from seglib.synthetic import make_sample
+
+from conftest import need
+
+# ---------------------------------------------------------------- real datasets (../shared/data)
+
+EXPECTED_COUNTS = {  # what ../shared/data/README.md says each folder holds
+    "pennfudan": {"all": 140}, "tiktok": {"all": 907}, "camvid": {"train": 184, "val": 101},
+    "msrc": {"all": 100}, "bsds500": {"train": 67, "val": 34},
+}
+
+
+@pytest.mark.parametrize("name", EXPECTED_COUNTS)
+def test_real_dataset_counts_and_disjoint_splits(real_data, name):
+    need(real_data, SPECS[name].folder)
+    for split, n in EXPECTED_COUNTS[name].items():
+        assert len(load_dataset(name, split, real_data)) == n
+    train = set(load_dataset(name, "train", real_data).ids)
+    val = set(load_dataset(name, "val", real_data).ids)
+    assert train and val and not train & val
+    assert len(train | val) == len(load_dataset(name, "all", real_data))
+
+
+def test_tiktok_splits_by_video_never_by_frame(real_data):
+    need(real_data, "tiktok_person")
+    videos = {s: {i.split("_")[0] for i in load_dataset("tiktok", s, real_data).ids}
+              for s in ("train", "val")}
+    assert videos["train"] and videos["val"] and not videos["train"] & videos["val"]
+
+
+def test_tiktok_quirks_are_fixed(real_data):
+    need(real_data, "tiktok_person")
+    ds = load_dataset("tiktok", "all", real_data)
+    tall = ds.ids.index("00233_" + next(i.split("_")[1] for i in ds.ids if i.startswith("00233_")))
+    image, labels = ds.load(tall)  # its mask file is 137 rows, the image 136
+    assert Image.open(ds.items[tall].mask).size == (76, 137)
+    assert labels.shape == image.shape[:2] == (136, 76)
+    one_bit = ds.ids.index("00007_0361")  # a mode "1" PNG
+    assert Image.open(ds.items[one_bit].mask).mode == "1"
+    _, labels = ds.load(one_bit)
+    assert set(np.unique(labels)) == {0, 1}
+
+
+def test_pennfudan_instances_become_person(real_data):
+    need(real_data, "PennFudanPed")
+    ds = load_dataset("pennfudan", "all", real_data)
+    raw = np.asarray(Image.open(ds.items[0].mask))
+    _, labels = ds.load(0)
+    assert raw.max() >= 1 and set(np.unique(labels)) == {0, 1}
+    np.testing.assert_array_equal(labels, raw > 0)
+
+
+def test_camvid_void_becomes_ignore(real_data):
+    need(real_data, "CamVid")
+    ds = load_dataset("camvid", "val", real_data)
+    raw = np.asarray(Image.open(ds.items[0].mask))
+    _, labels = ds.load(0)
+    assert (raw == 11).any()
+    np.testing.assert_array_equal(labels == 255, raw == 11)
+    assert labels[labels != 255].max() <= 10
+
+
+def test_msrc_colours_map_exactly_to_23_classes(real_data):
+    need(real_data, "MSRC_ObjCategImageDatabase_v2")
+    ds = load_dataset("msrc", "all", real_data)
+    seen = set()
+    for i in range(len(ds)):
+        _, labels = ds.load(i)
+        seen |= set(np.unique(labels).tolist())
+    assert seen <= set(range(23)) | {255} and len(seen) > 15
+
+
+def test_bsds500_boundaries_are_the_union_of_annotators(real_data):
+    from seglib.data import read_bsds_ground_truth
+    need(real_data, "BSR")
+    ds = load_dataset("bsds500", "val", real_data)
+    annotations = read_bsds_ground_truth(ds.items[0].mask)
+    _, labels = ds.load(0)
+    assert len(annotations) >= 4
+    np.testing.assert_array_equal(labels, np.any([b for _, b in annotations], axis=0))
+
+
+def test_prepare_reports_counts_and_saves_the_split(real_data, tmp_path):
+    need(real_data, "PennFudanPed")
+    results = prepare("pennfudan", real_data)
+    assert sum(r.count for r in results) == 140 and not any(r.problems for r in results)
+    person = sum(r.class_pixels[1] for r in results) / sum(r.class_pixels.sum() for r in results)
+    assert 0.05 < person < 0.5
+    from seglib.paths import work_dir
+    saved = json.loads((work_dir() / "splits" / "pennfudan.json").read_text())
+    assert sorted(saved["train"] + saved["val"]) == load_dataset("pennfudan", "all", real_data).ids
+
+
+# ---------------------------------------------------------------- files made here
+
+
+def write_pairs(folder, n=6, size=(40, 56)):
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(n):
+        image, mask = make_sample(i, size)
+        Image.fromarray(image).save(folder / "images" / f"{i:05d}_0001.png")
+        Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8)).save(folder / "masks" / f"{i:05d}_0001.png")
+    return folder
+
+
+def test_synthetic_dataset_is_generated_on_first_use():
+    ds = load_dataset("synthetic", "train")
+    image, labels = ds.load(0)
+    assert image.dtype == np.uint8 and image.shape[:2] == labels.shape
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    assert len(ds) + len(load_dataset("synthetic", "val")) == SPECS["synthetic"].count
+
+
+def test_hash_split_is_stable_when_files_are_added_or_removed():
+    ids = [f"{v:05d}_{f:04d}" for v in range(40) for f in range(3)]
+    group = lambda i: i.split("_")[0]  # noqa: E731
+    val = assign("tiktok", ids, "val", 0.2, group)
+    assert set(assign("tiktok", ids[::2], "val", 0.2, group)) == set(val[::1]) & set(ids[::2])
+    assert 0.05 < len(val) / len(ids) < 0.4
+    assert {group(i) for i in val}.isdisjoint({group(i) for i in assign("tiktok", ids, "train", 0.2, group)})
+    assert in_val("x", "a", 1.0) and not in_val("x", "a", 0.0)
+
+
+def test_missing_root_names_the_folder_and_the_fix(tmp_path):
+    with pytest.raises(DataError) as err:
+        find_folder("camvid", tmp_path)
+    assert "CamVid" in str(err.value) and "SEGLIB_DATA_DIR" in str(err.value)
+    with pytest.raises(DataError, match="folder not found"):
+        find_folder("camvid", tmp_path / "nope")
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    (tmp_path / "tiktok_person" / "images").mkdir(parents=True)
+    (tmp_path / "tiktok_person" / "masks").mkdir()
+    with pytest.raises(DataError, match="no 'train' samples"):
+        load_dataset("tiktok", "train", tmp_path)
+
+
+def test_unknown_names_and_splits_are_config_errors():
+    with pytest.raises(ConfigError, match="pennfudan"):
+        load_dataset("pascal")
+    with pytest.raises(ConfigError, match="train, val, all"):
+        load_dataset("synthetic", "test")
+
+
+def test_image_without_mask_and_mask_without_image(tmp_path):
+    folder = write_pairs(tmp_path / "tiktok_person")
+    (folder / "masks" / "00001_0001.png").unlink()
+    with pytest.raises(DataError, match="1 images have no mask.*00001_0001"):
+        load_dataset("tiktok", "all", tmp_path)
+    shutil.copy(folder / "masks" / "00000_0001.png", folder / "masks" / "00099_0001.png")
+    (folder / "images" / "00001_0001.png").unlink()
+    with pytest.raises(DataError, match="1 masks have no image.*00099_0001"):
+        load_dataset("tiktok", "all", tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "empty"])
+def test_bad_image_files_name_the_file(tmp_path, damage):
+    folder = write_pairs(tmp_path / "tiktok_person")
+    target = folder / "images" / "00002_0001.png"
+    data = target.read_bytes()
+    target.write_bytes({"corrupt": b"not a png" * 50, "truncated": data[: len(data) // 2],
+                        "empty": b""}[damage])
+    ds = load_dataset("tiktok", "all", tmp_path)
+    with pytest.raises(DataError) as err:
+        ds.load(ds.ids.index("00002_0001"))
+    assert str(target) in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_mask_of_another_size_is_rejected(tmp_path):
+    folder = write_pairs(tmp_path / "tiktok_person")
+    Image.fromarray(np.zeros((30, 56), np.uint8)).save(folder / "masks" / "00003_0001.png")
+    ds = load_dataset("tiktok", "all", tmp_path)
+    with pytest.raises(DataError, match="00003_0001"):
+        ds.load(ds.ids.index("00003_0001"))
+
+
+def test_split_file_naming_missing_files(tmp_path):
+    write_pairs(tmp_path / "tiktok_person")
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"train": ["00000_0001", "00042_0001"], "val": []}))
+    with pytest.raises(DataError, match="00042_0001"):
+        load_dataset("tiktok", "train", tmp_path, split_file=split_file)
+    split_file.write_text(json.dumps({"train": ["00000_0001", "00004_0001"], "val": []}))
+    assert load_dataset("tiktok", "train", tmp_path, split_file=split_file).ids == ["00000_0001", "00004_0001"]
+
+
+def test_cityscapes_official_layout_maps_label_ids_to_train_ids(tmp_path):
+    root = tmp_path / "cityscapes"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for d in ("leftImg8bit", "gtFine"):
+            (root / d / split / "aachen").mkdir(parents=True)
+        image, _ = make_sample(1, (32, 64))
+        ids = rng.integers(0, 34, (32, 64), dtype=np.uint8)
+        Image.fromarray(image).save(root / "leftImg8bit" / split / "aachen" / "aachen_000000_000019_leftImg8bit.png")
+        Image.fromarray(ids).save(root / "gtFine" / split / "aachen" / "aachen_000000_000019_gtFine_labelIds.png")
+    ds = load_dataset("cityscapes", "val", tmp_path)
+    _, labels = ds.load(0)
+    np.testing.assert_array_equal(labels, labelids_to_trainids(ids))
+    assert labels.max() == 255 and set(np.unique(labels)) - {255} <= set(range(19))
+
+
+def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):
+    """Pairs made like the Kaggle set (photo | colour mask, JPEG) decode to the right classes."""
+    spec = SPECS["cityscapes_pairs"]
+    (tmp_path / "cityscapes_data" / "train").mkdir(parents=True)
+    image, shapes = make_sample(3, (64, 64))
+    labels = np.array([0, 11, 13, 10], np.uint8)[shapes]  # road, person, car, sky
+    pair = np.concatenate([image, spec.palette[labels]], axis=1)
+    Image.fromarray(pair).save(tmp_path / "cityscapes_data" / "train" / "1.jpg", quality=90)
+    ds = load_dataset("cityscapes_pairs", "train", tmp_path)
+    photo, decoded = ds.load(0)
+    assert photo.shape == (64, 64, 3)
+    assert (decoded == labels).mean() > 0.97
+
+
+def test_cli_datasets_and_prepare(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "seglib", *a], capture_output=True, text=True)  # noqa: E731
+    out = run("datasets")
+    assert out.returncode == 0
+    for name in SPECS:
+        assert name in out.stdout
+    out = run("prepare", "synthetic")
+    assert out.returncode == 0 and "train" in out.stdout and "disc" in out.stdout
+    out = run("prepare", "pascal")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown dataset 'pascal'" in out.stderr
+    assert "Traceback" not in out.stderr
