@@ -51,10 +51,11 @@ def test_tiktok_quirks_are_fixed(real_data):
     image, labels = ds.load(tall)  # its mask file is 137 rows, the image 136
     assert Image.open(ds.items[tall].mask).size == (76, 137)
     assert labels.shape == image.shape[:2] == (136, 76)
-    one_bit = ds.ids.index("00007_0361")  # a mode "1" PNG
+    one_bit = ds.ids.index("00007_0361")  # a mode "1" PNG, and a broken one: every pixel is set
     assert Image.open(ds.items[one_bit].mask).mode == "1"
     _, labels = ds.load(one_bit)
-    assert set(np.unique(labels)) == {0, 1}
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) == {1}
+    assert ds.report["masks with one value only (check them: likely broken)"] >= 1
 
 
 def test_pennfudan_instances_become_person(real_data):

@@ -89,9 +89,12 @@ class TikTok(_HashSplit):
         if raw.shape != tuple(image_hw) and report is not None:
             report["mask 1 px off the image size: cropped/padded"] += 1
         raw = masks.fit_mask_to_image(raw, image_hw, max_offset=1, path=item.mask)
+        labels = masks.binarize(raw, self.threshold)
         if report is not None:
             report["soft edge pixels (neither 0 nor 255)"] += int(((raw > 0) & (raw < 255)).sum())
-        return masks.binarize(raw, self.threshold)
+            if labels.all() or not labels.any():
+                report["masks with one value only (check them: likely broken)"] += 1
+        return labels
 
 
 class CamVid(DatasetSpec):
