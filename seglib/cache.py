@@ -1,0 +1,263 @@
+"""Decode a dataset once into uint8 arrays at training resolution, so epochs stop re-decoding PNGs.
+
+>>> cache = load_or_build_cache(ds, 256)      # builds on first use, reuses while ds is unchanged
+>>> image, mask = cache.load(0)               # 256×256×3 uint8, 256×256 uint8 (255 = ignore)
+>>> cache.images.shape, cache.masks.shape     # (N, 256, 256, 3), (N, 256, 256): for GPU-resident data
+
+On disk a cache is a folder (``np.savez`` archives cannot be memory-mapped, plain ``.npy`` files can)::
+
+    <work dir>/cache/<name>_<split>_<size>_<fingerprint[:12]>/
+        images.npy   uint8 N×size×size×3
+        masks.npy    uint8 N×size×size
+        meta.json    ids, name, split, num_classes, ignore_index, fingerprint, size, format
+
+Choices:
+
+* **Square, aspect ratio not kept.** Every sample is resized to ``size×size`` (one array needs one
+  shape), as :func:`seglib.transforms.eval_transform` and :mod:`seglib.gpu_augment` do. Images use
+  ``INTER_AREA`` when shrunk and ``INTER_LINEAR`` when enlarged; masks use nearest neighbour at pixel
+  centres (:func:`seglib.masks.resize_mask`), so no label is invented. Random crops taken from the
+  cache are cut from the ``size×size`` picture, not the full-resolution file: cache at a larger
+  size if that matters.
+* **Atomic.** A build writes into a hidden temporary sibling folder and ``os.replace``-s it into
+  place once ``meta.json`` is written; an interrupted build leaves nothing at the final path (a
+  killed process can leave a hidden ``.*.tmp-*`` folder, which is never read and may be deleted).
+* **Damage is an error, not a silent rebuild.** A cache that cannot be read (truncated, edited)
+  raises :class:`seglib.errors.DataError` naming the folder and saying to delete it; the next
+  :func:`load_or_build_cache` then rebuilds it. A cache of an *older* version of the files is not
+  damage: its fingerprint differs, so it lives at another path and is simply not used.
+* **Memory-mapped, copy-on-write.** :class:`CachedDataset` maps the arrays (``mmap_mode="c"``):
+  opening is instant, DataLoader workers share the pages, and the arrays are writable in memory
+  (so ``torch.from_numpy`` takes them without a warning) while the files are never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from seglib.errors import ConfigError, DataError
+from seglib.masks import resize_mask
+from seglib.paths import work_dir
+
+FORMAT = 1
+_FILES = ("images.npy", "masks.npy", "meta.json")
+
+__all__ = ["CachedDataset", "build_cache", "cache_path", "load_or_build_cache", "open_cache",
+           "resize_sample"]
+
+
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ConfigError(f"cache size must be a positive int (square side in pixels), got {size!r}")
+    return int(size)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.") or "x"
+
+
+def cache_path(ds, size: int) -> Path:
+    """Default folder of ``ds``'s cache: ``work_dir()/cache/<name>_<split>_<size>_<fingerprint[:12]>``."""
+    size = _check_size(size)
+    return (work_dir() / "cache"
+            / f"{_slug(ds.name)}_{_slug(ds.split)}_{size}_{ds.fingerprint()[:12]}")
+
+
+def resize_sample(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, mask)`` resized to ``size×size``: area (shrink) / bilinear (enlarge), masks nearest."""
+    size = _check_size(size)
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+    interp = cv2.INTER_AREA if size <= h and size <= w else cv2.INTER_LINEAR
+    return (cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp),
+            resize_mask(mask, (size, size)))
+
+
+def _check_sample(ds, i: int, image, mask) -> None:
+    image, mask = np.asarray(image), np.asarray(mask)
+    ok = (image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+          and mask.dtype == np.uint8 and mask.shape == image.shape[:2])
+    if not ok:
+        sample = ds.ids[i] if i < len(ds.ids) else i
+        raise DataError(None, f"{ds.name}/{ds.split} sample {sample!r} gave image {image.dtype} "
+                        f"{image.shape} and mask {mask.dtype} {mask.shape}, expected uint8 HxWx3 "
+                        "and uint8 HxW of the same size",
+                        "fix the dataset's load() so it follows the dataset protocol")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write(ds, size: int, folder: Path) -> dict:
+    """Decode every sample of ``ds`` into ``folder`` (which must be new); returns the metadata."""
+    n = len(ds)
+    if n == 0:
+        raise DataError(None, f"{ds.name}/{ds.split} has no samples to cache",
+                        "check the dataset folder and split")
+    start = time.perf_counter()
+    folder.mkdir(parents=True)
+    images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.uint8,
+                                       shape=(n, size, size, 3))
+    masks = np.lib.format.open_memmap(folder / "masks.npy", mode="w+", dtype=np.uint8,
+                                      shape=(n, size, size))
+    for i in range(n):  # streamed to disk: memory stays at one sample, whatever N is
+        image, mask = ds.load(i)
+        _check_sample(ds, i, image, mask)
+        images[i], masks[i] = resize_sample(image, mask, size)
+    images.flush()
+    masks.flush()
+    del images, masks
+    meta = {"format": FORMAT, "name": ds.name, "split": ds.split, "size": size, "n": n,
+            "num_classes": int(ds.num_classes), "ignore_index": int(ds.ignore_index),
+            "fingerprint": ds.fingerprint(), "ids": list(ds.ids),
+            "image_resize": "INTER_AREA when shrinking, INTER_LINEAR when enlarging",
+            "mask_resize": "nearest (pixel centres)",
+            "build_seconds": round(time.perf_counter() - start, 3)}
+    for key in ("class_names", "palette"):
+        value = getattr(ds, key, None)
+        if value is not None:
+            meta[key] = np.asarray(value).tolist()
+    if len(meta["ids"]) != n:
+        raise DataError(None, f"{ds.name}/{ds.split} has {n} samples but {len(meta['ids'])} ids",
+                        "fix the dataset so that len(ds) == len(ds.ids)")
+    (folder / "meta.json").write_text(json.dumps(meta))
+    for name in _FILES:
+        _fsync(folder / name)
+    return meta
+
+
+def build_cache(ds, size: int, path: str | Path | None = None) -> CachedDataset:
+    """Decode ``ds`` at ``size×size`` into ``path`` (default :func:`cache_path`), atomically, and open it.
+
+    An existing cache at ``path`` is replaced.
+    """
+    size = _check_size(size)
+    final = Path(path) if path is not None else cache_path(ds, size)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    old = None
+    try:
+        _write(ds, size, tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+            # a cache is already there (an older one, or another process finished first):
+            # move it aside atomically, put ours in place, then delete it
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return CachedDataset(final)
+
+
+def open_cache(path: str | Path, *, mmap: bool = True) -> CachedDataset:
+    """The cache in folder ``path``; a missing or damaged one raises :class:`DataError`."""
+    return CachedDataset(path, mmap=mmap)
+
+
+def load_or_build_cache(ds, size: int, path: str | Path | None = None) -> CachedDataset:
+    """The cache of ``ds`` at ``size``: reused while ``ds.fingerprint()`` matches, else (re)built."""
+    size = _check_size(size)
+    final = Path(path) if path is not None else cache_path(ds, size)
+    if final.exists():
+        cache = CachedDataset(final)  # damaged → DataError naming the folder
+        if (cache.fingerprint() == ds.fingerprint() and cache.size == size
+                and cache.name == ds.name and cache.split == ds.split and len(cache) == len(ds)):
+            return cache
+    return build_cache(ds, size, final)
+
+
+class CachedDataset:
+    """A built cache; follows the dataset protocol (``len``, ``load(i)``, ``ids``, ``fingerprint()``)."""
+
+    def __init__(self, path: str | Path, *, mmap: bool = True):
+        self.path, self._mmap = Path(path), mmap
+        self._open()
+
+    def _damaged(self, problem: str) -> DataError:
+        return DataError(self.path, f"damaged dataset cache: {problem}",
+                         f"delete the folder (rm -r '{self.path}'); load_or_build_cache rebuilds it")
+
+    def _open(self) -> None:
+        if not self.path.is_dir():
+            raise DataError(self.path, "no dataset cache here",
+                            "build it with seglib.cache.load_or_build_cache(ds, size)")
+        try:
+            meta = json.loads((self.path / "meta.json").read_text())
+            mode = "c" if self._mmap else None
+            images = np.load(self.path / "images.npy", mmap_mode=mode, allow_pickle=False)
+            masks = np.load(self.path / "masks.npy", mmap_mode=mode, allow_pickle=False)
+            n, size = int(meta["n"]), int(meta["size"])
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}, this seglib reads format {FORMAT}")
+            missing = [k for k in ("name", "split", "num_classes", "ignore_index", "fingerprint", "ids")
+                       if k not in meta]
+            if missing:
+                raise KeyError(f"meta.json lacks {', '.join(missing)}")
+        except (OSError, ValueError, EOFError, KeyError, TypeError) as e:
+            raise self._damaged(f"{type(e).__name__}: {e}") from e
+        if images.dtype != np.uint8 or images.shape != (n, size, size, 3):
+            raise self._damaged(f"images.npy is {images.dtype} {images.shape}, meta.json says "
+                                f"uint8 {(n, size, size, 3)}")
+        if masks.dtype != np.uint8 or masks.shape != (n, size, size):
+            raise self._damaged(f"masks.npy is {masks.dtype} {masks.shape}, meta.json says "
+                                f"uint8 {(n, size, size)}")
+        if len(meta["ids"]) != n:
+            raise self._damaged(f"meta.json lists {len(meta['ids'])} ids for {n} samples")
+        self.meta, self.images, self.masks = meta, images, masks
+        self.ids: list[str] = list(meta["ids"])
+        self.name: str = meta["name"]
+        self.split: str = meta["split"]
+        self.size: int = size
+        self.num_classes: int = int(meta["num_classes"])
+        self.ignore_index: int = int(meta["ignore_index"])
+        if "class_names" in meta:
+            self.class_names = tuple(meta["class_names"])
+        if "palette" in meta:
+            self.palette = np.asarray(meta["palette"], dtype=np.uint8)
+
+    def fingerprint(self) -> str:
+        """The fingerprint of the files the cache was built from."""
+        return self.meta["fingerprint"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image size×size×3 uint8, mask size×size uint8)``, copies the caller may modify."""
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} out of range for a cache of {len(self)}")
+        return np.array(self.images[i]), np.array(self.masks[i])
+
+    def __repr__(self) -> str:
+        return (f"CachedDataset({self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"size={self.size}, path='{self.path}')")
+
+    # pickled (DataLoader workers under "spawn") as its path, reopened on the other side
+    def __getstate__(self) -> dict:
+        return {"path": str(self.path), "mmap": self._mmap}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self._mmap = Path(state["path"]), state["mmap"]
+        self._open()

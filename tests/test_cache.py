@@ -1,0 +1,141 @@
+"""Dataset caches: faithful resize, reuse by fingerprint, atomic builds, damage reported."""
+
+import hashlib
+import json
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from seglib import cache as C
+from seglib import transforms as T
+from seglib.errors import DataError
+from seglib.masks import resize_mask
+from seglib.paths import work_dir
+from seglib.synthetic import make_sample
+
+
+@pytest.fixture(autouse=True)
+def fresh_work_dir(private_work_dir, tmp_path, monkeypatch):
+    """Each test starts with no caches (the shared work dir would carry them between tests)."""
+    monkeypatch.setenv("SEGLIB_WORK_DIR", str(tmp_path / "work"))
+
+
+class CountingDataset:
+    """The dataset protocol over synthetic samples of varying sizes; counts ``load`` calls."""
+
+    name, split, num_classes, ignore_index = "fake", "train", 4, 255
+
+    def __init__(self, n=6, version="v1", fail_at=None):
+        self.n, self.version, self.fail_at, self.loads = n, version, fail_at, 0
+        self.ids = [f"img{i:03d}" for i in range(n)]
+
+    def __len__(self):
+        return self.n
+
+    def load(self, i):
+        if i == self.fail_at:
+            raise RuntimeError(f"disk unplugged while reading sample {i}")
+        self.loads += 1
+        image, mask = make_sample(i, (40 + 13 * i, 90 - 7 * i))   # shrinking, enlarging, non-square
+        mask = mask.copy()
+        mask[:2] = 255
+        return image, mask
+
+    def fingerprint(self):
+        return hashlib.sha1(self.version.encode()).hexdigest()
+
+
+def test_round_trip_equals_direct_resize():
+    ds = CountingDataset()
+    cache = C.build_cache(ds, 32)
+    assert cache.path == work_dir() / "cache" / f"fake_train_32_{ds.fingerprint()[:12]}"
+    assert cache.images.shape == (6, 32, 32, 3) and cache.masks.shape == (6, 32, 32)
+    assert cache.images.dtype == cache.masks.dtype == np.uint8
+    assert (len(cache), cache.ids, cache.name, cache.split) == (6, ds.ids, "fake", "train")
+    assert (cache.num_classes, cache.ignore_index, cache.size) == (4, 255, 32)
+    assert cache.fingerprint() == ds.fingerprint()
+    for i in range(len(ds)):
+        image, mask = ds.load(i)
+        h, w = image.shape[:2]
+        interp = cv2.INTER_AREA if h >= 32 and w >= 32 else cv2.INTER_LINEAR
+        got_image, got_mask = cache.load(i)
+        assert np.array_equal(got_image, cv2.resize(image, (32, 32), interpolation=interp))
+        assert np.array_equal(got_mask, resize_mask(mask, (32, 32)))
+        assert set(np.unique(got_mask)) <= set(np.unique(mask))     # nearest: no invented labels
+
+
+def test_cache_plugs_into_the_torch_dataset_and_pickles():
+    cache = C.load_or_build_cache(CountingDataset(), 24)
+    x, y = T.SegmentationTorchDataset(cache, T.eval_transform(24))[3]
+    assert x.dtype == torch.float32 and x.shape == (3, 24, 24) and y.dtype == torch.int64
+    assert np.array_equal(y.numpy(), cache.masks[3])
+    clone = pickle.loads(pickle.dumps(cache))                      # what a "spawn" worker receives
+    assert len(pickle.dumps(cache)) < 1000 and np.array_equal(clone.images, cache.images)
+    image, _ = cache.load(0)
+    image[:] = 0                                                   # copies: the cache is untouched
+    assert cache.images[0].any()
+
+
+def test_reused_while_fingerprint_matches_rebuilt_when_it_changes():
+    ds = CountingDataset()
+    first = C.load_or_build_cache(ds, 16)
+    assert ds.loads == 6
+    again = C.load_or_build_cache(ds, 16)
+    assert ds.loads == 6 and again.path == first.path              # no decoding the second time
+    ds.version = "v2"                                              # the files changed
+    rebuilt = C.load_or_build_cache(ds, 16)
+    assert ds.loads == 12 and rebuilt.path != first.path and rebuilt.fingerprint() == ds.fingerprint()
+    C.load_or_build_cache(ds, 20)                                  # another size is another cache
+    assert ds.loads == 18
+
+
+def test_explicit_path_is_rebuilt_in_place_when_stale(tmp_path):
+    ds = CountingDataset(n=3)
+    C.load_or_build_cache(ds, 16, tmp_path / "c")
+    ds.version = "v2"
+    cache = C.load_or_build_cache(ds, 16, tmp_path / "c")
+    assert ds.loads == 6 and cache.fingerprint() == ds.fingerprint()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]     # old copy and temp folder gone
+
+
+@pytest.mark.parametrize("damage", ["truncate_images", "truncate_masks", "bad_meta", "missing_masks"])
+def test_damaged_cache_raises_data_error_naming_the_folder(damage):
+    ds = CountingDataset(n=3)
+    path = C.build_cache(ds, 16).path
+    if damage.startswith("truncate"):
+        target = path / f"{damage.split('_')[1]}.npy"
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif damage == "bad_meta":
+        (path / "meta.json").write_text(json.dumps({"format": 1, "n": 3}))
+    else:
+        (path / "masks.npy").unlink()
+    for attempt in (lambda: C.load_or_build_cache(ds, 16), lambda: C.open_cache(path),
+                    lambda: C.open_cache(path, mmap=False)):
+        with pytest.raises(DataError) as info:
+            attempt()
+        assert info.value.path == path and str(path) in str(info.value) and "delete" in str(info.value)
+    assert ds.loads == 3                                           # reported, not silently rebuilt
+
+
+def test_interrupted_build_leaves_no_cache():
+    ds = CountingDataset(fail_at=4)
+    with pytest.raises(RuntimeError, match="disk unplugged"):
+        C.load_or_build_cache(ds, 16)
+    folder = work_dir() / "cache"
+    assert not C.cache_path(ds, 16).exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".fake_train_16")]  # temp removed
+    ds.fail_at = None                                              # the next run builds it cleanly
+    assert len(C.load_or_build_cache(ds, 16)) == 6
+
+
+def test_samples_breaking_the_protocol_are_named():
+    class Gray(CountingDataset):
+        def load(self, i):
+            image, mask = super().load(i)
+            return image[..., 0], mask
+
+    with pytest.raises(DataError, match="img000"):
+        C.build_cache(Gray(n=2), 16)

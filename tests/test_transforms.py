@@ -1,0 +1,175 @@
+"""Joint image + mask augmentation: alignment, label integrity, seeding, DataLoader workers."""
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+
+from seglib import transforms as T
+from seglib.errors import ConfigError
+from seglib.synthetic import make_sample
+
+# distinct colours: class k is drawn in COLORS[k]; the last colour marks ignore (255) pixels
+COLORS = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)], np.uint8)
+SIZES = [(90, 130), (200, 150), (64, 64), (300, 420)]
+
+
+def coded_sample(seed, size):
+    """A synthetic mask with an ignore band, and an image whose colour says each pixel's class."""
+    _, mask = make_sample(seed, size)
+    mask = mask.copy()
+    mask[: size[0] // 10] = 255
+    return COLORS[np.where(mask == 255, 4, mask)], mask
+
+
+class PairsDataset:
+    """The dataset protocol over a fixed list of (image, mask) pairs."""
+
+    name, split, num_classes, ignore_index = "pairs", "train", 4, 255
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+        self.ids = [f"s{i}" for i in range(len(pairs))]
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def load(self, i):
+        return self.pairs[i]
+
+    def fingerprint(self):
+        return "0" * 40
+
+
+def decode_colors(x: torch.Tensor) -> np.ndarray:
+    """Normalized 3×H×W → index of the nearest of COLORS per pixel."""
+    rgb = T.denormalize(x).astype(int)
+    return ((rgb[:, :, None] - COLORS.astype(int)) ** 2).sum(-1).argmin(-1)
+
+
+def test_train_transform_keeps_image_and_mask_aligned():
+    tf = T.train_transform(64, seed=1, color=False)
+    for s in range(24):
+        image, mask = coded_sample(s, SIZES[s % 4])
+        out = tf(image=image, mask=mask)
+        y = out["mask"].numpy()
+        agree = (decode_colors(out["image"]) == np.where(y == 255, 4, y)).mean()
+        assert agree >= 0.98, f"sample {s}: only {agree:.3f} of pixels agree"  # OpenCV's INTER_NEAREST fails this
+    # crops and flips really happened: outputs differ from a plain resize of the same sample
+    image, mask = coded_sample(0, (200, 150))
+    plain = T.eval_transform(64)(image=image, mask=mask)["mask"]
+    crops = [tf(image=image, mask=mask)["mask"] for _ in range(4)]
+    assert not all(torch.equal(plain, c) for c in crops)
+
+
+def test_eval_transform_keeps_image_and_mask_aligned():
+    tf = T.eval_transform(48)
+    for s, size in enumerate(SIZES):
+        image, mask = coded_sample(s, size)
+        out = tf(image=image, mask=mask)
+        assert out["image"].shape == (3, 48, 48) and out["mask"].shape == (48, 48)
+        y = out["mask"].numpy()
+        assert (decode_colors(out["image"]) == np.where(y == 255, 4, y)).mean() >= 0.98
+
+
+@pytest.mark.parametrize("make", [lambda: T.train_transform(32, seed=0), lambda: T.eval_transform(32)])
+def test_mask_values_are_never_interpolated_and_image_is_normalized(make):
+    _, base = make_sample(3, (97, 131))
+    mask = np.choose(base, [0, 10, 20, 255]).astype(np.uint8)   # any in-between value is a bug
+    image = COLORS[base]                                           # holds 0 and 255 in every channel
+    ds = T.SegmentationTorchDataset(PairsDataset([(image, mask)] * 6), make())
+    lows, highs = [], []
+    for i in range(len(ds)):
+        x, y = ds[i]
+        lows.append(x.min().item())
+        highs.append(x.max().item())
+        assert x.dtype == torch.float32 and x.shape == (3, 32, 32)
+        assert y.dtype == torch.int64 and y.shape == (32, 32)
+        assert set(y.unique().tolist()) <= {0, 10, 20, 255}
+    assert min(lows) < -1.5 and max(highs) > 1.5                   # ImageNet-normalized, not 0..1
+
+
+def test_same_seed_same_stream_different_seed_different():
+    image, mask = coded_sample(5, (120, 160))
+
+    def stream(seed):
+        tf = T.train_transform(48, seed=seed)
+        return [tf(image=image, mask=mask) for _ in range(5)]
+
+    a, b, c = stream(7), stream(7), stream(8)
+    assert all(torch.equal(p["image"], q["image"]) and torch.equal(p["mask"], q["mask"]) for p, q in zip(a, b))
+    assert not all(torch.equal(p["image"], q["image"]) for p, q in zip(a, c))
+    assert not torch.equal(a[0]["image"], a[1]["image"])          # the stream moves on between calls
+
+
+def test_child_transforms_do_not_share_one_replayed_stream():
+    # Compose.set_random_seed gives every child the same seed, so on the first call HorizontalFlip
+    # fires exactly when RandomBrightnessContrast does; seed_transform decorrelates them
+    image = np.zeros((8, 8, 3), np.uint8)
+    same = []
+    for s in range(60):
+        tf = A.Compose([A.HorizontalFlip(p=0.5), A.RandomBrightnessContrast(p=0.5)], save_applied_params=True)
+        T.seed_transform(tf, s)
+        names = [n for n, _ in tf(image=image)["applied_transforms"]]
+        same.append(("HorizontalFlip" in names) == ("RandomBrightnessContrast" in names))
+    assert 0.2 < np.mean(same) < 0.8
+
+
+def test_worker_seed_is_distinct_and_deterministic():
+    seeds = {T.worker_seed(s, w) for s in range(50) for w in range(4)}
+    assert len(seeds) == 200                                       # no seed + worker_id collisions
+    assert T.worker_seed(3, 1) == T.worker_seed(3, 1) and 0 <= T.worker_seed(3, 1) < 2**32
+
+
+def first_batches(loader, n):
+    return [x for _, (x, _) in zip(range(n), loader)]
+
+
+def test_two_workers_produce_different_augmentations():
+    image, mask = coded_sample(2, (100, 140))
+    source = PairsDataset([(image, mask)] * 4)                     # every index is the same sample
+    tf = T.train_transform(32, seed=0)
+    # worker 0 serves batches 0 and 2, worker 1 batches 1 and 3
+    x = first_batches(T.make_loader(source, tf, batch_size=1, shuffle=False, num_workers=2, seed=0,
+                                    drop_last=False), 4)
+    assert not torch.equal(x[0], x[1]) and not torch.equal(x[2], x[3])
+    # without worker_init_fn both workers replay the same stream: the bug this guards against
+    plain = torch.utils.data.DataLoader(T.SegmentationTorchDataset(source, T.train_transform(32, seed=0)),
+                                        batch_size=1, num_workers=2)
+    y = first_batches(plain, 4)
+    assert torch.equal(y[0], y[1]) and torch.equal(y[2], y[3])
+
+
+def test_make_loader_is_reproducible():
+    pairs = [coded_sample(s, SIZES[s % 4]) for s in range(6)]
+
+    def batches(seed, workers):
+        loader = T.make_loader(PairsDataset(pairs), T.train_transform(32, seed=0), batch_size=2,
+                               shuffle=True, num_workers=workers, seed=seed, drop_last=True)
+        assert len(loader) == 3 and loader.pin_memory == torch.cuda.is_available()
+        assert loader.persistent_workers == (workers > 0)
+        out = list(loader)
+        assert out[0][0].shape == (2, 3, 32, 32) and out[0][1].dtype == torch.int64
+        return out
+
+    a, b, c = batches(1, 2), batches(1, 2), batches(2, 2)
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert not all(torch.equal(p[0], q[0]) for p, q in zip(a, c))
+    zero, one = batches(4, 0), batches(4, 1)                       # 0 and 1 workers agree
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(zero, one))
+
+
+def test_denormalize_inverts_normalize():
+    image = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    x = T.eval_transform(20)(image=image[:20, :20], mask=np.zeros((20, 20), np.uint8))["image"]
+    assert np.array_equal(T.denormalize(x), image[:20, :20])
+    assert T.denormalize(x[None].repeat(2, 1, 1, 1)).shape == (2, 20, 20, 3)
+    with pytest.raises(ConfigError):
+        T.denormalize(torch.zeros(4, 5))
+
+
+def test_bad_arguments_explain_themselves():
+    with pytest.raises(ConfigError, match="size"):
+        T.train_transform(0, seed=0)
+    with pytest.raises(ConfigError, match="ToTensorV2"):
+        T.SegmentationTorchDataset(PairsDataset([coded_sample(0, (16, 16))]), A.Compose([A.NoOp()]))[0]
