@@ -1,0 +1,43 @@
+"""Segmentation models behind one factory: ``create_model(name, num_classes, **options)``.
+
+Every model returns logits ``(N, num_classes, H, W)`` at the input resolution for any H×W
+(inputs are padded inside ``forward`` and the logits cropped back). ``num_classes=1`` is a binary
+model for ``BCEWithLogitsLoss``.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from seglib.errors import ConfigError
+from seglib.models.deeplabv3plus import DeepLabV3Plus
+from seglib.models.unet import Hourglass, UNet
+
+_MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "hourglass": Hourglass,
+                                       "deeplabv3plus": DeepLabV3Plus}
+MODEL_NAMES = tuple(_MODELS)
+
+__all__ = ["MODEL_NAMES", "DeepLabV3Plus", "Hourglass", "UNet", "create_model", "model_options"]
+
+
+def model_options(name: str) -> tuple[str, ...]:
+    """The keyword options that model ``name`` accepts (besides ``num_classes``)."""
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+    return tuple(p for p in inspect.signature(_MODELS[name]).parameters if p != "num_classes")
+
+
+def create_model(name: str, num_classes: int, **options) -> nn.Module:
+    """Build model ``name`` (one of ``MODEL_NAMES``); bad names or options raise ``ConfigError``.
+
+    Options: unet / hourglass take ``in_channels``, ``base_channels``, ``depth``, ``big``;
+    deeplabv3plus takes ``backbone``, ``output_stride``, ``pretrained``, ``train_trunk``.
+    """
+    valid = model_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"{name} has no option {', '.join(unknown)}: valid options are "
+                          f"{', '.join(valid)}")
+    return _MODELS[name](num_classes, **options)

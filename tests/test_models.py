@@ -1,0 +1,226 @@
+"""seglib.models: shapes on any size, gradients, parameter counts, modes, options and weights."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from seglib.errors import ConfigError
+from seglib.models import MODEL_NAMES, create_model, model_options
+from seglib.models.blocks import pad_to_multiple
+from seglib.models.deeplabv3plus import imagenet_weights_file
+from seglib.utils import count_parameters
+
+SMALL = {"unet": {"base_channels": 8}, "hourglass": {"base_channels": 8},
+         "deeplabv3plus": {"backbone": "resnet18"}}
+
+
+def small(name, num_classes=3, **options):
+    torch.manual_seed(0)
+    return create_model(name, num_classes, **{**SMALL[name], **options})
+
+
+@pytest.fixture
+def hub_dir(tmp_path):
+    """An empty torch hub folder (restored afterwards): no cached ImageNet weights."""
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(old)
+
+
+def test_model_names():
+    assert MODEL_NAMES == ("unet", "hourglass", "deeplabv3plus")
+
+
+@pytest.mark.parametrize("name, options", [
+    ("unet", {}), ("unet", {"depth": 2}), ("hourglass", {}),
+    ("deeplabv3plus", {"output_stride": 16}), ("deeplabv3plus", {"output_stride": 8}),
+])
+@pytest.mark.parametrize("size", [(37, 53), (64, 64), (17, 90)])
+def test_logits_at_input_size_for_odd_sizes_and_batch_1_in_train_mode(name, options, size):
+    model = small(name, **options).train()
+    assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_binary_model_has_one_logit_channel(name):
+    model = small(name, num_classes=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 33, 31)).shape == (2, 1, 33, 31)
+
+
+def test_unet_takes_other_input_channel_counts():
+    model = small("unet", in_channels=1, depth=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 20, 24)).shape == (1, 3, 20, 24)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_gradients_reach_every_trainable_parameter(name):
+    model = small(name).train()
+    nn.functional.cross_entropy(model(torch.randn(2, 3, 37, 53)),
+                                torch.randint(0, 3, (2, 37, 53))).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("name, options, expected", [
+    ("unet", {}, 7_763_074),
+    ("unet", {"big": True}, 31_037_698),  # the paper's widths 64..1024: 31.0M
+    ("unet", {"base_channels": 64}, 31_037_698),
+    ("hourglass", {}, 6_979_714),
+    ("hourglass", {"big": True}, 27_904_258),
+    ("deeplabv3plus", {}, 16_603_042),
+    ("deeplabv3plus", {"backbone": "resnet34"}, 26_711_202),
+    ("deeplabv3plus", {"backbone": "resnet50"}, 40_347_042),
+    ("deeplabv3plus", {"output_stride": 8}, 16_603_042),  # dilation adds no parameters
+])
+def test_parameter_counts_of_default_configurations(name, options, expected):
+    assert count_parameters(create_model(name, 2, **options)) == expected
+
+
+def test_hourglass_differs_from_unet_only_in_decoder_input_widths():
+    unet, hourglass = small("unet"), small("hourglass")
+    theirs = hourglass.state_dict()
+    different = {k for k, v in unet.state_dict().items() if theirs[k].shape != v.shape}
+    assert different and all(k.startswith("ups.") and ".conv.0." in k for k in different)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_batchnorm_statistics_update_in_train_mode_and_eval_is_deterministic(name):
+    model = small(name)
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model.train()(torch.randn(2, 3, 40, 40))
+    assert not torch.equal(bn.running_mean, before)
+
+    model.eval()
+    stats = bn.running_mean.clone()
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
+    assert torch.equal(bn.running_mean, stats)
+
+
+def test_frozen_trunk_gets_no_gradients_and_stays_in_eval_mode():
+    model = small("deeplabv3plus", train_trunk=False).train()
+    assert all(not m.training for m in model.backbone.modules())
+    assert model.aspp.training and model.decoder.training
+    stats = model.backbone.bn1.running_mean.clone()
+    model(torch.randn(2, 3, 48, 48)).sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    assert torch.equal(model.backbone.bn1.running_mean, stats)
+    trainable = count_parameters(model, trainable_only=True)
+    assert trainable == count_parameters(model) - count_parameters(model.backbone)
+
+
+def test_dilation_of_resnet50_matches_torchvision_replace_stride_with_dilation():
+    for output_stride, dilate in [(16, [False, False, True]), (8, [False, True, True])]:
+        ours = create_model("deeplabv3plus", 2, backbone="resnet50",
+                            output_stride=output_stride).backbone
+        theirs = torchvision.models.resnet50(replace_stride_with_dilation=dilate)
+        for layer in ("layer3", "layer4"):
+            convs = [m for m in getattr(ours, layer).modules() if isinstance(m, nn.Conv2d)]
+            ref = [m for m in getattr(theirs, layer).modules() if isinstance(m, nn.Conv2d)]
+            assert [(c.stride, c.dilation, c.padding) for c in convs] == \
+                   [(c.stride, c.dilation, c.padding) for c in ref]
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_feature_maps_have_the_requested_output_stride(output_stride):
+    trunk = small("deeplabv3plus", output_stride=output_stride).backbone.eval()
+    with torch.no_grad():
+        low, high = trunk(torch.randn(1, 3, 64, 96))
+    assert low.shape == (1, 64, 16, 24)
+    assert high.shape == (1, 512, 64 // output_stride, 96 // output_stride)
+
+
+def test_pad_to_multiple_pads_bottom_right_with_edge_values():
+    x = torch.arange(6.0).reshape(1, 1, 2, 3)
+    y = pad_to_multiple(x, 4)
+    assert y.shape == (1, 1, 4, 4)
+    torch.testing.assert_close(y[..., :2, :3], x)
+    assert y[0, 0, 3, 3] == x[0, 0, 1, 2]
+    assert pad_to_multiple(y, 4) is y
+
+
+@pytest.mark.parametrize("name, options, valid", [
+    ("segformer", {}, ["unet", "hourglass", "deeplabv3plus"]),
+    ("unet", {"depth": 0}, [">= 1"]),
+    ("unet", {"base_channels": 0}, [">= 1"]),
+    ("unet", {"big": True, "base_channels": 32}, ["base_channels=64"]),
+    ("unet", {"width": 8}, ["in_channels", "base_channels", "depth", "big"]),
+    ("hourglass", {"depth": 2.5}, [">= 1"]),
+    ("deeplabv3plus", {"output_stride": 4}, ["8", "16"]),
+    ("deeplabv3plus", {"backbone": "vgg"}, ["resnet18", "resnet34", "resnet50"]),
+    ("deeplabv3plus", {"depth": 3}, ["backbone", "output_stride", "pretrained", "train_trunk"]),
+    ("deeplabv3plus", {"pretrained": True}, ["None", "'imagenet'"]),
+])
+def test_factory_rejects_bad_names_and_options_naming_the_valid_values(name, options, valid):
+    with pytest.raises(ConfigError) as error:
+        create_model(name, 2, **options)
+    for word in valid:
+        assert word in str(error.value)
+
+
+@pytest.mark.parametrize("num_classes", [0, -1, 2.0, True])
+def test_factory_rejects_bad_class_counts(num_classes):
+    with pytest.raises(ConfigError, match="num_classes"):
+        create_model("unet", num_classes)
+
+
+def test_model_options_lists_what_each_model_accepts():
+    assert model_options("hourglass") == ("in_channels", "base_channels", "depth", "big")
+    assert model_options("deeplabv3plus") == ("backbone", "output_stride", "pretrained",
+                                              "train_trunk")
+
+
+def test_missing_imagenet_weights_name_the_file_and_where_to_put_it(hub_dir):
+    with pytest.raises(ConfigError) as error:
+        create_model("deeplabv3plus", 2, pretrained="imagenet")
+    message = str(error.value)
+    expected = hub_dir / "checkpoints" / "resnet18-f37072fd.pth"
+    assert imagenet_weights_file("resnet18") == expected
+    assert str(expected) in message and "from scratch" in message
+    assert not (hub_dir / "checkpoints").exists() or not any((hub_dir / "checkpoints").iterdir())
+
+
+def test_imagenet_weights_are_read_from_the_torchvision_cache(hub_dir):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet34()
+    path = imagenet_weights_file("resnet34")
+    path.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), path)
+    model = create_model("deeplabv3plus", 2, backbone="resnet34", pretrained="imagenet")
+    torch.testing.assert_close(model.backbone.layer4[2].conv2.weight,
+                               reference.layer4[2].conv2.weight)
+
+
+def test_state_dict_file_of_a_torchvision_resnet_loads_through_the_path_option(tmp_path):
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet18()
+    path = tmp_path / "trunk.pth"
+    torch.save(reference.state_dict(), path)
+    model = create_model("deeplabv3plus", 2, pretrained=path)
+    trunk = model.backbone.state_dict()
+    for key, value in reference.state_dict().items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(trunk[key], value, msg=key)
+    assert create_model("deeplabv3plus", 2, pretrained=str(path)) is not None
+
+
+def test_bad_weight_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        create_model("deeplabv3plus", 2, pretrained=tmp_path / "absent.pth")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        create_model("deeplabv3plus", 2, pretrained=garbage)
+    other = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), other)
+    with pytest.raises(ConfigError, match="does not fit torchvision's resnet50"):
+        create_model("deeplabv3plus", 2, backbone="resnet50", pretrained=other)
