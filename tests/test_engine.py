@@ -1,0 +1,159 @@
+"""The training engine on CPU: it learns, resumes exactly, stops on NaN, and runs under DDP."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from seglib import engine
+from seglib.checkpoint import load_checkpoint
+from seglib.engine import NonFiniteLoss, TrainConfig, fit
+from seglib.errors import ConfigError, DataError
+from seglib.gpu_augment import resize_batch
+from seglib.losses import build_loss
+from seglib.metrics import ConfusionMatrix, logits_to_labels
+from seglib.models import create_model
+from seglib.synthetic import make_sample
+
+TINY = TrainConfig(dataset="synthetic", model="unet", model_options={"base_channels": 8, "depth": 2},
+                   epochs=2, image_size=32, batch_size=4, max_samples=8, max_steps=2, lr=1e-2,
+                   data_path="gpu", num_workers=0, log_freq=1)
+
+
+def run(cfg, **kw):
+    return fit(cfg, device="cpu", verbose=False, **kw)
+
+
+def test_overfitting_one_batch_drives_the_loss_down_and_iou_up():
+    torch.manual_seed(0)
+    samples = [make_sample(i, (32, 32)) for i in range(4)]
+    images = torch.from_numpy(__import__("numpy").stack([s[0] for s in samples]))
+    masks = torch.from_numpy(__import__("numpy").stack([s[1] for s in samples]))
+    x, y = resize_batch(images, masks, 32)
+    model = create_model("unet", 4, base_channels=8, depth=2)
+    loss_fn = build_loss("ce", 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(150):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    cm = ConfusionMatrix(4)
+    cm.update(logits_to_labels(model(x)), y)
+    assert losses[-1] < 0.1 * losses[0]
+    assert cm.compute()["miou"] > 0.9
+
+
+def test_fit_writes_checkpoints_history_and_metrics(tmp_path):
+    result = run(replace(TINY, out=str(tmp_path)))
+    for name in ("best.pt", "last.pt", "history.csv", "history.json", "metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2] == [row["epoch"] for row in result["history"]]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best"]["val_miou"] == max(row["val_miou"] for row in history)
+    assert len(metrics["best"]["val_iou"]) == 4
+    last = load_checkpoint(tmp_path / "last.pt", expect={"model": "unet", "num_classes": 4})
+    assert {"model", "optimizer", "scheduler", "epoch", "rng", "config", "history"} <= set(last)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    straight = run(replace(TINY, out=str(tmp_path / "straight")))["model"].state_dict()
+
+    calls = {"n": 0}
+    real_evaluate = engine.evaluate
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # "killed" during the second epoch
+        return real_evaluate(*args, **kwargs)
+    monkeypatch.setattr(engine, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(replace(TINY, out=str(tmp_path / "resumed")))
+    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    resumed = run(replace(TINY, out=str(tmp_path / "resumed")), resume=True)
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    for key, value in straight.items():
+        torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_build = engine.build_loss
+
+    class Poisoned(torch.nn.Module):
+        """The real loss for epoch 1 (2 train + 1 val steps), NaN afterwards."""
+
+        def __init__(self, loss):
+            super().__init__()
+            self.loss, self.calls = loss, 0
+
+        def forward(self, logits, target):
+            self.calls += 1
+            value = self.loss(logits, target)
+            return value * float("nan") if self.calls > 3 else value
+
+    def poisoned(*args, **kwargs):
+        return Poisoned(real_build(*args, **kwargs))
+    monkeypatch.setattr(engine, "build_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match="lower --lr"):
+        run(replace(TINY, out=str(tmp_path)))
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    run(replace(TINY, out=str(tmp_path / "a")))
+    with pytest.raises(DataError, match="model='unet', not 'hourglass'"):
+        run(replace(TINY, model="hourglass", out=str(tmp_path / "b")), init_from=tmp_path / "a" / "best.pt")
+
+
+def test_bad_options_and_unwritable_out(tmp_path):
+    with pytest.raises(ConfigError, match="amp must be one of bf16, fp16, off"):
+        replace(TINY, amp="fp8")
+    with pytest.raises(ConfigError, match="batch_size must be at least 1"):
+        replace(TINY, batch_size=0)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="cannot write to --out"):
+        run(replace(TINY, out=str(blocker / "sub")))
+
+
+def test_worker_path_trains_too(tmp_path):
+    result = run(replace(TINY, data_path="workers", epochs=1, out=str(tmp_path)))
+    assert result["history"][0]["train_loss"] > 0
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "seglib", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_cli_train_smoke(tmp_path):
+    out = cli("train", "--smoke", "--dataset", "synthetic", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "best val mIoU" in out.stdout and (tmp_path / "best.pt").is_file()
+    bad = cli("train", "--smoke", "--dataset", "synthetic", "--model", "segformer")
+    assert bad.returncode == 2 and "invalid choice: 'segformer'" in bad.stderr
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    if shutil.which("torchrun") is None and not hasattr(torch.distributed, "run"):
+        pytest.skip("torchrun is not available")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29533", "-m", "seglib", "train", "--smoke", "--dataset",
+                          "synthetic", "--data-path", "gpu", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("epoch   1/2") == 1  # only rank 0 prints
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 2
