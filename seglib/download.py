@@ -297,51 +297,33 @@ def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
         raise DataError(archive, "archive not found", "pass an existing archive file")
     kind = _archive_kind(archive)
     try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                members = zf.infolist()
-                for info in members:
-                    why = _zip_problem(info)
-                    if why:
-                        raise DownloadError(_message(
-                            archive, f"refusing to extract member {info.filename!r}: {why}",
-                            "use the official archive; nothing was extracted"))
-                target_dir.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(dir=target_dir, prefix=".extract-")).resolve()
-                try:
-                    for info in members:
-                        dest = _inside(tmp, info.filename)
-                        if info.is_dir():
-                            dest.mkdir(parents=True, exist_ok=True)
-                        else:
-                            _copy_stream(zf.open(info), dest)
-                    _move_entries(tmp, target_dir)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            with tarfile.open(archive, "r:*") as tf:
-                members = tf.getmembers()
-                for member in members:
-                    why = _tar_problem(member)
-                    if why:
-                        raise DownloadError(_message(
-                            archive, f"refusing to extract member {member.name!r}: {why}",
-                            "use the official archive; nothing was extracted"))
-                target_dir.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(dir=target_dir, prefix=".extract-")).resolve()
-                try:
-                    # Members are written one by one as plain files and folders (never links,
-                    # never modes or owners from the archive), so this holds on every Python
-                    # without relying on tarfile's extraction filters.
-                    for member in members:
-                        dest = _inside(tmp, member.name)
-                        if member.isdir():
-                            dest.mkdir(parents=True, exist_ok=True)
-                        else:
-                            _copy_stream(tf.extractfile(member), dest)
-                    _move_entries(tmp, target_dir)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+        with (zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive, "r:*")) as af:
+            if kind == "zip":
+                members = [(i.filename, i.is_dir(), _zip_problem(i), lambda i=i: af.open(i))
+                           for i in af.infolist()]
+            else:
+                members = [(m.name, m.isdir(), _tar_problem(m), lambda m=m: af.extractfile(m))
+                           for m in af.getmembers()]
+            for name, _, why, _ in members:
+                if why:
+                    raise DownloadError(_message(
+                        archive, f"refusing to extract member {name!r}: {why}",
+                        "use the official archive; nothing was extracted"))
+            target_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target_dir, prefix=".extract-")).resolve()
+            try:
+                # Members are written one by one as plain files and folders (never links, never
+                # modes or owners from the archive), so this holds on every Python without
+                # relying on tarfile's extraction filters.
+                for name, is_dir, _, open_member in members:
+                    dest = _inside(tmp, name)
+                    if is_dir:
+                        dest.mkdir(parents=True, exist_ok=True)
+                    else:
+                        _copy_stream(open_member(), dest)
+                _move_entries(tmp, target_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
         raise DownloadError(_message(archive, f"damaged archive ({type(exc).__name__}: {exc}); "
                                      "nothing was extracted",

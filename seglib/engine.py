@@ -165,6 +165,14 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+def _limit(batches: Iterable, limit: int | None, channels_last: bool) -> Iterator:
+    """At most ``limit`` batches, images in channels_last memory format if asked."""
+    for i, (x, y) in enumerate(batches):
+        if limit is not None and i >= limit:
+            return
+        yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+
 def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, scheduler=None, *,
                     device, amp: str = "off", scaler=None, channels_last: bool = False,
                     max_steps: int | None = None, log_freq: int = 50, desc: str = "train") -> float:
@@ -173,11 +181,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
     total = torch.zeros((), device=device)
     steps = 0
     bar = tqdm(batches, desc=desc, leave=False, total=min(len(batches), max_steps or len(batches)))
-    for x, y in bar:
-        if max_steps is not None and steps >= max_steps:
-            break
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for x, y in _limit(bar, max_steps, channels_last):
         # 1. forward pass (in bf16/fp16 where enabled)
         with autocast(device, amp):
             logits = model(x)
@@ -217,11 +221,7 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn, num_classes: int, *, 
     model.eval()
     cm = ConfusionMatrix(num_classes, device=device)
     total = torch.zeros(2, device=device)  # summed loss, images
-    for i, (x, y) in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    for x, y in _limit(batches, max_batches, channels_last):
         with autocast(device, amp):
             logits = model(x)
         total[0] += loss_fn(logits.float(), y) * len(x)
