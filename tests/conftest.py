@@ -23,12 +23,6 @@ def real_data(request):
     return folder
 
 
-def need(folder: Path, sub: str) -> Path:
-    if not (folder / sub).exists():
-        pytest.skip(f"{sub} is not in {folder}")
-    return folder / sub
-
-
 @pytest.fixture(autouse=True)
 def private_work_dir(tmp_path_factory, monkeypatch):
     """Splits, caches and synthetic data go to a temporary folder, never into the checkout."""

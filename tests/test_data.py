@@ -16,7 +16,13 @@ from seglib.errors import ConfigError, DataError
 from seglib.masks import labelids_to_trainids
 from seglib.synthetic import make_sample
 
-from conftest import need
+
+
+def need(folder, sub):
+    """Skip unless the real data folder holds ``sub``."""
+    if not (folder / sub).exists():
+        pytest.skip(f"{sub} is not in {folder}")
+    return folder / sub
 
 # ---------------------------------------------------------------- real datasets (../shared/data)
 
