@@ -30,7 +30,7 @@ def test_execution_counts_run_1_to_n(notebook):
 def test_no_error_outputs(notebook):
     nb, path = notebook
     for cell in code_cells(nb):
-        expected = "NBVAL_RAISES_EXCEPTION" in "".join(cell["source"])
+        expected = "raises-exception" in cell["metadata"].get("tags", [])
         errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
         assert expected or not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
 
