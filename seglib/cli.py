@@ -30,22 +30,27 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    """Find (or download) a dataset, decode every sample, print counts and mask statistics."""
+def ensure_dataset(name: str, root: str | None, source: str | None = None):
+    """The dataset's folder: found locally, or downloaded (from ``source`` or the official URL)."""
     from seglib.data import find_folder, get_spec
-    from seglib.data.prepare import format_stats, prepare
     from seglib.download import download_dataset
     from seglib.paths import data_dir
 
-    get_spec(args.dataset)
-    root = args.root
+    get_spec(name)
     try:
-        find_folder(args.dataset, root)
+        return find_folder(name, root)
     except SeglibError as missing:
-        if args.dataset == "synthetic":
+        if name == "synthetic":
             raise
         print(f"{missing}\ntrying to download it...", file=sys.stderr)
-        root = download_dataset(args.dataset, root or data_dir(), source=args.source)
+        return download_dataset(name, root or data_dir(), source=source)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Find (or download) a dataset, decode every sample, print counts and mask statistics."""
+    from seglib.data.prepare import format_stats, prepare
+
+    root = ensure_dataset(args.dataset, args.root, args.source)
     results = prepare(args.dataset, root, max_samples=args.max_samples)
     print(format_stats(args.dataset, results))
     problems = sum(len(r.problems) for r in results)
@@ -86,6 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg_fields = {**smoke, **cfg_fields}
     cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{args.model}")
     cfg = TrainConfig(**cfg_fields, model_options=options)
+    cfg.root = str(ensure_dataset(cfg.dataset, cfg.root))
     result = fit(cfg, resume=args.resume, init_from=args.init_from)
     best = result["best"]
     print(f"best val mIoU {best['val_miou']:.4f} at epoch {best['epoch']} "
