@@ -177,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SeglibError as exc:
+    except (SeglibError, OSError) as exc:  # expected failures: one line, no traceback
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; last.pt (if any) holds the last finished epoch: use --resume", file=sys.stderr)
+        return 130
