@@ -1,0 +1,57 @@
+"""The learning-rate range test (Smith 2017; fastai's ``lr_find``).
+
+Train for a few dozen steps while the learning rate grows exponentially from tiny to huge, and
+record the loss. The loss falls, flattens, then explodes; a good learning rate sits where it
+falls fastest, about ten times below the minimum. The model and optimizer are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim.Optimizer, *,
+            start_lr: float = 1e-6, end_lr: float = 1.0, steps: int = 100, smooth: float = 0.9,
+            diverge: float = 4.0) -> dict:
+    """Run the range test; returns ``{"lrs", "losses", "suggestion"}``.
+
+    ``losses`` are exponentially smoothed (factor ``smooth``); the test stops early once the
+    smoothed loss exceeds ``diverge`` times its minimum. ``suggestion`` is the learning rate at the
+    steepest descent of the smoothed loss.
+    """
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(optimizer.state_dict())
+    factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
+    lrs, losses, avg, best = [], [], 0.0, math.inf
+    model.train()
+    step = 0
+    while step < steps:
+        for x, y in batches:
+            lr = start_lr * factor**step
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = loss.item()  # the range test needs each value on the host
+            avg = smooth * avg + (1 - smooth) * value
+            smoothed = avg / (1 - smooth ** (step + 1))
+            lrs.append(lr)
+            losses.append(smoothed)
+            best = min(best, smoothed)
+            step += 1
+            if step >= steps or not math.isfinite(smoothed) or smoothed > diverge * best:
+                step = steps
+                break
+    model.load_state_dict(saved_model)
+    optimizer.load_state_dict(saved_opt)
+    slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
+              for i in range(len(lrs) - 1) if math.isfinite(losses[i + 1])]
+    suggestion = lrs[min(range(len(slopes)), key=slopes.__getitem__)] if slopes else start_lr
+    return {"lrs": lrs, "losses": losses, "suggestion": suggestion}
