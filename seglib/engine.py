@@ -175,12 +175,14 @@ def _limit(batches: Iterable, limit: int | None, channels_last: bool) -> Iterato
 
 def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, scheduler=None, *,
                     device, amp: str = "off", scaler=None, channels_last: bool = False,
-                    max_steps: int | None = None, log_freq: int = 50, desc: str = "train") -> float:
+                    max_steps: int | None = None, log_freq: int = 50, desc: str = "train",
+                    progress: bool = True) -> float:
     """One pass over ``batches``; returns the mean training loss (one host sync, at the end)."""
     model.train()
     total = torch.zeros((), device=device)
     steps = 0
-    bar = tqdm(batches, desc=desc, leave=False, total=min(len(batches), max_steps or len(batches)))
+    bar = tqdm(batches, desc=desc, leave=False, total=min(len(batches), max_steps or len(batches)),
+               disable=not progress)
     for x, y in _limit(bar, max_steps, channels_last):
         # 1. forward pass (in bf16/fp16 where enabled)
         with autocast(device, amp):
@@ -392,7 +394,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             train_loss = train_one_epoch(train_model, train_batches, loss_fn, optimizer, scheduler,
                                          device=device, amp=cfg.amp, scaler=scaler,
                                          channels_last=channels_last, max_steps=cfg.max_steps,
-                                         log_freq=cfg.log_freq, desc=f"epoch {epoch + 1}")
+                                         log_freq=cfg.log_freq, desc=f"epoch {epoch + 1}",
+                                         progress=verbose and rank == 0)
             val = evaluate(train_model, val_batches, loss_fn, max(2, out_channels), device=device,
                            amp=cfg.amp, channels_last=channels_last)
         except torch.cuda.OutOfMemoryError as exc:
