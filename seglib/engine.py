@@ -350,7 +350,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             "class_names": list(spec.class_names), "image_size": cfg.image_size,
             "model_options": dict(cfg.model_options)}
     if init_from is not None:  # weights only, like the reference CLI's --loadCheckpoint
-        model.load_state_dict(load_checkpoint(init_from, expect={"model": cfg.model, "num_classes": out_channels})["model"])
+        expect = {"model": cfg.model, "num_classes": out_channels}
+        model.load_state_dict(load_checkpoint(init_from, expect=expect)["model"])
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

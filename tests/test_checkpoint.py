@@ -1,7 +1,6 @@
 """Checkpoints: atomic writes, refusal of pickled payloads, truncation and mismatch detection."""
 
 import os
-import pickle
 import random
 
 import numpy as np
