@@ -485,7 +485,7 @@ def kmeans_colors(rgb_pixels_or_masks, k: int, seed: int = 0, iters: int = 100,
         centers[i] = points[rng.choice(len(points), p=p / p.sum())] if p.sum() > 0 else points[i]
         d2 = np.minimum(d2, ((points - centers[i]) ** 2).sum(1))
     n_iter = 0
-    for n_iter in range(1, iters + 1):
+    for n_iter in range(1, iters + 1):  # noqa: B007 (returned after the loop)
         assign, dist = _nearest(points, centers)
         sums = np.stack([np.bincount(assign, weights * points[:, c], minlength=k)
                          for c in range(3)], axis=1)
