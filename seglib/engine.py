@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seglib.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from seglib.errors import ConfigError, SeglibError
+from seglib.errors import ConfigError, DataError, SeglibError
 from seglib.gpu_augment import GpuAugment, resize_batch
 from seglib.losses import build_loss
 from seglib.metrics import ConfusionMatrix, logits_to_labels
@@ -270,6 +270,30 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)     # torch.compile
 
 
+_RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "history", "best")
+
+
+def _load_weights(model: nn.Module, state, path: str | Path, needed: tuple[str, ...] = ("model",)) -> None:
+    """Put ``state["model"]`` into ``model``; anything that does not fit is a DataError naming the file."""
+    missing = [k for k in needed if k not in state] if isinstance(state, dict) else list(needed)
+    if missing or not isinstance(state.get("model"), dict):
+        raise DataError(path, f"not a seglib checkpoint: it lacks {', '.join(missing or ['model'])} "
+                        "(a bare state_dict or another program's file?)",
+                        "pass best.pt / last.pt written by python -m seglib train, or wrap a bare "
+                        "state_dict as torch.save({'model': state_dict}, path)")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "").strip().rstrip(".")
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
+        options = state.get("meta", {}).get("model_options") if isinstance(state.get("meta"), dict) else None
+        raise DataError(path, f"its weights do not fit this {type(model).__name__} ({detail})",
+                        "train with the options it was made with"
+                        + (f" (its model_options: {options})" if options is not None else "")
+                        + ", or pass another checkpoint") from exc
+
+
 def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
     """``(train_batches, val_batches, spec)`` for ``cfg``: caches built once, then batches."""
     from seglib.cache import load_or_build_cache
@@ -351,7 +375,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             "model_options": dict(cfg.model_options)}
     if init_from is not None:  # weights only, like the reference CLI's --loadCheckpoint
         expect = {"model": cfg.model, "num_classes": out_channels}
-        model.load_state_dict(load_checkpoint(init_from, expect=expect)["model"])
+        _load_weights(model, load_checkpoint(init_from, expect=expect), init_from)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -364,7 +388,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
     start_epoch, history, best = 0, [], {"val_miou": -1.0}
     if resume and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt", expect={"model": cfg.model, "num_classes": out_channels})
-        model.load_state_dict(state["model"])
+        _load_weights(model, state, out / "last.pt", _RESUME_KEYS)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -400,8 +424,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             val = evaluate(train_model, val_batches, loss_fn, max(2, out_channels), device=device,
                            amp=cfg.amp, channels_last=channels_last)
         except torch.cuda.OutOfMemoryError as exc:
+            smaller = (f"--batch-size {cfg.batch_size // 2}" if cfg.batch_size > 1
+                       else f"--image-size {max(1, cfg.image_size // 2)} (or a smaller model)")
             raise SeglibError(f"CUDA out of memory at --batch-size {cfg.batch_size} and --image-size "
-                              f"{cfg.image_size}; try --batch-size {max(1, cfg.batch_size // 2)}") from exc
+                              f"{cfg.image_size}; try {smaller}") from exc
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
                "val_miou": val["miou"], "val_pixel_accuracy": val["pixel_accuracy"],

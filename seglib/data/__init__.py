@@ -38,7 +38,8 @@ def find_folder(name: str, root: str | Path | None = None) -> Path:
     """
     spec = get_spec(name)
     if spec.name == "synthetic":
-        folder = Path(root) if root and spec.is_present(Path(root)) else work_dir() / spec.folder
+        given = [Path(root).expanduser(), Path(root).expanduser() / spec.folder] if root else []
+        folder = next((c for c in given if spec.is_present(c)), work_dir() / spec.folder)
         if not spec.is_present(folder):
             spec.generate(folder)
         return folder
