@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from seglib.errors import SeglibError
 
@@ -39,10 +40,10 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
     get_spec(name)
     try:
         return find_folder(name, root)
-    except SeglibError as missing:
-        if name == "synthetic":
-            raise
-        print(f"{missing}\ntrying to download it...", file=sys.stderr)
+    except SeglibError:
+        if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
+            raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
+        print(f"{name} not found locally: downloading it (or taking --source)", flush=True)
         return download_dataset(name, root or data_dir(), source=source)
 
 
@@ -55,7 +56,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(format_stats(args.dataset, results))
     problems = sum(len(r.problems) for r in results)
     if problems:
-        print(f"error: {problems} samples failed the checks above", file=sys.stderr)
+        print(f"error: {problems} samples failed the checks above. Fix: repair or replace each file named "
+              "on a PROBLEM: line (re-download the dataset if many), then run prepare again", file=sys.stderr)
         return 1
     return 0
 
@@ -153,8 +155,15 @@ def add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <prog>: <problem>. Fix: ...``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}. Fix: see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seglib", description="The segmentation workbook's tools.")
+    parser = _Parser(prog="seglib", description="The segmentation workbook's tools.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -148,6 +148,7 @@ def fetch(source: str | Path, dest_dir: str | Path, *, sha256: str | None = None
         elif _is_url(source):
             return final
 
+    created = not dest_dir.exists()
     dest_dir.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     stream, total = _open_source(source, timeout)
@@ -156,7 +157,8 @@ def fetch(source: str | Path, dest_dir: str | Path, *, sha256: str | None = None
 
         received = 0
         with stream, open(part, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
-                                                    unit_divisor=1024, desc=name) as bar:
+                                                    unit_divisor=1024, desc=name,
+                                                    disable=None) as bar:  # no bar off a terminal
             while chunk := stream.read(CHUNK):
                 out.write(chunk)
                 received += len(chunk)
@@ -182,6 +184,8 @@ def fetch(source: str | Path, dest_dir: str | Path, *, sha256: str | None = None
             "by hand and pass the local file as source")) from exc
     finally:
         part.unlink(missing_ok=True)  # gone after os.replace; removes the half file otherwise
+        if created and not any(dest_dir.iterdir()):
+            dest_dir.rmdir()  # a failed first download leaves no empty folder behind
     return final
 
 

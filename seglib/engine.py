@@ -366,6 +366,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             (out / ".write_test").unlink()
         except OSError as exc:
             raise ConfigError(f"cannot write to --out {out} ({exc.strerror}); choose a writable folder") from exc
+        for stray in out.glob(".*.pt.*.tmp"):  # half-written checkpoints of a killed run
+            stray.unlink()
 
     train_batches, val_batches, spec = build_data(cfg, device, rank, world)
     out_channels = 1 if "bce" in cfg.loss else spec.num_classes

@@ -114,7 +114,11 @@ def test_fetch_checksum_mismatch_keeps_nothing(payload_file, tmp_path):
     msg = str(err.value)
     assert wrong in msg and sha(PAYLOAD) in msg and "data.bin" in msg
     assert "pass the right file" in msg
-    assert leftovers(dest) == []  # neither the final file nor the .part
+    assert not dest.exists()  # neither the final file nor the .part, nor the folder it created
+    dest.mkdir()
+    with pytest.raises(DownloadError):
+        fetch(payload_file.as_uri(), dest, sha256=wrong)
+    assert dest.is_dir() and leftovers(dest) == []  # a folder that was there already stays
 
 
 def test_fetch_truncated_copy_never_clobbers_previous_file(payload_file, tmp_path):

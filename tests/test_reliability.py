@@ -62,10 +62,9 @@ def one_line_error(proc, *needles, status=2):
     return line
 
 
-def xfail_unless_one_line(proc, cli_change):
-    """The issue wants one line; some paths of seglib/cli.py print more (see RELIABILITY.md)."""
-    if len(proc.stderr.strip().splitlines()) != 1:
-        pytest.xfail(f"stderr has {len(proc.stderr.strip().splitlines())} lines: needs {cli_change}")
+def assert_one_line(proc):
+    """stderr is exactly one line: no usage block, no notice before the error, no progress bar."""
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def synthetic_copy(root: Path) -> Path:
@@ -101,7 +100,8 @@ def test_prepare_lists_every_damaged_file_and_exits_1(tmp_path):
 
     proc = cli("prepare", "synthetic", "--root", str(tmp_path / "data"), cwd=tmp_path)
 
-    assert one_line_error(proc, status=1) == "error: 5 samples failed the checks above"
+    line = one_line_error(proc, status=1)
+    assert line.startswith("error: 5 samples failed the checks above. Fix: repair or replace each file"), line
     problems = [line.strip() for line in proc.stdout.splitlines() if "PROBLEM:" in line]
     expected = {images / "shapes_0000.png": "file is empty (0 bytes)",
                 images / "shapes_0001.png": "cannot be decoded as an image",
@@ -138,8 +138,14 @@ def test_prepare_missing_and_empty_dataset_folders(tmp_path):
     proc_empty = cli("prepare", "tiktok", "--root", str(tmp_path / "layout"), cwd=tmp_path)
     one_line_error(proc_empty, str(tmp_path / "layout" / "tiktok_person"),
                    "no 'train' samples found for tiktok", "Fix:")
-    xfail_unless_one_line(proc, "ensure_dataset to fold the 'not found / trying to download' "
-                          "notice into the final error line")
+    assert_one_line(proc)
+
+
+def test_prepare_never_creates_a_missing_root(tmp_path):
+    missing = tmp_path / "no" / "such"
+    proc = cli("prepare", "pennfudan", "--root", str(missing), cwd=tmp_path)
+    one_line_error(proc, str(missing), "folder not found", "Fix: pass an existing folder with --root")
+    assert not (tmp_path / "no").exists()
 
 
 def test_prepare_refuses_an_archive_that_escapes_its_folder(tmp_path):
@@ -155,8 +161,7 @@ def test_prepare_refuses_an_archive_that_escapes_its_folder(tmp_path):
     assert not (tmp_path / "escaped.txt").exists()
     assert not (root / "PennFudanPed").exists()
     assert not [p for p in root.iterdir() if p.name.startswith(".seglib-extract-")]
-    xfail_unless_one_line(proc, "ensure_dataset to fold the 'not found / trying to download' "
-                          "notice into the final error line")
+    assert_one_line(proc)
 
 
 # ------------------------------------------------------------------ data, in process
@@ -299,8 +304,7 @@ def test_bad_train_options_exit_2_naming_the_value(cli_errors, case):
     base, results = cli_errors
     error_line(results[case], *BAD_OPTIONS[case][1])
     assert list((base / case).iterdir()) == []  # neither --out nor a default runs/ folder
-    xfail_unless_one_line(results[case], "argparse errors printed as one 'error: ...' line without "
-                          "the usage block (an ArgumentParser.error override in seglib/cli.py)")
+    assert_one_line(results[case])
 
 
 def test_unknown_dataset_is_one_line(cli_errors):
@@ -433,6 +437,18 @@ for i in range(1, 10_000):
     save_checkpoint({"epoch": i, "w": torch.full((int(sys.argv[2]),), float(i))}, sys.argv[1])
     print(i, flush=True)
 """
+
+
+def test_a_new_run_removes_half_written_checkpoints_of_a_killed_one(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stray = out / ".last.pt.k1ll3d.tmp"
+    stray.write_bytes(b"half a checkpoint")
+    keep = out / "notes.txt"
+    keep.write_text("mine")
+    fit(replace(SMALL, epochs=1, out=str(out)), device="cpu", verbose=False)
+    assert not stray.exists() and keep.read_text() == "mine"
+    assert sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "last.pt"]
 
 
 @pytest.mark.parametrize("old, writes_before_kill", [(False, 0), (True, 0), (True, 2)])
