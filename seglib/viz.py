@@ -4,9 +4,17 @@ Licensed datasets may not be redistributed, and a notebook's committed outputs a
 ``cfg.publish`` is set (``scripts/run_notebooks.py`` sets it), images and label maps of datasets
 that are not ``redistributable`` are drawn as grey placeholders; run the notebook yourself to see
 them. Numbers (counts, sizes, class frequencies) are shown either way.
+
+Evaluation pictures: ``four_panel`` (image | truth | prediction | probability), ``error_map`` and
+``error_figure``, ``plot_history``, ``plot_confusion``, ``plot_per_class_iou`` and
+``compare_models``. Every function returns its Figure; ``save_fig`` writes it.
 """
 
 from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +22,19 @@ import numpy as np
 from seglib.paths import FIGURES_DIR
 
 IGNORE_COLOR = (255, 255, 255)
+
+# Error colours: Okabe–Ito orange and blue stay distinct under every common colour-vision deficiency.
+ERROR_COLORS = {
+    "correct background": (0, 0, 0),
+    "correct foreground": (255, 255, 255),
+    "false positive": (230, 159, 0),    # orange: predicted foreground, truly background
+    "false negative": (0, 114, 178),    # blue: predicted background, truly foreground
+    "correct": (0, 0, 0),
+    "wrong class": (213, 94, 0),        # vermilion
+    "ignored": (128, 128, 128),
+}
+_BINARY_KINDS = ("correct background", "false negative", "false positive", "correct foreground")  # 2*pred + target
+_MULTICLASS_KINDS = ("correct", "wrong class")
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
@@ -34,14 +55,16 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
     return out.astype(np.uint8)
 
 
-def show_image(ax, image: np.ndarray, *, hidden: bool = False, title: str | None = None) -> None:
-    """``imshow`` without axes, or a placeholder when the image may not be published."""
+def show_image(ax, image: np.ndarray, *, hidden: bool = False, title: str | None = None,
+               **imshow_kwargs) -> None:
+    """``imshow`` without axes (extra keywords go to ``imshow``), or a placeholder when the image
+    may not be published."""
     if hidden:
         ax.imshow(np.full((*image.shape[:2], 3), 200, np.uint8))
         ax.text(0.5, 0.5, "licensed image:\nrun the notebook\nto see it", ha="center",
                 va="center", transform=ax.transAxes, fontsize=8)
     else:
-        ax.imshow(image, interpolation="nearest")
+        ax.imshow(image, interpolation="nearest", **imshow_kwargs)
     if title:
         ax.set_title(title, fontsize=9)
     ax.axis("off")
@@ -65,7 +88,8 @@ def legend(ax, class_names, palette) -> None:
     """A colour legend of the classes beside a plot."""
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color=np.asarray(c) / 255, label=n) for n, c in zip(class_names, palette)],
+    ax.legend(handles=[Patch(facecolor=np.asarray(c) / 255, edgecolor="0.5", linewidth=0.5, label=n)
+                       for n, c in zip(class_names, palette)],
               loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
 
 
@@ -74,3 +98,196 @@ def save_fig(fig, name: str, cfg) -> None:
     if not cfg.smoke:
         FIGURES_DIR.mkdir(exist_ok=True)
         fig.savefig(FIGURES_DIR / f"{name}.png", dpi=100, bbox_inches="tight")
+
+
+def _check_shape(name: str, shape, other: str, other_shape) -> None:
+    if tuple(shape) != tuple(other_shape):
+        raise ValueError(f"{name} shape {tuple(shape)} does not match {other} shape {tuple(other_shape)}")
+
+
+def _default_palette(num_classes: int) -> np.ndarray:
+    """Black background, then matplotlib's tab10 colours."""
+    colours = plt.get_cmap("tab10")(np.arange(num_classes - 1) % 10)[:, :3] * 255
+    return np.vstack([[0, 0, 0], colours]).astype(np.uint8)
+
+
+def four_panel(image, target, probability, *, threshold: float = 0.5, hidden: bool = False,
+               titles=None, palette=None):
+    """image | ground truth | prediction | probability (viridis, 0..1).
+
+    ``probability`` is the ``HxW`` foreground probability of a binary task (prediction:
+    ``p > threshold``) or a ``CxHxW`` softmax (prediction: argmax; last panel: the confidence,
+    i.e. the max probability).
+    """
+    image, target, probability = np.asarray(image), np.asarray(target), np.asarray(probability, np.float32)
+    if probability.ndim not in (2, 3):
+        raise ValueError(f"probability must be HxW or CxHxW, got shape {probability.shape}")
+    _check_shape("target", target.shape, "image", image.shape[:2])
+    _check_shape("probability", probability.shape[-2:], "target", target.shape)
+    if probability.ndim == 2:
+        pred, confidence = (probability > threshold).astype(np.uint8), probability
+        names = ("image", "ground truth", f"prediction (p > {threshold:g})", "P(foreground)")
+    else:
+        pred, confidence = probability.argmax(0).astype(np.uint8), probability.max(0)
+        names = ("image", "ground truth", "prediction (argmax)", "confidence (max probability)")
+    if palette is None:
+        palette = _default_palette(len(probability) if probability.ndim == 3 else 2)
+    titles = titles or names
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), layout="constrained")
+    for ax, panel, title in zip(axes, (image, colorize(target, palette), colorize(pred, palette)), titles):
+        show_image(ax, panel, hidden=hidden, title=title)
+    show_image(axes[3], confidence, hidden=hidden, title=titles[3], cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(0, 1), "viridis"), ax=axes[3], fraction=0.046)
+    return fig
+
+
+def _error_codes(pred, target, ignore_index: int, num_classes: int | None):
+    """Per-pixel index into the error kinds, and the kinds (the last is "ignored")."""
+    pred, target = np.asarray(pred), np.asarray(target)
+    _check_shape("pred", pred.shape, "target", target.shape)
+    valid = target != ignore_index
+    binary = num_classes == 2 or (num_classes is None and np.isin(pred, (0, 1)).all()
+                                  and np.isin(target[valid], (0, 1)).all())
+    if binary:
+        kinds, codes = _BINARY_KINDS, 2 * (pred == 1) + (target == 1)
+    else:
+        kinds, codes = _MULTICLASS_KINDS, (pred != target).astype(int)
+    return np.where(valid, codes, len(kinds)), (*kinds, "ignored")
+
+
+def _paint(codes, kinds) -> np.ndarray:
+    return np.array([ERROR_COLORS[k] for k in kinds], np.uint8)[codes]
+
+
+def error_map(pred, target, ignore_index: int = 255, num_classes: int | None = None) -> np.ndarray:
+    """``HxWx3`` uint8 picture of the errors (colours in ``ERROR_COLORS``).
+
+    Binary (``num_classes == 2``, or labels within {0, 1}): correct background black, correct
+    foreground white, false positive orange, false negative blue. Multiclass: correct black, wrong
+    class vermilion. Ignored pixels are mid grey either way.
+    """
+    return _paint(*_error_codes(pred, target, ignore_index, num_classes))
+
+
+def error_figure(image, pred, target, *, hidden: bool = False, class_names=None, ignore_index: int = 255):
+    """image | error map, with a legend of the error colours and the error pixel counts in the title."""
+    _check_shape("target", np.shape(target), "image", np.shape(image)[:2])
+    codes, kinds = _error_codes(pred, target, ignore_index, len(class_names) if class_names else None)
+    counts = np.bincount(codes.ravel(), minlength=len(kinds))
+    title = ", ".join(f"{k} {counts[kinds.index(k)]:,} px" for k in ("false positive", "false negative", "wrong class")
+                      if k in kinds)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    show_image(axes[0], image, hidden=hidden, title="image")
+    show_image(axes[1], _paint(codes, kinds), hidden=hidden, title=title)
+    legend(axes[1], kinds, [ERROR_COLORS[k] for k in kinds])
+    fig.tight_layout()
+    return fig
+
+
+def _read_history(source) -> list[dict]:
+    """Rows of a history list, or of a ``history.json`` / ``history.csv`` written by ``seglib.engine``."""
+    if not isinstance(source, (str, Path)):
+        return list(source)
+    path = Path(source)
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _column(rows, key: str) -> np.ndarray:
+    return np.array([float(row[key]) for row in rows])
+
+
+def plot_history(history, metrics=("loss", "miou", "pixel_accuracy")):
+    """One subplot per metric over epochs ("loss": train and val; others: the ``val_`` column), with
+    the best val mIoU epoch marked by a dotted line. ``history``: rows, a path to ``history.json`` /
+    ``history.csv``, or ``{run name: either}`` to overlay several runs."""
+    runs = history if isinstance(history, dict) else {"": history}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), squeeze=False, layout="constrained")
+    for i, (name, source) in enumerate(runs.items()):
+        rows, colour, prefix = _read_history(source), f"C{i}", f"{name} " if name else ""
+        epochs = _column(rows, "epoch")
+        best = epochs[np.nanargmax(_column(rows, "val_miou"))]
+        for ax, metric in zip(axes[0], metrics):
+            for key in ("train_loss", "val_loss") if metric == "loss" else (f"val_{metric}",):
+                ax.plot(epochs, _column(rows, key), color=colour, ls="--" if key.startswith("train") else "-",
+                        label=prefix + key)
+            ax.axvline(best, color=colour, ls=":", label=f"{prefix}best mIoU (epoch {best:g})")
+    for ax, metric in zip(axes[0], metrics):
+        ax.set(title=metric, xlabel="epoch")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_confusion(matrix, class_names, normalize: str | None = "true"):
+    """Heatmap of a ``KxK`` confusion matrix ``matrix[true, pred]``, normalized by rows ("true"), by
+    columns ("pred") or not (None). Rows/columns without pixels stay blank (NaN)."""
+    m, k = np.asarray(matrix, np.float64), len(class_names)
+    _check_shape("matrix", m.shape, "class_names", (k, k))
+    if normalize not in ("true", "pred", None):
+        raise ValueError(f"normalize must be 'true', 'pred' or None, not {normalize!r}")
+    if normalize:
+        totals = m.sum(axis=1 if normalize == "true" else 0, keepdims=True)
+        m = np.divide(m, totals, out=np.full_like(m, np.nan), where=totals > 0)
+    fig, ax = plt.subplots(figsize=(3 + 0.5 * k, 2.5 + 0.45 * k), layout="constrained")
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"confusion matrix ({f'normalized by {normalize} class' if normalize else 'pixels'})")
+    if k <= 12:
+        high = np.nanmax(m) / 2 if np.isfinite(m).any() else 0
+        for (t, p), value in np.ndenumerate(m):
+            if np.isfinite(value):
+                ax.text(p, t, f"{value:.2f}" if normalize else f"{value:,.0f}", ha="center", va="center",
+                        fontsize=7, color="white" if value > high else "black")
+    return fig
+
+
+def plot_per_class_iou(iou, class_names, palette=None, *, title=None, compare=None, name: str = "model"):
+    """Horizontal bars of per-class IoU, coloured by ``palette``, a dashed line at the mean (mIoU).
+    NaN (class absent) gets no bar, only the word "absent". ``compare`` ({model: iou}) adds grouped
+    bars, one colour per model, ``iou`` being labelled ``name``."""
+    series, k = {name: iou, **(compare or {})}, len(class_names)
+    single, height = len(series) == 1, 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(6, 1 + 0.3 * k * len(series) ** 0.5), layout="constrained")
+    for j, (label, values) in enumerate(series.items()):
+        values = np.asarray(values, np.float64)
+        _check_shape(f"IoU of {label}", values.shape, "class_names", (k,))
+        y, present = np.arange(k) + (j - (len(series) - 1) / 2) * height, ~np.isnan(values)
+        colour = np.asarray(palette)[:k][present] / 255 if single and palette is not None else f"C{j}"
+        ax.barh(y[present], values[present], height, color=colour, edgecolor="k", linewidth=0.5,
+                label=None if single else label)
+        for yy in y[~present]:
+            ax.text(0.01, yy, "absent", va="center", fontsize=7, color="grey")
+        mean = np.nanmean(values)
+        ax.axvline(mean, ls="--", color="k" if single else f"C{j}",
+                   label=f"{'' if single else label + ' '}mIoU {mean:.3f}")
+    ax.set_yticks(range(k), class_names)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="IoU", title=title or "per-class IoU")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def compare_models(images, targets, predictions, *, palette, class_names=None, hidden: bool = False, titles=None):
+    """One row per image: image | ground truth | each model's prediction (``predictions``:
+    ``{model name: list of HxW label maps}``), with a class legend when ``class_names`` is given."""
+    for what, maps in {"targets": targets, **predictions}.items():
+        if len(maps) != len(images):
+            raise ValueError(f"{len(maps)} {what} for {len(images)} images")
+        for image, labels in zip(images, maps):
+            _check_shape(what, np.shape(labels), "image", np.shape(image)[:2])
+    columns = ["ground truth", *predictions]
+    fig, axes = plt.subplots(len(images), len(columns) + 1, squeeze=False,
+                             figsize=(2.4 * (len(columns) + 1), 2.2 * len(images)))
+    for i, row in enumerate(axes):
+        show_image(row[0], images[i], hidden=hidden, title=titles[i] if titles else "image")
+        for ax, column, labels in zip(row[1:], columns, [targets[i], *(p[i] for p in predictions.values())]):
+            show_image(ax, colorize(labels, palette), hidden=hidden, title=column)
+    if class_names:
+        legend(axes[0, -1], class_names, palette)
+    fig.tight_layout()
+    return fig
