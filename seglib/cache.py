@@ -52,7 +52,7 @@ FORMAT = 1
 _FILES = ("images.npy", "masks.npy", "meta.json")
 
 __all__ = ["CachedDataset", "build_cache", "cache_path", "load_or_build_cache", "open_cache",
-           "resize_sample"]
+           "resize_image", "resize_sample"]
 
 
 def _check_size(size: int) -> int:
@@ -72,15 +72,22 @@ def cache_path(ds, size: int) -> Path:
             / f"{_slug(ds.name)}_{_slug(ds.split)}_{size}_{ds.fingerprint()[:12]}")
 
 
-def resize_sample(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(image, mask)`` resized to ``size×size``: area (shrink) / bilinear (enlarge), masks nearest."""
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` resized to ``size×size``: area when shrinking, bilinear when enlarging.
+
+    Training data and inference inputs both go through this, so a model sees the same kind of picture.
+    """
     size = _check_size(size)
     h, w = image.shape[:2]
     if (h, w) == (size, size):
-        return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+        return np.ascontiguousarray(image)
     interp = cv2.INTER_AREA if size <= h and size <= w else cv2.INTER_LINEAR
-    return (cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp),
-            resize_mask(mask, (size, size)))
+    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp)
+
+
+def resize_sample(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, mask)`` resized to ``size×size``: :func:`resize_image`, masks nearest."""
+    return resize_image(image, size), resize_mask(np.ascontiguousarray(mask), (_check_size(size),) * 2)
 
 
 def _check_sample(ds, i: int, image, mask) -> None:

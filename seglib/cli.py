@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from seglib.errors import SeglibError
+from seglib.errors import ConfigError, DataError, SeglibError
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -101,6 +101,168 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _predictor(args: argparse.Namespace):
+    from seglib.inference import Predictor
+
+    return Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
+                                     amp=args.amp)
+
+
+def _tta(args: argparse.Namespace) -> dict:
+    from seglib.inference import TTA_SCALES
+
+    return {"flip": args.tta, "scales": TTA_SCALES if args.tta else (1.0,)}
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename onto ``path``: a crash never leaves a half-written output."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint at each image's own resolution: per-class IoU/Dice/boundary IoU, mIoU, accuracy."""
+    import json
+
+    from seglib.data import load_dataset
+    from seglib.evaluation import evaluate_dataset, format_report
+
+    predictor = _predictor(args)
+    name = args.dataset or predictor.dataset
+    if name is None:
+        raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on; pass --dataset")
+    ds = load_dataset(name, args.split, args.root, max_samples=args.max_images)
+    report = {"checkpoint": str(args.checkpoint),
+              **evaluate_dataset(predictor, ds, boundary_width=args.boundary_width,
+                                 progress=sys.stderr.isatty(), **_tta(args))}
+    print(format_report(report))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+        print(f"wrote {out}")
+    return 0
+
+
+def _list_images(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise DataError(source, "not found", "pass an image file or a folder of images with --input")
+    images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise DataError(source, f"holds no images ({', '.join(IMAGE_SUFFIXES)})",
+                        "pass the folder that holds the image files themselves")
+    return images
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Write one label PNG per input image (input-sized; class index per pixel, 0/1 for binary)."""
+    from PIL import Image
+
+    from seglib.data import SPECS
+    from seglib.data.io import read_image
+    from seglib.viz import overlay
+
+    predictor = _predictor(args)
+    inputs = _list_images(Path(args.input))
+    out = Path(args.output)
+    targets = {path: out / f"{path.stem}.png" for path in inputs}
+    clashes = len(set(targets.values())) < len(targets)
+    if clashes or any(t.resolve() == p.resolve() for p, t in targets.items()):
+        raise ConfigError(f"outputs in {out} would " + ("overwrite each other (inputs that differ only in "
+                          "their extension)" if clashes else "overwrite the input images")
+                          + "; choose another --output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    spec = SPECS.get(predictor.dataset)
+    palette = spec.palette if spec is not None else None
+    failed = 0
+    for start in range(0, len(inputs), predictor.batch_size):
+        batch = []
+        for path in inputs[start:start + predictor.batch_size]:
+            try:
+                batch.append((path, read_image(path)))
+            except DataError as exc:
+                print(f"skipped: {exc}", file=sys.stderr)
+                failed += 1
+        labels = predictor.labels([image for _, image in batch], threshold=args.threshold, **_tta(args))
+        for (path, image), label in zip(batch, labels):
+            _write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"))
+            if args.overlay:
+                colours = overlay(image, label, palette if palette is not None else _palette(predictor.num_classes))
+                _write_atomic(out / f"{path.stem}_overlay.png",
+                              lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"))
+    print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))
+    if failed:
+        print(f"error: {failed} of {len(inputs)} inputs could not be read (each named above). Fix: replace "
+              "or remove those files and run predict again", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _palette(num_classes: int):
+    """Distinct display colours for a model whose dataset seglib does not know."""
+    import matplotlib
+    import numpy as np
+
+    colours = matplotlib.colormaps["tab20"](np.arange(num_classes) % 20)[:, :3] * 255
+    colours[0] = 0
+    return colours.astype(np.uint8)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint to ONNX and compare onnxruntime with PyTorch on a random input."""
+    from seglib.export import check_onnx, export_onnx
+    from seglib.inference import load_model
+
+    model, meta = load_model(args.checkpoint)
+    size = args.image_size or meta["image_size"]
+    path = export_onnx(model, args.onnx, size, opset=args.opset)
+    check = check_onnx(path, model, size)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' N×3×{size}×{size} "
+          f"(ImageNet-normalized), output 'logits' N×{meta['num_classes']}×{size}×{size}")
+    print(f"onnxruntime vs PyTorch on a random {'×'.join(map(str, check['input_shape']))} input: "
+          f"max abs difference {check['max_abs_diff']:.2e} (relative {check['relative_diff']:.2e})")
+    if check["relative_diff"] > 1e-3:
+        print(f"error: the ONNX model differs from PyTorch by {check['relative_diff']:.2e} (relative). "
+              "Fix: try another --opset, or report it with the checkpoint", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    """Inference latency at batch 1: float32 and bf16, median and 90th percentile."""
+    import torch
+
+    from seglib.inference import load_model, measure_latency
+    from seglib.models import create_model
+
+    if args.checkpoint:
+        model, meta = load_model(args.checkpoint)
+        label = f"{meta['model']} from {args.checkpoint}"
+    else:
+        model = create_model(args.model, args.num_classes, **({"big": True} if args.big else {}))
+        label = f"{args.model}{' (big)' if args.big else ''}, random weights"
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{label} | {args.image_size}x{args.image_size} | batch {args.batch_size} | {name} | "
+          f"torch {torch.__version__}")
+    print(f"{'precision':10s} {'median ms':>10s} {'p90 ms':>8s} {'images/s':>9s}")
+    for amp in ("off", "bf16"):
+        r = measure_latency(model, args.image_size, device=device, amp=amp, batch_size=args.batch_size,
+                            warmup=args.warmup, iters=args.iters)
+        print(f"{'fp32' if amp == 'off' else amp:10s} {r['ms_median']:10.2f} {r['ms_p90']:8.2f} "
+              f"{r['images_per_s']:9.1f}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -155,6 +317,56 @@ def add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by seglib train")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: flip and scales 0.75/1/1.25")
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="bf16", help="autocast on CUDA")
+
+
+def add_inference_parsers(sub) -> None:
+    p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
+    _add_inference_options(p)
+    p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--root", help="the dataset folder (original layout), or a folder holding it")
+    p.add_argument("--split", default="val", help="train, val, test where published, or all")
+    p.add_argument("--max-images", type=_positive_int, help="evaluate N images spread over the split")
+    p.add_argument("--boundary-width", type=_positive_int, help="boundary band in pixels (default 2%% of "
+                   "the image diagonal)")
+    p.add_argument("--json", help="write the report (per-class rows, confusion matrix) to this file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
+    _add_inference_options(p)
+    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--output", required=True, help="folder for the label PNGs")
+    p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png in class colours")
+    p.add_argument("--threshold", type=float, help="two-class models: foreground when p > T (default argmax)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--image-size", type=_positive_int, help="input side (default: the training size)")
+    p.add_argument("--opset", type=int, default=18)
+    p.set_defaults(func=cmd_export)
+
+    from seglib.models import MODEL_NAMES
+
+    p = sub.add_parser("latency", help=cmd_latency.__doc__, description=cmd_latency.__doc__)
+    p.add_argument("--checkpoint", help="a trained model (default: --model with random weights)")
+    p.add_argument("--model", default="unet", choices=MODEL_NAMES)
+    p.add_argument("--big", action="store_true")
+    p.add_argument("--num-classes", type=_positive_int, default=2)
+    p.add_argument("--image-size", type=_positive_int, default=512)
+    p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument("--warmup", type=_positive_int, default=10)
+    p.add_argument("--iters", type=_positive_int, default=50)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_latency)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``error: <prog>: <problem>. Fix: ...``, exit status 2."""
 
@@ -179,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     add_train_parser(sub)
+    add_inference_parsers(sub)
     return parser
 
 

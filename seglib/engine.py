@@ -273,7 +273,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 _RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "history", "best")
 
 
-def _load_weights(model: nn.Module, state, path: str | Path, needed: tuple[str, ...] = ("model",)) -> None:
+def load_weights(model: nn.Module, state, path: str | Path, needed: tuple[str, ...] = ("model",)) -> None:
     """Put ``state["model"]`` into ``model``; anything that does not fit is a DataError naming the file."""
     missing = [k for k in needed if k not in state] if isinstance(state, dict) else list(needed)
     if missing or not isinstance(state.get("model"), dict):
@@ -377,7 +377,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             "model_options": dict(cfg.model_options)}
     if init_from is not None:  # weights only, like the reference CLI's --loadCheckpoint
         expect = {"model": cfg.model, "num_classes": out_channels}
-        _load_weights(model, load_checkpoint(init_from, expect=expect), init_from)
+        load_weights(model, load_checkpoint(init_from, expect=expect), init_from)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -390,7 +390,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
     start_epoch, history, best = 0, [], {"val_miou": -1.0}
     if resume and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt", expect={"model": cfg.model, "num_classes": out_channels})
-        _load_weights(model, state, out / "last.pt", _RESUME_KEYS)
+        load_weights(model, state, out / "last.pt", _RESUME_KEYS)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):

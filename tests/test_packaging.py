@@ -18,7 +18,8 @@ def _split(req: str) -> tuple[str, str]:
 def pip_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    reqs = project["dependencies"] + extras["notebooks"] + [r for r in extras["test"] if "[" not in r]
+    reqs = (project["dependencies"] + extras["notebooks"] + extras["export"]
+            + [r for r in extras["test"] if "[" not in r])
     return dict(_split(r) for r in reqs)
 
 

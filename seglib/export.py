@@ -1,0 +1,66 @@
+"""Export a trained model to ONNX and check it against PyTorch with onnxruntime.
+
+The exported graph takes what :class:`seglib.inference.Predictor` feeds the model: a batch of
+ImageNet-normalized ``N×3×S×S`` float32 images at the training size ``S`` (the batch size is
+dynamic), and returns ``N×C×S×S`` logits. Resize the logits to each image's own size before the
+argmax, as ``Predictor`` does. Needs the ``export`` extra: ``pip install -e ".[export]"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from seglib.errors import ConfigError
+
+__all__ = ["check_onnx", "export_onnx"]
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("ONNX export needs onnx, onnxscript and onnxruntime: "
+                          "pip install -e \".[export]\"") from None
+    return onnxruntime
+
+
+def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: int = 18) -> Path:
+    """Write ``model`` (in eval mode, on the CPU) to ``path`` atomically; returns the path."""
+    _onnxruntime()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    model = model.cpu().eval()
+    example = torch.randn(2, 3, image_size, image_size)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage
+            torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=opset,
+                              input_names=["image"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def check_onnx(path: str | Path, model: nn.Module, image_size: int, *, batch_size: int = 2,
+               seed: int = 0) -> dict:
+    """Run the ONNX file and the PyTorch model on one random input; max abs and relative difference."""
+    ort = _onnxruntime()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        expected = model.cpu().eval()(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    if got.shape != expected.shape:
+        raise ConfigError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {expected.shape}")
+    diff = float(np.abs(got - expected).max())
+    return {"max_abs_diff": diff, "relative_diff": diff / max(float(np.abs(expected).max()), 1e-12),
+            "input_shape": list(x.shape), "output_shape": list(got.shape)}

@@ -1,0 +1,182 @@
+"""Inference at each image's own resolution: a checkpoint in, label maps of the input's size out.
+
+>>> predictor = Predictor.from_checkpoint("runs/pennfudan_unet/best.pt")
+>>> probs = predictor.probabilities([image])[0]   # C×H×W float32 at the image's own H×W
+>>> labels = predictor.labels([image])[0]         # H×W uint8 class indices
+
+A prediction is made with the preprocessing of training, then brought back to the image's size:
+
+1. the image is resized to the training size by :func:`seglib.cache.resize_image` (the resize the
+   training cache used) and ImageNet-normalized;
+2. the model runs (bf16 autocast and channels_last on a GPU);
+3. the *logits* are resized to the image's own H×W (bilinear), then turned into probabilities;
+   labels are the argmax (or ``p(foreground) > threshold`` for two classes).
+
+Scoring at training size, or resizing predicted *labels* to the image (blocky edges), both give
+numbers that are not about the images the dataset holds. Test-time augmentation averages the
+probabilities of several views: the horizontal flip (flipped back) and other input scales.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seglib.cache import resize_image
+from seglib.checkpoint import load_checkpoint
+from seglib.errors import ConfigError, DataError
+from seglib.gpu_augment import normalize
+
+TTA_SCALES = (0.75, 1.0, 1.25)
+
+__all__ = ["TTA_SCALES", "Predictor", "load_model", "measure_latency"]
+
+
+def _autocast(device: torch.device, amp: str):
+    """bf16/fp16 autocast on CUDA and bf16 on CPU; ``amp="off"`` runs in float32."""
+    if amp == "off":
+        return torch.autocast(device.type, enabled=False)
+    if amp not in ("bf16", "fp16"):
+        raise ConfigError(f"amp must be bf16, fp16 or off, not {amp!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" or device.type != "cuda"
+                          else torch.float16)
+
+
+def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
+    """The model saved in a seglib checkpoint (``best.pt`` / ``last.pt``), in eval mode, and its meta."""
+    from seglib.engine import load_weights
+    from seglib.models import create_model
+
+    state = load_checkpoint(path)
+    meta = state.get("meta") if isinstance(state, dict) else None
+    if not isinstance(meta, dict) or not {"model", "num_classes", "image_size"} <= set(meta):
+        raise DataError(path, "the checkpoint has no 'meta' with model, num_classes and image_size",
+                        "pass best.pt or last.pt written by python -m seglib train")
+    options = {k: v for k, v in meta.get("model_options", {}).items() if k != "pretrained"}
+    model = create_model(meta["model"], meta["num_classes"], **options)  # weights come from the file
+    load_weights(model, state, path)
+    return model.to(device).eval(), meta
+
+
+class Predictor:
+    """A trained model plus the preprocessing it was trained with; see the module docstring."""
+
+    def __init__(self, model: nn.Module, *, image_size: int, class_names: Sequence[str], device=None,
+                 amp: str = "bf16", batch_size: int = 8, dataset: str | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.image_size, self.batch_size, self.dataset = image_size, batch_size, dataset
+        self.class_names = tuple(class_names)  # a 1-channel (sigmoid) model has two: background, foreground
+        self.amp = amp if self.device.type == "cuda" else "off"  # CPU autocast is slower, not faster
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device=None, **options) -> Predictor:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, meta = load_model(path, device)
+        names = meta.get("class_names") or [f"class {i}" for i in range(max(2, meta["num_classes"]))]
+        return cls(model, image_size=meta["image_size"], class_names=names, device=device,
+                   dataset=meta.get("dataset"), **options)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @torch.inference_mode()
+    def _logits(self, images: Sequence[np.ndarray], size: int, flip: bool) -> torch.Tensor:
+        batch = np.stack([resize_image(_rgb(im), size) for im in images])
+        x = normalize(torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2))
+        if flip:
+            x = x.flip(-1)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(self.device, self.amp):
+            logits = self.model(x)
+        return (logits.flip(-1) if flip else logits).float()
+
+    @torch.inference_mode()
+    def probabilities(self, images: Sequence[np.ndarray], *, flip: bool = False,
+                      scales: Sequence[float] = (1.0,)) -> list[torch.Tensor]:
+        """Per image a ``C×H×W`` float32 tensor (on the predictor's device) at the image's own size,
+        averaged over the views (input scales × optional horizontal flip)."""
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            sums = [None] * len(chunk)
+            views = [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
+            for scale, flipped in views:
+                logits = self._logits(chunk, max(8, round(self.image_size * scale)), flipped)
+                for i, image in enumerate(chunk):
+                    native = F.interpolate(logits[i:i + 1], size=image.shape[:2], mode="bilinear",
+                                           align_corners=False)[0]
+                    p = _to_probabilities(native)
+                    sums[i] = p if sums[i] is None else sums[i] + p
+            out += [s / len(views) for s in sums]
+        return out
+
+    def labels(self, images: Sequence[np.ndarray], *, threshold: float | None = None,
+               **tta) -> list[np.ndarray]:
+        """Per image an ``H×W`` uint8 class map; ``threshold`` applies to two-class models only."""
+        if threshold is not None and self.num_classes != 2:
+            raise ConfigError(f"--threshold applies to two-class models; this one has {self.num_classes} classes")
+        return [probabilities_to_labels(p, threshold).cpu().numpy() for p in self.probabilities(images, **tta)]
+
+
+def probabilities_to_labels(p: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """``C×H×W`` probabilities → ``H×W`` uint8 labels: argmax, or ``p[1] > threshold`` for two classes."""
+    if threshold is not None:
+        return (p[1] > threshold).to(torch.uint8)
+    return p.argmax(0).to(torch.uint8)
+
+
+def _to_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """``C×H×W`` logits → probabilities; one sigmoid channel becomes ``(1 - p, p)``."""
+    if logits.shape[0] == 1:
+        p = logits.sigmoid()
+        return torch.cat([1 - p, p])
+    return logits.softmax(0)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ConfigError(f"expected an H×W×3 uint8 RGB image, got {image.dtype} {image.shape} "
+                          "(read files with seglib.data.io.read_image)")
+    return image
+
+
+@torch.inference_mode()
+def measure_latency(model: nn.Module, image_size: int, *, device, amp: str = "off", batch_size: int = 1,
+                    warmup: int = 10, iters: int = 50, seed: int = 0) -> dict:
+    """Forward-pass latency on random input: median and 90th-percentile ms per call, images/s.
+
+    On CUDA the model runs in channels_last and each call is timed with a device synchronize
+    (latency, not throughput). ``amp`` is ``off`` (float32), ``bf16`` or ``fp16`` (CUDA only).
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    x = x.to(device)
+    if device.type == "cuda":
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with _autocast(device, amp):
+        for i in range(warmup + iters):
+            sync()
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1000
+    return {"image_size": image_size, "batch_size": batch_size, "amp": amp, "device": str(device),
+            "ms_median": float(np.median(ms)), "ms_p90": float(np.percentile(ms, 90)),
+            "images_per_s": float(batch_size * 1000 / np.median(ms)), "iters": iters}
