@@ -157,3 +157,32 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("epoch   1/2") == 1  # only rank 0 prints
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
+    from seglib.recipes import train_or_reuse
+
+    cfg = replace(TINY, epochs=1, out=str(tmp_path / "run"))
+    first = train_or_reuse(cfg, device="cpu", verbose=False)
+    assert not first["reused"]
+    calls = []
+    monkeypatch.setattr("seglib.recipes.fit", lambda *a, **k: calls.append(a) or pytest.fail("retrained"))
+    again = train_or_reuse(cfg, device="cpu", verbose=False)
+    assert again["reused"] and again["best"]["val_miou"] == first["best"]["val_miou"]
+    assert again["history"] == json.loads(json.dumps(first["history"]))
+    monkeypatch.undo()
+    changed = train_or_reuse(replace(cfg, lr=5e-3), device="cpu", verbose=False)  # another recipe: train
+    assert not changed["reused"]
+    (tmp_path / "run" / "metrics.json").write_text("{half a fi")  # damaged: train again, no crash
+    assert not train_or_reuse(replace(cfg, lr=5e-3), device="cpu", verbose=False)["reused"]
+
+
+def test_comparison_configs_keep_each_plan_in_its_own_folder():
+    from seglib.recipes import PLANS, comparison_configs
+
+    for plan in PLANS:
+        configs = comparison_configs(plan, "tiktok")
+        assert set(configs) == {"person hourglass", "person unet", "person big unet", "camvid unet",
+                                "camvid deeplabv3+", "msrc unet", "msrc deeplabv3+"}
+        outs = [c.out for c in configs.values()]
+        assert len(set(outs)) == len(outs) and all(f"/runs/{plan}/" in o for o in outs)

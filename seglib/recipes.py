@@ -1,0 +1,84 @@
+"""The training runs that notebooks 06 and 07 share, sized for the machine at hand.
+
+>>> plan = PLANS[plan_name(cfg.smoke, device)]
+>>> configs = comparison_configs(plan, person="tiktok")     # label -> TrainConfig
+>>> run = train_or_reuse(configs["person unet"])             # trains once, then reuses the result
+
+Three plans: ``gpu`` (the full recipes), ``cpu`` (smaller images and widths, few epochs: a laptop
+finishes in minutes) and ``smoke`` (the automated tests). Each plan's runs live in their own folder,
+``<work dir>/runs/<plan>/<dataset>_<model>``, so a smoke test never overwrites a real run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from seglib.engine import TrainConfig, fit
+from seglib.paths import work_dir
+
+PLANS = {
+    "smoke": dict(person_size=32, person_epochs=1, scene_size=32, scene_epochs=1, small=4, big=8, batch=4,
+                  max_samples=8, max_steps=2),
+    "cpu": dict(person_size=64, person_epochs=6, scene_size=96, scene_epochs=6, small=8, big=16, batch=32,
+                max_samples=None, max_steps=None),
+    "gpu": dict(person_size=128, person_epochs=30, scene_size=352, scene_epochs=80, small=32, big=64, batch=32,
+                max_samples=None, max_steps=None),
+}
+
+__all__ = ["PLANS", "comparison_configs", "plan_name", "runs_dir", "train_or_reuse"]
+
+
+def plan_name(smoke: bool, device) -> str:
+    return "smoke" if smoke else "gpu" if torch.device(device).type == "cuda" else "cpu"
+
+
+def runs_dir(plan: str) -> Path:
+    return work_dir() / "runs" / plan
+
+
+def comparison_configs(plan: str, person: str, *, seed: int = 0, num_workers: int = 2,
+                       scenes=("camvid", "msrc")) -> dict[str, TrainConfig]:
+    """The model comparisons: Hourglass / UNet / big UNet on ``person`` data, UNet / DeepLabV3+ on scenes."""
+    p, out = PLANS[plan], runs_dir(plan)
+    person_unet = TrainConfig(dataset=person, model="unet", model_options={"base_channels": p["small"]},
+                              epochs=p["person_epochs"], image_size=p["person_size"], batch_size=p["batch"],
+                              lr=2e-3, max_samples=p["max_samples"], max_steps=p["max_steps"],
+                              num_workers=num_workers, seed=seed, out=str(out / f"{person}_unet"))
+    configs = {
+        "person hourglass": replace(person_unet, model="hourglass", out=str(out / f"{person}_hourglass")),
+        "person unet": person_unet,
+        "person big unet": replace(person_unet, model_options={"base_channels": p["big"]},
+                                   out=str(out / f"{person}_big_unet")),
+    }
+    for scene in scenes:
+        base = replace(person_unet, dataset=scene, image_size=p["scene_size"], epochs=p["scene_epochs"],
+                       batch_size=min(p["batch"], 16))
+        configs[f"{scene} unet"] = replace(base, out=str(out / f"{scene}_unet"))
+        configs[f"{scene} deeplabv3+"] = replace(base, model="deeplabv3plus", model_options={"backbone": "resnet18"},
+                                                 out=str(out / f"{scene}_deeplabv3plus"))
+    return configs
+
+
+def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> dict:
+    """``fit(cfg)``, unless ``cfg.out`` already holds a finished run of exactly this configuration.
+
+    Returns ``{"best", "history", "out", "wall_seconds", "reused"}``; ``out/best.pt`` holds the model.
+    """
+    out = Path(cfg.out)
+    try:
+        done = json.loads((out / "metrics.json").read_text())
+        history = json.loads((out / "history.json").read_text())
+        reusable = done.get("config") == asdict(cfg) and (out / "best.pt").is_file()
+    except (OSError, ValueError):
+        reusable = False
+    if reusable:
+        if verbose:
+            print(f"reusing {out} (same configuration; delete the folder to train again)")
+        return {"best": done["best"], "history": history, "out": out, "wall_seconds": done["wall_seconds"],
+                "reused": True}
+    result = fit(cfg, device=device, verbose=verbose)
+    return {**{k: result[k] for k in ("best", "history", "out", "wall_seconds")}, "reused": False}
