@@ -169,7 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from seglib.data import SPECS
     from seglib.data.io import read_image
-    from seglib.viz import overlay
+    from seglib.viz import default_palette, overlay
 
     predictor = _predictor(args)
     inputs = _list_images(Path(args.input))
@@ -182,7 +182,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           + "; choose another --output folder")
     out.mkdir(parents=True, exist_ok=True)
     spec = SPECS.get(predictor.dataset)
-    palette = spec.palette if spec is not None else None
+    palette = spec.palette if spec is not None else default_palette(predictor.num_classes)
     failed = 0
     for start in range(0, len(inputs), predictor.batch_size):
         batch = []
@@ -196,7 +196,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for (path, image), label in zip(batch, labels):
             _write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"))
             if args.overlay:
-                colours = overlay(image, label, palette if palette is not None else _palette(predictor.num_classes))
+                colours = overlay(image, label, palette)
                 _write_atomic(out / f"{path.stem}_overlay.png",
                               lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"))
     print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))
@@ -205,16 +205,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
               "or remove those files and run predict again", file=sys.stderr)
         return 1
     return 0
-
-
-def _palette(num_classes: int):
-    """Distinct display colours for a model whose dataset seglib does not know."""
-    import matplotlib
-    import numpy as np
-
-    colours = matplotlib.colormaps["tab20"](np.arange(num_classes) % 20)[:, :3] * 255
-    colours[0] = 0
-    return colours.astype(np.uint8)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -105,7 +105,7 @@ def _check_shape(name: str, shape, other: str, other_shape) -> None:
         raise ValueError(f"{name} shape {tuple(shape)} does not match {other} shape {tuple(other_shape)}")
 
 
-def _default_palette(num_classes: int) -> np.ndarray:
+def default_palette(num_classes: int) -> np.ndarray:
     """Black background, then matplotlib's tab10 colours."""
     colours = plt.get_cmap("tab10")(np.arange(num_classes - 1) % 10)[:, :3] * 255
     return np.vstack([[0, 0, 0], colours]).astype(np.uint8)
@@ -131,7 +131,7 @@ def four_panel(image, target, probability, *, threshold: float = 0.5, hidden: bo
         pred, confidence = probability.argmax(0).astype(np.uint8), probability.max(0)
         names = ("image", "ground truth", "prediction (argmax)", "confidence (max probability)")
     if palette is None:
-        palette = _default_palette(len(probability) if probability.ndim == 3 else 2)
+        palette = default_palette(len(probability) if probability.ndim == 3 else 2)
     titles = titles or names
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), layout="constrained")
     for ax, panel, title in zip(axes, (image, colorize(target, palette), colorize(pred, palette)), titles):
