@@ -154,17 +154,18 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 @torch.inference_mode()
 def measure_latency(model: nn.Module, image_size: int, *, device, amp: str = "off", batch_size: int = 1,
-                    warmup: int = 10, iters: int = 50, seed: int = 0) -> dict:
-    """Forward-pass latency on random input: median and 90th-percentile ms per call, images/s.
+                    warmup: int = 10, iters: int = 50, seed: int = 0, channels_last: bool | None = None) -> dict:
+    """Forward-pass latency on random input: median, 90th-percentile and minimum ms per call, images/s.
 
-    On CUDA the model runs in channels_last and each call is timed with a device synchronize
-    (latency, not throughput). ``amp`` is ``off`` (float32), ``bf16`` or ``fp16`` (CUDA only).
+    Each call is timed with a device synchronize before and after (latency, not throughput).
+    ``amp`` is ``off`` (float32), ``bf16`` or ``fp16`` (CUDA only); ``channels_last`` defaults to
+    on for CUDA.
     """
     device = torch.device(device)
     model = model.to(device).eval()
     x = torch.randn(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
     x = x.to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" if channels_last is None else channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
@@ -178,5 +179,5 @@ def measure_latency(model: nn.Module, image_size: int, *, device, amp: str = "of
                 times.append(time.perf_counter() - t0)
     ms = np.array(times) * 1000
     return {"image_size": image_size, "batch_size": batch_size, "amp": amp, "device": str(device),
-            "ms_median": float(np.median(ms)), "ms_p90": float(np.percentile(ms, 90)),
+            "ms_median": float(np.median(ms)), "ms_p90": float(np.percentile(ms, 90)), "ms_min": float(ms.min()),
             "images_per_s": float(batch_size * 1000 / np.median(ms)), "iters": iters}

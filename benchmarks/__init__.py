@@ -1,0 +1,1 @@
+"""Benchmarks of seglib: run them from the repository root as ``python -m benchmarks.<script>``."""

@@ -1,0 +1,107 @@
+"""The benchmark scripts run end to end (--smoke, CPU, synthetic data) and their JSON adds up."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repo, not installed
+from benchmarks import common, data_path, latency, time_to_quality, train_throughput  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shared_work(tmp_path_factory):
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture
+def run(shared_work, tmp_path, monkeypatch):
+    """``run(module, *args)``: the script's main() in smoke mode on the CPU; returns its JSON, read back."""
+    monkeypatch.setenv("SEGLIB_WORK_DIR", str(shared_work))  # synthetic data and caches, built once
+
+    def _run(module, *args):
+        path = tmp_path / f"{module.__name__}.json"
+        module.main(["--smoke", "--device", "cpu", "--json", str(path), *args])
+        result = json.loads(path.read_text())
+        assert {"script", "env", "args", "rows"} <= set(result) and result["rows"]
+        assert {"device", "torch", "date"} <= set(result["env"])
+        return result
+
+    return _run
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_flops_per_step_matches_a_hand_count():
+    n, h, w = 2, 12, 10
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1))
+    batch = torch.randn(n, 3, h, w), torch.randint(0, 5, (n, h, w))
+
+    def conv(cin, cout):  # one 3×3 conv over the batch, a multiply-add counted as 2
+        return 2 * cin * cout * 3 * 3 * h * w * n
+
+    # forward, weight gradients, and an input gradient for the second conv only (the data needs none)
+    expected = 2 * conv(3, 4) + 3 * conv(4, 5)
+    counted = common.flops_per_step(model, batch, nn.CrossEntropyLoss())
+    assert counted == pytest.approx(expected, rel=0.01)
+    assert all(p.grad is None and p.device.type == "cpu" for p in model.parameters())  # model untouched
+
+
+def test_train_throughput(run):
+    result = run(train_throughput)
+    assert positive(result["ceiling"]["tflops"])
+    rows = {(r["model"], r["regime"]): r for r in result["rows"]}
+    assert set(rows) == {(m, g) for m in ("unet", "hourglass") for g in ("tutorial", "seglib")}
+    for (model, regime), row in rows.items():
+        for key in ("model_img_s", "e2e_img_s", "flops_per_step", "tflops", "pct_ceiling"):
+            assert positive(row[key]), (model, regime, key)
+        tutorial = rows[model, "tutorial"]
+        assert row["speedup"] == pytest.approx(row["e2e_img_s"] / tutorial["e2e_img_s"], rel=1e-9)
+        assert row["e2e_over_model"] == pytest.approx(row["e2e_img_s"] / row["model_img_s"], rel=1e-9)
+        assert row["tflops"] == pytest.approx(row["flops_per_step"] * row["e2e_img_s"] / row["batch"] / 1e12)
+        assert row["flops_per_step"] == tutorial["flops_per_step"]
+    assert rows["unet", "tutorial"]["speedup"] == 1.0
+
+
+def test_data_path(run):
+    result = run(data_path)
+    speeds = result["model_img_s"]["64"]
+    assert {r["path"] for r in result["rows"]} == {"png+albumentations", "cache+albumentations", "gpu-resident"}
+    for row in result["rows"]:
+        assert positive(row["img_s"]) and positive(speeds["unet"])
+        assert row["feeds_unet"] == pytest.approx(row["img_s"] / speeds["unet"], rel=1e-9)
+
+
+def test_time_to_quality_reports_when_the_target_is_reached(run):
+    (row,) = run(time_to_quality, "--target", "0")["rows"]
+    assert row["epoch_reached"] == 1
+    assert positive(row["seconds_to_target"]) and row["seconds_to_target"] == row["curve"][0][1]
+    assert positive(row["train_seconds"]) and 0 <= row["best_miou"] <= 1
+
+
+def test_time_to_quality_is_null_when_the_target_is_never_reached(run):
+    (row,) = run(time_to_quality, "--target", "1.01")["rows"]
+    assert row["seconds_to_target"] is None and row["epoch_reached"] is None
+    assert row["epochs_run"] == 2 and len(row["curve"]) == 2
+
+
+def test_first_crossing_sums_the_seconds_of_every_epoch_until_the_target():
+    history = [{"epoch": e, "seconds": 2.0, "val_miou": m} for e, m in ((1, 0.3), (2, 0.7), (3, 0.6))]
+    curve = time_to_quality.cumulative(history)
+    assert time_to_quality.first_crossing(curve, 0.65) == (2, 4.0)
+    assert time_to_quality.first_crossing(curve, 0.8) == (None, None)
+
+
+def test_latency(run):
+    rows = {r["precision"]: r for r in run(latency, "--precisions", "fp32", "tf32", "bf16")["rows"]
+            if r["model"] == "unet"}
+    for precision in ("fp32", "bf16"):  # CPU autocast runs bf16 too
+        assert all(positive(rows[precision][k]) for k in ("median_ms", "p90_ms", "min_ms"))
+        assert rows[precision]["min_ms"] <= rows[precision]["median_ms"] <= rows[precision]["p90_ms"]
+    assert rows["tf32"]["median_ms"] is None and "CUDA" in rows["tf32"]["skipped"]  # CPU: skipped, not faked
