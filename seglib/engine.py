@@ -9,6 +9,7 @@ once per batch.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -62,6 +63,7 @@ class TrainConfig:
     num_workers: int = 4
     seed: int = 0
     deterministic: bool = False
+    ema_decay: float | None = None    # validate and save an exponential moving average of the weights
     patience: int | None = None       # early stopping: epochs without a better val mIoU
     save_freq: int = 1                # write last.pt every N epochs
     log_freq: int = 50                # progress-bar loss update every N steps (one host sync each)
@@ -81,6 +83,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, not {self.lr}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.999), not {self.ema_decay}")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -158,6 +162,42 @@ class WorkerBatches:
 # ----------------------------------------------------------------------------- steps
 
 
+class WeightEMA:
+    """An exponential moving average of a model's weights, updated after every optimizer step.
+
+    ``ema = d·ema + (1 − d)·w`` for parameters and floating-point buffers (BatchNorm statistics);
+    integer buffers are copied. The decay warms up as ``min(d, (1 + t) / (10 + t))`` at step ``t``
+    (as timm does), so the average does not drag the random initial weights along for thousands of
+    steps. The updates are ``foreach`` ops on the device: no host synchronisation.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay, self.steps = decay, 0
+        self.model = copy.deepcopy(_unwrap(model)).eval().requires_grad_(False)
+
+    def _pairs(self, model: nn.Module):
+        ema, live = self.model.state_dict(keep_vars=True), _unwrap(model).state_dict(keep_vars=True)
+        return [(ema[k], live[k]) for k in ema]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.steps += 1
+        pairs = self._pairs(model)
+        floats = [(e, w) for e, w in pairs if e.is_floating_point()]
+        torch._foreach_lerp_([e for e, _ in floats], [w.detach() for _, w in floats], 1 - d)
+        for e, w in pairs:
+            if not e.is_floating_point():
+                e.copy_(w)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.steps = state["steps"]
+
+
 def autocast(device: torch.device, amp: str):
     """bf16/fp16 autocast on CUDA; a no-op elsewhere (CPU autocast gains little and differs)."""
     if device.type != "cuda" or amp == "off":
@@ -176,7 +216,7 @@ def _limit(batches: Iterable, limit: int | None, channels_last: bool) -> Iterato
 def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, scheduler=None, *,
                     device, amp: str = "off", scaler=None, channels_last: bool = False,
                     max_steps: int | None = None, log_freq: int = 50, desc: str = "train",
-                    progress: bool = True) -> float:
+                    progress: bool = True, ema: WeightEMA | None = None) -> float:
     """One pass over ``batches``; returns the mean training loss (one host sync, at the end)."""
     model.train()
     total = torch.zeros((), device=device)
@@ -197,9 +237,11 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
         else:
             loss.backward()
             optimizer.step()
-        # 3. learning-rate schedule, stepped per iteration
+        # 3. learning-rate schedule, stepped per iteration; the weight average follows the weights
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update(model)
         # 4. accumulate on the device: no .item() here, so the GPU never waits for the host
         total += loss.detach().float()
         steps += 1
@@ -340,8 +382,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
         device=None, verbose: bool = True) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints and history into ``cfg.out``.
 
-    Returns ``{"history": [...], "best": {...}, "out": Path}``. ``best.pt`` holds the weights with
-    the best validation mIoU and ``last.pt`` everything needed to resume (``resume=True``).
+    Returns ``{"history": [...], "best": {...}, "out": Path, "model": ...}``. ``best.pt`` holds the
+    weights with the best validation mIoU and ``last.pt`` everything needed to resume
+    (``resume=True``). With ``cfg.ema_decay`` the weight average is what is validated and saved in
+    ``best.pt`` (returned as ``"ema_model"``).
     """
     from seglib.models import create_model
     from seglib.utils import seed_everything
@@ -387,6 +431,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs * steps, int(cfg.warmup_epochs * steps))
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and device.type == "cuda" else None
 
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     start_epoch, history, best = 0, [], {"val_miou": -1.0}
     if resume and (out / "last.pt").exists():
         state = load_checkpoint(out / "last.pt", expect={"model": cfg.model, "num_classes": out_channels})
@@ -395,6 +440,11 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            if "ema" not in state:
+                raise DataError(out / "last.pt", "it was written without --ema-decay",
+                                "resume with the options it was trained with, or start a new --out")
+            ema.load_state_dict(state["ema"])
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         set_rng_state(state["rng"])
         if verbose and rank == 0:
@@ -410,7 +460,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
         return {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                 "epoch": epoch, "rng": rng_state(), "config": asdict(cfg), "meta": meta,
-                "history": history, "best": best}
+                "history": history, "best": best, **({"ema": ema.state_dict()} if ema else {})}
 
     since_best = 0
     start = time.perf_counter()
@@ -422,9 +472,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
                                          device=device, amp=cfg.amp, scaler=scaler,
                                          channels_last=channels_last, max_steps=cfg.max_steps,
                                          log_freq=cfg.log_freq, desc=f"epoch {epoch + 1}",
-                                         progress=verbose and rank == 0)
-            val = evaluate(train_model, val_batches, loss_fn, max(2, out_channels), device=device,
-                           amp=cfg.amp, channels_last=channels_last)
+                                         progress=verbose and rank == 0, ema=ema)
+            val = evaluate(ema.model if ema else train_model, val_batches, loss_fn, max(2, out_channels),
+                           device=device, amp=cfg.amp, channels_last=channels_last)
         except torch.cuda.OutOfMemoryError as exc:
             smaller = (f"--batch-size {cfg.batch_size // 2}" if cfg.batch_size > 1
                        else f"--image-size {max(1, cfg.image_size // 2)} (or a smaller model)")
@@ -445,7 +495,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
         stop = cfg.patience is not None and since_best >= cfg.patience
         if rank == 0:
             if improved:
-                save_checkpoint({"model": _unwrap(model).state_dict(), "meta": meta,
+                save_checkpoint({"model": (ema.model if ema else _unwrap(model)).state_dict(), "meta": meta,
                                  "config": asdict(cfg), "epoch": epoch + 1, "metrics": best}, out / "best.pt")
             if (epoch + 1) % cfg.save_freq == 0 or epoch + 1 == cfg.epochs or stop:
                 save_checkpoint(snapshot(epoch + 1), out / "last.pt")
@@ -465,4 +515,5 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
         tmp = out / ".metrics.json.tmp"
         tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, out / "metrics.json")
-    return {**result, "history": history, "out": out, "model": _unwrap(model)}
+    return {**result, "history": history, "out": out, "model": _unwrap(model),
+            **({"ema_model": ema.model} if ema else {})}

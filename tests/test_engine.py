@@ -186,3 +186,54 @@ def test_comparison_configs_keep_each_plan_in_its_own_folder():
                                 "camvid deeplabv3+", "msrc unet", "msrc deeplabv3+"}
         outs = [c.out for c in configs.values()]
         assert len(set(outs)) == len(outs) and all(f"/runs/{plan}/" in o for o in outs)
+
+
+def test_weight_ema_follows_the_documented_recursion():
+    torch.manual_seed(0)
+    model = create_model("unet", 4, base_channels=4, depth=2)
+    ema = engine.WeightEMA(model, decay=0.9)
+    expected = {k: v.detach().clone().double() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
+    for t in range(5):
+        model.train()
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()  # the BatchNorm running statistics move in the forward pass too
+        ema.update(model)
+        d = min(0.9, (1 + t) / (10 + t))
+        for k, v in model.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v.double() if v.is_floating_point() else v.double()
+    for k, v in ema.model.state_dict().items():
+        torch.testing.assert_close(v.double(), expected[k], rtol=1e-5, atol=1e-6)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+def test_fit_with_ema_saves_the_average_and_resumes_exactly(tmp_path, monkeypatch):
+    cfg = replace(TINY, ema_decay=0.8)
+    one = run(replace(cfg, epochs=1, out=str(tmp_path / "one")))  # one epoch: best.pt is this epoch's
+    best = load_checkpoint(tmp_path / "one" / "best.pt")["model"]
+    for key, value in one["ema_model"].state_dict().items():  # best.pt holds the average, not the weights
+        torch.testing.assert_close(best[key], value, rtol=0, atol=0)
+    last_key = list(best)[-1]
+    assert not torch.equal(best[last_key], one["model"].state_dict()[last_key])
+
+    straight = run(replace(cfg, out=str(tmp_path / "straight")))
+    averaged = straight["ema_model"].state_dict()
+    real_evaluate, calls = engine.evaluate, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+    monkeypatch.setattr(engine, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(replace(cfg, out=str(tmp_path / "resumed")))
+    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    resumed = run(replace(cfg, out=str(tmp_path / "resumed")), resume=True)
+    for key, value in averaged.items():
+        torch.testing.assert_close(resumed["ema_model"].state_dict()[key], value, rtol=0, atol=0)
+    run(replace(TINY, epochs=1, out=str(tmp_path / "plain")))
+    with pytest.raises(DataError, match="without --ema-decay"):  # last.pt of a run without EMA
+        run(replace(cfg, out=str(tmp_path / "plain")), resume=True)
