@@ -12,12 +12,13 @@ finishes in minutes) and ``smoke`` (the automated tests). Each plan's runs live 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from seglib.engine import TrainConfig, fit
+from seglib.errors import ConfigError
 from seglib.paths import work_dir
 
 PLANS = {
@@ -75,8 +76,9 @@ def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> di
     try:
         done = json.loads((out / "metrics.json").read_text())
         history = json.loads((out / "history.json").read_text())
-        reusable = done.get("config") == asdict(cfg) and (out / "best.pt").is_file()
-    except (OSError, ValueError):
+        # options added to TrainConfig since that run take their defaults, which change nothing
+        reusable = TrainConfig.from_dict(done["config"]) == cfg and (out / "best.pt").is_file()
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
         reusable = False
     if reusable:
         if verbose:

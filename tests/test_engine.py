@@ -170,6 +170,11 @@ def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
     again = train_or_reuse(cfg, device="cpu", verbose=False)
     assert again["reused"] and again["best"]["val_miou"] == first["best"]["val_miou"]
     assert again["history"] == json.loads(json.dumps(first["history"]))
+    metrics = tmp_path / "run" / "metrics.json"
+    older = json.loads(metrics.read_text())
+    del older["config"]["ema_decay"]  # a run from before an option existed: its default changes nothing
+    metrics.write_text(json.dumps(older))
+    assert train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
     monkeypatch.undo()
     changed = train_or_reuse(replace(cfg, lr=5e-3), device="cpu", verbose=False)  # another recipe: train
     assert not changed["reused"]
