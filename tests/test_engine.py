@@ -191,6 +191,11 @@ def test_comparison_configs_keep_each_plan_in_its_own_folder():
                                 "camvid deeplabv3+", "msrc unet", "msrc deeplabv3+"}
         outs = [c.out for c in configs.values()]
         assert len(set(outs)) == len(outs) and all(f"/runs/{plan}/" in o for o in outs)
+        factor = 1 if plan == "smoke" else 5  # about as many steps on MSRC as on CamVid
+        assert configs["msrc unet"].epochs == factor * configs["camvid unet"].epochs
+    shapes = comparison_configs("cpu", "synthetic", scenes=())
+    assert set(shapes) == {"person hourglass", "person unet", "person big unet"}
+    assert shapes["person unet"].epochs == 10 * comparison_configs("cpu", "tiktok")["person unet"].epochs
 
 
 def test_weight_ema_follows_the_documented_recursion():
