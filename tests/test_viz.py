@@ -270,3 +270,16 @@ def test_compare_models_mismatches():
         viz.compare_models(images, targets, {"unet": targets * 2}, palette=PALETTE)
     with pytest.raises(ValueError, match=r"unet shape \(5, 4\)"):
         viz.compare_models(images, targets, {"unet": [np.zeros((5, 4), np.uint8)]}, palette=PALETTE)
+
+
+def test_save_fig_writes_in_full_runs_only(tmp_path, monkeypatch):
+    from seglib.config import Config
+
+    monkeypatch.setattr(viz, "FIGURES_DIR", tmp_path / "figures")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    viz.save_fig(fig, "smoke_run", Config.smoke_preset())
+    assert not (tmp_path / "figures").exists()  # the smoke tests never touch figures/
+    viz.save_fig(fig, "full_run", Config())
+    assert (tmp_path / "figures" / "full_run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plt.close(fig)
