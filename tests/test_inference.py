@@ -348,3 +348,10 @@ def test_evaluate_and_predict_on_each_real_dataset_in_its_original_layout(real_d
     assert proc.returncode == 0, proc.stderr
     written = np.array(Image.open(tmp_path / "pred" / f"{ds.items[0].image.stem}.png"))
     assert written.shape == labels[0].shape and written.max() < ds.num_classes
+
+
+def test_cli_evaluate_refuses_a_split_the_dataset_does_not_have(checkpoint):
+    proc = cli("evaluate", "--checkpoint", str(checkpoint), "--split", "test")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: dataset 'synthetic' has no split 'test'; "
+                                   "choose one of: train, val, all")
