@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repo, not installed
-from benchmarks import common, data_path, latency, time_to_quality, train_throughput  # noqa: E402
+from benchmarks import common, data_path, latency, levers, time_to_quality, train_throughput  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,15 @@ def test_latency(run):
         assert all(positive(rows[precision][k]) for k in ("median_ms", "p90_ms", "min_ms"))
         assert rows[precision]["min_ms"] <= rows[precision]["median_ms"] <= rows[precision]["p90_ms"]
     assert rows["tf32"]["median_ms"] is None and "CUDA" in rows["tf32"]["skipped"]  # CPU: skipped, not faked
+
+
+def test_levers_table_is_relative_to_the_base(run):
+    rows = run(levers, "--levers", "lr x2", "ema")["rows"]
+    assert [r["lever"] for r in rows] == ["base", "lr x2", "ema"]
+    base = rows[0]
+    assert 0 <= base["native_miou"] <= 1 and positive(base["wall_s"]) and "delta" not in base
+    for row in rows[1:]:
+        assert row["delta"] == pytest.approx(row["native_miou"] - base["native_miou"])
+    assert rows[1]["native_miou"] != base["native_miou"]  # the lever changed the run
+    with pytest.raises(SystemExit, match="unknown levers"):
+        levers.main(["--smoke", "--device", "cpu", "--levers", "magic"])
