@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if v is not None}
     cfg_fields = {k: values[k] for k in ("dataset", "model", "root", "epochs", "image_size", "batch_size",
                                           "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
-                                          "loss", "amp", "compile", "data_path", "num_workers", "seed",
+                                          "loss", "crop_scale", "amp", "compile", "data_path", "num_workers", "seed",
                                           "deterministic", "ema_decay", "patience", "save_freq", "log_freq",
                                           "val_images", "out") if k in values}
     if args.smoke:
@@ -290,6 +290,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--loss", help="ce, bce, dice, focal or a sum such as ce+dice")
+    p.add_argument("--crop-scale", type=float, help="smallest random crop as a share of the image (default 0.5)")
     p.add_argument("--amp", choices=AMP_MODES)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--data-path", choices=DATA_PATHS)

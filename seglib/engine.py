@@ -56,6 +56,7 @@ class TrainConfig:
     schedule: str = "cosine"          # poly | cosine | onecycle | constant
     warmup_epochs: float = 1.0
     loss: str = "ce"                  # ce | bce | dice | focal, or sums like ce+dice
+    crop_scale: float = 0.5           # augmentation strength: smallest random crop, as a share of the area
     amp: str = "bf16"                 # bf16 | fp16 | off (used on CUDA only)
     channels_last: bool = True
     compile: bool = False
@@ -83,6 +84,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, not {self.lr}")
+        if not 0 < self.crop_scale <= 1:
+            raise ConfigError(f"crop_scale must be in (0, 1] (the smallest crop's share of the image), "
+                              f"not {self.crop_scale}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.999), not {self.ema_decay}")
 
@@ -353,15 +357,16 @@ def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
     train_cache, val_cache = caches
     resident = cfg.data_path == "gpu" or (cfg.data_path == "auto" and torch.device(device).type == "cuda")
     drop_last = len(train_cache) >= cfg.batch_size * world
+    scale = (cfg.crop_scale, 1.0)
     if resident:
         train = ResidentBatches(train_cache.images, train_cache.masks, cfg.batch_size, device,
-                                augment=GpuAugment(cfg.image_size), seed=cfg.seed, shuffle=True,
+                                augment=GpuAugment(cfg.image_size, scale=scale), seed=cfg.seed, shuffle=True,
                                 drop_last=drop_last, rank=rank, world=world)
         val = ResidentBatches(val_cache.images, val_cache.masks, cfg.batch_size, device, augment=None,
                               seed=cfg.seed, shuffle=False, drop_last=False, rank=rank, world=world)
     else:
         workers = cfg.num_workers
-        train = WorkerBatches(train_cache, transforms.train_transform(cfg.image_size, seed=cfg.seed),
+        train = WorkerBatches(train_cache, transforms.train_transform(cfg.image_size, seed=cfg.seed, scale=scale),
                               cfg.batch_size, device, seed=cfg.seed, shuffle=True,
                               drop_last=drop_last, num_workers=workers)
         val = WorkerBatches(val_cache, transforms.eval_transform(cfg.image_size), cfg.batch_size,

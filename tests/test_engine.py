@@ -247,3 +247,16 @@ def test_fit_with_ema_saves_the_average_and_resumes_exactly(tmp_path, monkeypatc
     run(replace(TINY, epochs=1, out=str(tmp_path / "plain")))
     with pytest.raises(DataError, match="without --ema-decay"):  # last.pt of a run without EMA
         run(replace(cfg, out=str(tmp_path / "plain")), resume=True)
+
+
+@pytest.mark.parametrize("data_path", ["gpu", "workers"])
+def test_crop_scale_sets_the_augmentation_strength_of_both_data_paths(data_path):
+    cfg = replace(TINY, crop_scale=0.25, data_path=data_path)
+    train, _, _ = engine.build_data(cfg, "cpu")
+    if data_path == "gpu":
+        assert train.augment.scale == (0.25, 1.0)
+    else:
+        crop = next(t for t in train.transform.transforms if type(t).__name__ == "RandomResizedCrop")
+        assert tuple(crop.scale) == (0.25, 1.0)
+    with pytest.raises(ConfigError, match="crop_scale must be in"):
+        replace(TINY, crop_scale=0.0)
