@@ -94,7 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{args.model}")
     cfg = TrainConfig(**cfg_fields, model_options=options)
     cfg.root = str(ensure_dataset(cfg.dataset, cfg.root))
-    result = fit(cfg, resume=args.resume, init_from=args.init_from)
+    # progress bars on a terminal only: in a log they are thousands of carriage returns
+    result = fit(cfg, resume=args.resume, init_from=args.init_from, progress=sys.stderr.isatty())
     best = result["best"]
     print(f"best val mIoU {best['val_miou']:.4f} at epoch {best['epoch']} "
           f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")

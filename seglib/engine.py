@@ -384,13 +384,14 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, device) -> torch.optim.O
 
 
 def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None = None,
-        device=None, verbose: bool = True) -> dict:
+        device=None, verbose: bool = True, progress: bool = True) -> dict:
     """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints and history into ``cfg.out``.
 
     Returns ``{"history": [...], "best": {...}, "out": Path, "model": ...}``. ``best.pt`` holds the
     weights with the best validation mIoU and ``last.pt`` everything needed to resume
     (``resume=True``). With ``cfg.ema_decay`` the weight average is what is validated and saved in
-    ``best.pt`` (returned as ``"ema_model"``).
+    ``best.pt`` (returned as ``"ema_model"``). ``verbose`` prints one line per epoch; ``progress``
+    adds the progress bars within an epoch.
     """
     from seglib.models import create_model
     from seglib.utils import seed_everything
@@ -477,7 +478,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
                                          device=device, amp=cfg.amp, scaler=scaler,
                                          channels_last=channels_last, max_steps=cfg.max_steps,
                                          log_freq=cfg.log_freq, desc=f"epoch {epoch + 1}",
-                                         progress=verbose and rank == 0, ema=ema)
+                                         progress=progress and verbose and rank == 0, ema=ema)
             val = evaluate(ema.model if ema else train_model, val_batches, loss_fn, max(2, out_channels),
                            device=device, amp=cfg.amp, channels_last=channels_last)
         except torch.cuda.OutOfMemoryError as exc:

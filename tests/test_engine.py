@@ -143,6 +143,8 @@ def test_cli_train_smoke(tmp_path):
     out = cli("train", "--smoke", "--dataset", "synthetic", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "best val mIoU" in out.stdout and (tmp_path / "best.pt").is_file()
+    assert "epoch   2/2 | train_loss" in out.stdout
+    assert "it/s" not in out.stderr and "\r" not in out.stderr  # no progress bars in a log
     bad = cli("train", "--smoke", "--dataset", "synthetic", "--model", "segformer")
     assert bad.returncode == 2 and "invalid choice: 'segformer'" in bad.stderr
 
