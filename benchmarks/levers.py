@@ -3,7 +3,8 @@
 Every variant is trained with ``seglib.engine.fit`` from the same seed and scored twice: fit's own
 validation mIoU (at the training size) and ``seglib.evaluation`` at each image's own resolution
 (the number to report). The table gives each lever's change in native mIoU against the base, its
-wall time and training speed, so a recipe is assembled from levers that paid for themselves.
+wall time and training speed (with ``--seeds N``, means over N seeds and the spread: a change
+smaller than the spread is noise), so a recipe is assembled from levers that paid for themselves.
 Multi-scale training is not a lever here: the random resized crop (``crop_scale``) already shows
 objects at scales over a 2× range of area, and batches of varying size would defeat
 ``cudnn.benchmark`` and ``torch.compile``.
@@ -15,6 +16,7 @@ objects at scales over a 2× range of area, and batches of varying size would de
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -59,28 +61,40 @@ def levers(base: TrainConfig) -> dict[str, dict]:
 
 FULL = dict(dataset="pennfudan", models=None, sizes=None, steps=None)
 SMOKE = dict(dataset="synthetic", models=None, sizes=None, steps=None)
-COLUMNS = [("lever", "lever", ""), ("native_miou", "mIoU (native)", ".4f"), ("delta", "Δ vs base", "+.4f"),
+COLUMNS = [("lever", "lever", ""), ("native_miou", "mIoU (native)", ".4f"), ("native_std", "± std", ".4f"),
+           ("delta", "Δ vs base", "+.4f"),
            ("val_miou", "mIoU (train size)", ".4f"), ("boundary_miou", "boundary mIoU", ".4f"),
            ("wall_s", "wall s", ".1f"), ("images_per_s", "train img/s", ".0f"), ("error", "error", "")]
 
 
-def run_variant(name: str, cfg: TrainConfig, device, out: Path) -> dict:
+def run_once(name: str, cfg: TrainConfig, device, out: Path) -> dict:
     """Train ``cfg`` into ``out/name`` and score its best checkpoint at native resolution."""
-    cfg = replace(cfg, out=str(out / name.replace(" ", "_").replace("/", "div")))
+    cfg = replace(cfg, out=str(out / f"{name.replace(' ', '_').replace('/', 'div')}_seed{cfg.seed}"))
     result = fit(cfg, device=device, verbose=False)
     val = load_dataset(cfg.dataset, "val", max_samples=cfg.max_samples)
     native = evaluate_dataset(Predictor.from_checkpoint(Path(cfg.out) / "best.pt", device=device), val,
                               progress=False)
     speeds = [row["images_per_s"] for row in result["history"][1:]] or [result["history"][0]["images_per_s"]]
-    return {"lever": name, "native_miou": native["miou"], "val_miou": result["best"]["val_miou"],
+    return {"native_miou": native["miou"], "val_miou": result["best"]["val_miou"],
             "boundary_miou": native["boundary_miou"], "wall_s": result["wall_seconds"],
-            "images_per_s": sorted(speeds)[len(speeds) // 2], "epochs": cfg.epochs, "image_size": cfg.image_size}
+            "images_per_s": statistics.median(speeds)}
+
+
+def run_variant(name: str, cfg: TrainConfig, device, out: Path, seeds: int) -> dict:
+    """Mean of :func:`run_once` over ``seeds`` seeds, with the spread of the native mIoU."""
+    runs = [run_once(name, replace(cfg, seed=seed), device, out) for seed in range(seeds)]
+    row = {"lever": name, "epochs": cfg.epochs, "image_size": cfg.image_size, "seeds": seeds,
+           **{key: statistics.mean(r[key] for r in runs) for key in runs[0]},
+           "native_miou_each": [r["native_miou"] for r in runs]}
+    row["native_std"] = statistics.stdev(row["native_miou_each"]) if seeds > 1 else None
+    return row
 
 
 def main(argv=None) -> dict:
     p = parser(__doc__.splitlines()[0], "not used by this script")
     p.add_argument("--levers", nargs="*", help="levers to try (default: all); the base always runs")
     p.add_argument("--out", type=Path, help="where the runs go (default: a temporary folder)")
+    p.add_argument("--seeds", type=int, default=1, help="train each variant with seeds 0..N-1; mean and spread")
     args = resolve(p.parse_args(argv), FULL, SMOKE)
     base = BASES[args.dataset]
     if args.device.type != "cuda":
@@ -92,10 +106,10 @@ def main(argv=None) -> dict:
         raise SystemExit(f"unknown levers {unknown}; choose from {', '.join(chosen)}")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
-        rows = [run_variant("base", base, args.device, out)]
+        rows = [run_variant("base", base, args.device, out, args.seeds)]
         for name in names:
             try:
-                rows.append(run_variant(name, replace(base, **chosen[name]), args.device, out))
+                rows.append(run_variant(name, replace(base, **chosen[name]), args.device, out, args.seeds))
             except Exception as exc:  # one failing lever (out of memory, say) costs one row, not the sweep
                 rows.append({"lever": name, "error": f"{type(exc).__name__}: {exc}"[:200]})
     for row in rows[1:]:

@@ -115,5 +115,13 @@ def test_levers_table_is_relative_to_the_base(run):
     for row in rows[1:]:
         assert row["delta"] == pytest.approx(row["native_miou"] - base["native_miou"])
     assert rows[1]["native_miou"] != base["native_miou"]  # the lever changed the run
+    assert base["native_std"] is None and base["native_miou_each"] == [base["native_miou"]]
+
+
+def test_levers_with_seeds_report_the_mean_and_spread(run):
+    (row,) = run(levers, "--levers", "--seeds", "2")["rows"]
+    each = row["native_miou_each"]
+    assert len(each) == 2 and row["native_miou"] == pytest.approx(sum(each) / 2)
+    assert row["native_std"] == pytest.approx(abs(each[0] - each[1]) / 2 ** 0.5)
     with pytest.raises(SystemExit, match="unknown levers"):
         levers.main(["--smoke", "--device", "cpu", "--levers", "magic"])
