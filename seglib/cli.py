@@ -107,8 +107,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 def _predictor(args: argparse.Namespace):
     from seglib.inference import Predictor
+    from seglib.utils import get_device
 
-    return Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size,
+    return Predictor.from_checkpoint(args.checkpoint, device=get_device(args.device), batch_size=args.batch_size,
                                      amp=args.amp)
 
 
@@ -234,6 +235,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
     from seglib.inference import load_model, measure_latency
     from seglib.models import create_model
+    from seglib.utils import get_device
 
     if args.checkpoint:
         model, meta = load_model(args.checkpoint)
@@ -241,7 +243,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     else:
         model = create_model(args.model, args.num_classes, **({"big": True} if args.big else {}))
         label = f"{args.model}{' (big)' if args.big else ''}, random weights"
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{label} | {args.image_size}x{args.image_size} | batch {args.batch_size} | {name} | "
           f"torch {torch.__version__}")

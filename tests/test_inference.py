@@ -355,3 +355,12 @@ def test_cli_evaluate_refuses_a_split_the_dataset_does_not_have(checkpoint):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: dataset 'synthetic' has no split 'test'; "
                                    "choose one of: train, val, all")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("device, message", [("cuda", "this machine has no CUDA GPUs; use --device cpu"),
+                                             ("banana", "--device 'banana' is not a device")])
+def test_a_device_this_machine_lacks_is_one_line(checkpoint, tmp_path, device, message):
+    proc = cli("evaluate", "--checkpoint", str(checkpoint), "--device", device, "--json", str(tmp_path / "r.json"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+    assert not (tmp_path / "r.json").exists()
