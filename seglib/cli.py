@@ -107,10 +107,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 def _predictor(args: argparse.Namespace):
     from seglib.inference import Predictor
-    from seglib.utils import get_device
 
-    return Predictor.from_checkpoint(args.checkpoint, device=get_device(args.device), batch_size=args.batch_size,
-                                     amp=args.amp)
+    return Predictor.from_checkpoint(args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp)
 
 
 def _tta(args: argparse.Namespace) -> dict:
@@ -119,22 +117,13 @@ def _tta(args: argparse.Namespace) -> dict:
     return {"flip": args.tta, "scales": TTA_SCALES if args.tta else (1.0,)}
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename onto ``path``: a crash never leaves a half-written output."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint at each image's own resolution: per-class IoU/Dice/boundary IoU, mIoU, accuracy."""
     import json
 
     from seglib.data import load_dataset
     from seglib.evaluation import evaluate_dataset, format_report
+    from seglib.utils import write_atomic
 
     predictor = _predictor(args)
     name = args.dataset or predictor.dataset
@@ -146,9 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                  progress=sys.stderr.isatty(), **_tta(args))}
     print(format_report(report))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+        out = write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
         print(f"wrote {out}")
     return 0
 
@@ -171,6 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from seglib.data import SPECS
     from seglib.data.io import read_image
+    from seglib.utils import write_atomic
     from seglib.viz import default_palette, overlay
 
     predictor = _predictor(args)
@@ -196,10 +184,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failed += 1
         labels = predictor.labels([image for _, image in batch], threshold=args.threshold, **_tta(args))
         for (path, image), label in zip(batch, labels):
-            _write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"))
+            write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"))
             if args.overlay:
                 colours = overlay(image, label, palette)
-                _write_atomic(out / f"{path.stem}_overlay.png",
+                write_atomic(out / f"{path.stem}_overlay.png",
                               lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"))
     print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))
     if failed:

@@ -30,6 +30,7 @@ from seglib.gpu_augment import GpuAugment, resize_batch
 from seglib.losses import build_loss
 from seglib.metrics import ConfusionMatrix, logits_to_labels
 from seglib.schedules import SCHEDULES, build_scheduler
+from seglib.utils import write_atomic
 
 AMP_MODES = ("bf16", "fp16", "off")
 DATA_PATHS = ("auto", "gpu", "workers")
@@ -300,15 +301,14 @@ def init_distributed() -> tuple[int, int, int]:
 
 def _write_history(out: Path, history: list[dict]) -> None:
     """history.json and history.csv, each written atomically."""
-    tmp = out / ".history.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, out / "history.json")
-    tmp = out / ".history.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, out / "history.csv")
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+    write_atomic(out / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+    write_atomic(out / "history.csv", write_csv)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -518,8 +518,6 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
     result = {"best": best, "epochs_run": len(history), "wall_seconds": time.perf_counter() - start,
               "class_names": list(spec.class_names), "config": asdict(cfg)}
     if rank == 0:
-        tmp = out / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out / "metrics.json")
+        write_atomic(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     return {**result, "history": history, "out": out, "model": _unwrap(model),
             **({"ema_model": ema.model} if ema else {})}

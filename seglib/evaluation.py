@@ -49,29 +49,29 @@ class BoundaryIoU:
 
     def __init__(self, num_classes: int, width: int | None = None, ignore_index: int = IGNORE_INDEX):
         self.num_classes, self.width, self.ignore_index = num_classes, width, ignore_index
-        self.inter = torch.zeros(num_classes, dtype=torch.float64)
-        self.union = torch.zeros(num_classes, dtype=torch.float64)
+        self.inter = torch.zeros(num_classes, dtype=torch.int64)  # pixel counts
+        self.union = torch.zeros(num_classes, dtype=torch.int64)
 
     def band_width(self, h: int, w: int) -> int:
         return self.width or max(1, round(BOUNDARY_RATIO * math.hypot(h, w)))
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add one image: ``H×W`` integer class maps."""
+        """Add one image: ``H×W`` integer class maps. Counts stay on their device (no host sync)."""
+        if self.inter.device != target.device:
+            self.inter, self.union = self.inter.to(target.device), self.union.to(target.device)
+        classes = torch.arange(self.num_classes, device=target.device)[:, None, None]
         valid = target != self.ignore_index
-        present = torch.cat([target[valid], pred[valid]]).unique()  # other classes add nothing
-        present = present[present < self.num_classes]
-        classes = present[:, None, None]
         width = self.band_width(*target.shape)
-        void = ~valid
-        g = boundary_band((target[None] == classes) | void, width) & valid  # void makes no edges
-        p = boundary_band((pred[None] == classes) | void, width) & valid
-        self.inter.index_add_(0, present.cpu(), (g & p).sum((1, 2)).double().cpu())
-        self.union.index_add_(0, present.cpu(), (g | p).sum((1, 2)).double().cpu())
+        g = boundary_band((target[None] == classes) | ~valid, width) & valid  # void makes no edges
+        p = boundary_band((pred[None] == classes) | ~valid, width) & valid
+        self.inter += (g & p).sum((1, 2))
+        self.union += (g | p).sum((1, 2))
 
     def compute(self) -> list[float]:
         """Per-class boundary IoU; NaN for a class with no boundary pixels in targets or predictions."""
-        return (self.inter / self.union.where(self.union > 0, torch.tensor(float("nan")))).tolist()
+        inter, union = self.inter.cpu().double(), self.union.cpu().double()
+        return (inter / union.where(union > 0, torch.tensor(float("nan"), dtype=union.dtype))).tolist()
 
 
 def _nan_to_none(values):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from seglib.errors import ConfigError
+from seglib.utils import write_atomic
 
 __all__ = ["check_onnx", "export_onnx"]
 
@@ -34,20 +34,16 @@ def _onnxruntime():
 def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: int = 18) -> Path:
     """Write ``model`` (in eval mode, on the CPU) to ``path`` atomically; returns the path."""
     _onnxruntime()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     model = model.cpu().eval()
     example = torch.randn(2, 3, image_size, image_size)
-    try:
+
+    def write(tmp: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage
             torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=opset,
                               input_names=["image"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return write_atomic(path, write)
 
 
 def check_onnx(path: str | Path, model: nn.Module, image_size: int, *, batch_size: int = 2,

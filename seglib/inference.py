@@ -30,27 +30,18 @@ from torch import nn
 
 from seglib.cache import resize_image
 from seglib.checkpoint import load_checkpoint
+from seglib.engine import autocast, load_weights
 from seglib.errors import ConfigError, DataError
 from seglib.gpu_augment import normalize
+from seglib.utils import get_device
 
 TTA_SCALES = (0.75, 1.0, 1.25)
 
 __all__ = ["TTA_SCALES", "Predictor", "load_model", "measure_latency"]
 
 
-def _autocast(device: torch.device, amp: str):
-    """bf16/fp16 autocast on CUDA and bf16 on CPU; ``amp="off"`` runs in float32."""
-    if amp == "off":
-        return torch.autocast(device.type, enabled=False)
-    if amp not in ("bf16", "fp16"):
-        raise ConfigError(f"amp must be bf16, fp16 or off, not {amp!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" or device.type != "cuda"
-                          else torch.float16)
-
-
 def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     """The model saved in a seglib checkpoint (``best.pt`` / ``last.pt``), in eval mode, and its meta."""
-    from seglib.engine import load_weights
     from seglib.models import create_model
 
     state = load_checkpoint(path)
@@ -69,17 +60,17 @@ class Predictor:
 
     def __init__(self, model: nn.Module, *, image_size: int, class_names: Sequence[str], device=None,
                  amp: str = "bf16", batch_size: int = 8, dataset: str | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = get_device(device)
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.image_size, self.batch_size, self.dataset = image_size, batch_size, dataset
         self.class_names = tuple(class_names)  # a 1-channel (sigmoid) model has two: background, foreground
-        self.amp = amp if self.device.type == "cuda" else "off"  # CPU autocast is slower, not faster
+        self.amp = amp  # autocast on CUDA only (seglib.engine.autocast)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device=None, **options) -> Predictor:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = get_device(device)
         model, meta = load_model(path, device)
         names = meta.get("class_names") or [f"class {i}" for i in range(max(2, meta["num_classes"]))]
         return cls(model, image_size=meta["image_size"], class_names=names, device=device,
@@ -97,7 +88,7 @@ class Predictor:
             x = x.flip(-1)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with _autocast(self.device, self.amp):
+        with autocast(self.device, self.amp):
             logits = self.model(x)
         return (logits.flip(-1) if flip else logits).float()
 
@@ -169,7 +160,8 @@ def measure_latency(model: nn.Module, image_size: int, *, device, amp: str = "of
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
-    with _autocast(device, amp):
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    with torch.autocast(device.type, dtype=dtype, enabled=amp != "off"):  # CPU bf16 too: it is measured
         for i in range(warmup + iters):
             sync()
             t0 = time.perf_counter()

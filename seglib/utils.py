@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +20,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def get_device(name: str | None = None) -> torch.device:
+def get_device(name: str | torch.device | None = None) -> torch.device:
     """``name`` checked against what this machine has; without it ``cuda`` when a GPU is visible, else ``cpu``."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -36,3 +39,20 @@ def get_device(name: str | None = None) -> torch.device:
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all, or only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a hidden temporary sibling, then rename it onto ``path`` in one step.
+
+    A crash or ``kill -9`` leaves either the old file or the new one, never half of one.
+    (``seglib.checkpoint.save_checkpoint`` does the same, with an fsync, for checkpoints.)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
