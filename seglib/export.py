@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,9 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: i
     example = torch.randn(2, 3, image_size, image_size)
 
     def write(tmp: Path) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage
+        # the exporter reports each stage on stdout; torch 2.11's exporter also warns about its own pytree use
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
             torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=opset,
                               input_names=["image"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
