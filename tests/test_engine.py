@@ -1,5 +1,6 @@
 """The training engine on CPU: it learns, resumes exactly, stops on NaN, and runs under DDP."""
 
+import functools
 import json
 import os
 import shutil
@@ -262,3 +263,21 @@ def test_crop_scale_sets_the_augmentation_strength_of_both_data_paths(data_path)
         assert tuple(crop.scale) == (0.25, 1.0)
     with pytest.raises(ConfigError, match="crop_scale must be in"):
         replace(TINY, crop_scale=0.0)
+
+
+def test_fit_under_torch_compile_saves_plain_weights(tmp_path, monkeypatch):
+    """--compile trains the compiled wrapper but checkpoints the module itself (no ``_orig_mod.`` keys).
+
+    Dynamo traces the real graphs; the aot_eager backend skips inductor's C++ build (a minute on CPU)."""
+    from seglib.inference import load_model
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    result = run(replace(TINY, out=str(tmp_path), compile=True))
+    assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result["history"])
+    for name in ("best.pt", "last.pt"):
+        keys = load_checkpoint(tmp_path / name, expect={"model": "unet", "num_classes": 4})["model"]
+        assert not any(key.startswith("_orig_mod.") for key in keys), name
+    model, _ = load_model(tmp_path / "last.pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), result["model"].eval()(x))
