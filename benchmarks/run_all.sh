@@ -16,6 +16,6 @@ fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv || true
 for script in "$@"; do
     start=$SECONDS
-    python -m "benchmarks.$script" --json "$RESULTS/$script.json"
+    "${PYTHON:-python3}" -m "benchmarks.$script" --json "$RESULTS/$script.json"
     echo "($script: $((SECONDS - start)) s)"
 done

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET = 64 * 2**20
-WHEELS = ["albumentations==2.0.8", "nbclient", "ipykernel", "nbstripout"]
+WHEELS = ["albumentations==2.0.8", "nbclient", "ipykernel", "ipywidgets", "nbstripout"]
 # already in the GPU image (KINDS.md, 2026-11-17): carrying a second version would stop the install
 PRESENT = {"attrs", "numpy", "opencv_python_headless", "packaging", "psutil", "pygments", "python_dateutil",
            "pyyaml", "scipy", "typing_extensions", "tzdata", "platformdirs"}
