@@ -104,14 +104,19 @@ def main(argv=None) -> dict:
     unknown = sorted(set(names) - set(chosen))
     if unknown:
         raise SystemExit(f"unknown levers {unknown}; choose from {', '.join(chosen)}")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
-        rows = [run_variant("base", base, args.device, out, args.seeds)]
-        for name in names:
+        for name in ["base", *names]:
             try:
-                rows.append(run_variant(name, replace(base, **chosen[name]), args.device, out, args.seeds))
+                rows.append(run_variant(name, replace(base, **chosen.get(name, {})), args.device, out, args.seeds))
             except Exception as exc:  # one failing lever (out of memory, say) costs one row, not the sweep
+                if name == "base":
+                    raise
                 rows.append({"lever": name, "error": f"{type(exc).__name__}: {exc}"[:200]})
+            # one line per variant as it ends, so a run cut short still shows what it measured
+            print(" | ".join(f"{key} {rows[-1][key]:.4g}" if isinstance(rows[-1][key], float) else str(rows[-1][key])
+                             for key in ("lever", "native_miou", "wall_s", "error") if key in rows[-1]), flush=True)
     for row in rows[1:]:
         if "native_miou" in row:
             row["delta"] = row["native_miou"] - rows[0]["native_miou"]

@@ -107,8 +107,11 @@ def test_latency(run):
     assert rows["tf32"]["median_ms"] is None and "CUDA" in rows["tf32"]["skipped"]  # CPU: skipped, not faked
 
 
-def test_levers_table_is_relative_to_the_base(run):
+def test_levers_table_is_relative_to_the_base(run, capsys):
     rows = run(levers, "--levers", "lr x2", "ema")["rows"]
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("base |", "lr x2 |"))]
+    assert progress == [f"base | native_miou {rows[0]['native_miou']:.4g} | wall_s {rows[0]['wall_s']:.4g}",
+                        f"lr x2 | native_miou {rows[1]['native_miou']:.4g} | wall_s {rows[1]['wall_s']:.4g}"]
     assert [r["lever"] for r in rows] == ["base", "lr x2", "ema"]
     base = rows[0]
     assert 0 <= base["native_miou"] <= 1 and positive(base["wall_s"]) and "delta" not in base
