@@ -81,8 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             options["pretrained"] = args.pretrained
     values = {k: v for k, v in vars(args).items() if v is not None}
     cfg_fields = {k: values[k] for k in ("dataset", "model", "root", "epochs", "image_size", "batch_size",
-                                          "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
-                                          "loss", "crop_scale", "amp", "compile", "data_path", "num_workers", "seed",
+                                          "lr", "trunk_lr_mult", "weight_decay", "optimizer", "schedule",
+                                          "warmup_epochs", "loss", "crop_scale", "amp", "compile", "data_path",
+                                          "num_workers", "seed",
                                           "deterministic", "ema_decay", "patience", "save_freq", "log_freq",
                                           "val_images", "out") if k in values}
     if args.smoke:
@@ -276,6 +277,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--image-size", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=_positive_float)
+    p.add_argument("--trunk-lr-mult", type=_positive_float,
+                   help="DeepLabV3+: the trunk learns at lr × this (e.g. 0.1 with --pretrained imagenet)")
     p.add_argument("--weight-decay", "--weightDecay", type=float)
     p.add_argument("--optimizer", choices=("adamw", "sgd"))
     p.add_argument("--schedule", choices=SCHEDULES)

@@ -52,6 +52,7 @@ class TrainConfig:
     image_size: int = 256
     batch_size: int = 16
     lr: float = 2e-3
+    trunk_lr_mult: float = 1.0        # DeepLabV3+: the trunk learns at lr × this (e.g. 0.1 for ImageNet weights)
     weight_decay: float = 1e-4
     optimizer: str = "adamw"          # adamw | sgd
     schedule: str = "cosine"          # poly | cosine | onecycle | constant
@@ -85,6 +86,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, not {self.lr}")
+        if not self.trunk_lr_mult > 0:
+            raise ConfigError(f"trunk_lr_mult must be positive, not {self.trunk_lr_mult}; "
+                              "to freeze the trunk, use train_trunk=False (--no-train-trunk)")
+        if self.trunk_lr_mult != 1 and self.model != "deeplabv3plus":
+            raise ConfigError(f"trunk_lr_mult applies to deeplabv3plus (its ResNet trunk), not {self.model}: "
+                              "leave it at 1")
         if not 0 < self.crop_scale <= 1:
             raise ConfigError(f"crop_scale must be in (0, 1] (the smallest crop's share of the image), "
                               f"not {self.crop_scale}")
@@ -255,7 +262,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
     mean = (total / max(steps, 1)).item()
     if not math.isfinite(mean):
         raise NonFiniteLoss(f"the training loss became {mean} ; lower --lr (now "
-                            f"{optimizer.param_groups[0]['lr']:.2e}) or use --amp bf16/off; "
+                            f"{optimizer.param_groups[-1]['lr']:.2e}) or use --amp bf16/off; "
                             "the last good checkpoint is kept")
     return mean
 
@@ -374,9 +381,26 @@ def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
     return train, val, train_ds.spec
 
 
+def param_groups(model: nn.Module, lr: float, trunk_lr_mult: float = 1.0) -> list[dict]:
+    """Trainable parameters as optimizer groups: the model's ``backbone`` (the DeepLabV3+ trunk) at
+    ``lr × trunk_lr_mult``, the rest at ``lr`` (always the last group: the one logged as "lr"). Each
+    group keeps its ``lr_mult``, so schedules and the LR finder scale both alike."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if trunk_lr_mult == 1:
+        return [{"params": [p for _, p in trainable], "lr": lr, "lr_mult": 1.0}]
+    if not hasattr(model, "backbone"):
+        raise ConfigError(f"trunk_lr_mult applies to deeplabv3plus (its ResNet trunk); a "
+                          f"{type(model).__name__} has no trunk: leave it at 1")
+    trunk = [p for name, p in trainable if name.startswith("backbone.")]
+    rest = [p for name, p in trainable if not name.startswith("backbone.")]
+    return [group for group in ({"params": trunk, "lr": lr * trunk_lr_mult, "lr_mult": trunk_lr_mult},
+                                {"params": rest, "lr": lr, "lr_mult": 1.0}) if group["params"]]
+
+
 def build_optimizer(cfg: TrainConfig, model: nn.Module, device) -> torch.optim.Optimizer:
-    """AdamW (fused on CUDA) or SGD with Nesterov momentum, over trainable parameters only."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """AdamW (fused on CUDA) or SGD with Nesterov momentum, over trainable parameters only
+    (grouped by :func:`param_groups`)."""
+    params = param_groups(model, cfg.lr, cfg.trunk_lr_mult)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     fused = torch.device(device).type == "cuda"
@@ -489,7 +513,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
                "val_miou": val["miou"], "val_pixel_accuracy": val["pixel_accuracy"],
-               "val_mdice": val["mdice"], "lr": optimizer.param_groups[0]["lr"],
+               "val_mdice": val["mdice"], "lr": optimizer.param_groups[-1]["lr"],
                "seconds": seconds, "images_per_s": steps * cfg.batch_size * world / seconds}
         history.append(row)
         improved = val["miou"] > best["val_miou"]

@@ -34,7 +34,7 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
         for x, y in batches:
             lr = start_lr * factor**step
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)  # a slower trunk stays proportionally slower
             loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -281,3 +281,53 @@ def test_fit_under_torch_compile_saves_plain_weights(tmp_path, monkeypatch):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), result["model"].eval()(x))
+
+
+def test_trunk_lr_mult_puts_the_trunk_in_its_own_group_and_keeps_the_ratio():
+    from seglib.lr_finder import lr_find
+    from seglib.schedules import build_scheduler
+
+    torch.manual_seed(0)
+    model = create_model("deeplabv3plus", 3)
+    optimizer = engine.build_optimizer(TrainConfig(model="deeplabv3plus", lr=1e-3, trunk_lr_mult=0.1), model, "cpu")
+    trunk, rest = optimizer.param_groups
+    assert {id(p) for p in trunk["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in trunk["params"] + rest["params"]} == {id(p) for p in model.parameters()}
+    assert len(trunk["params"]) + len(rest["params"]) == len(list(model.parameters()))
+    assert (trunk["lr"], rest["lr"]) == (pytest.approx(1e-4), 1e-3)
+
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, *_: seen.append([g["lr"] for g in opt.param_groups]))
+    scheduler = build_scheduler(optimizer, "cosine", total_steps=6, warmup_steps=2)
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    for _ in range(5):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        scheduler.step()
+    lr_find(model, [(x, y)], torch.nn.functional.cross_entropy, optimizer, steps=4)
+    assert len(seen) == 9 and len({round(head, 12) for _, head in seen}) > 3  # the rate moved ...
+    assert all(t == pytest.approx(0.1 * h) for t, h in seen)                    # ... the trunk at 0.1 of it
+
+    frozen = create_model("deeplabv3plus", 3, train_trunk=False)
+    (only,) = engine.param_groups(frozen, 1e-3, 0.1)
+    assert only["lr"] == 1e-3 and {id(p) for p in only["params"]}.isdisjoint(map(id, frozen.backbone.parameters()))
+    assert len(engine.param_groups(model, 1e-3)) == 1
+    with pytest.raises(ConfigError, match="deeplabv3plus"):
+        engine.param_groups(create_model("unet", 3, base_channels=4, depth=2), 1e-3, 0.1)
+    with pytest.raises(ConfigError, match="deeplabv3plus"):
+        TrainConfig(model="unet", trunk_lr_mult=0.1)
+    with pytest.raises(ConfigError, match="no-train-trunk"):
+        TrainConfig(model="deeplabv3plus", trunk_lr_mult=0)
+
+
+def test_cli_trunk_lr_mult_reaches_the_optimizer(tmp_path):
+    out = cli("train", "--smoke", "--dataset", "synthetic", "--model", "deeplabv3plus", "--trunk-lr-mult", "0.1",
+              "--epochs", "1", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    groups = load_checkpoint(tmp_path / "last.pt")["optimizer"]["param_groups"]
+    assert [g["lr_mult"] for g in groups] == [0.1, 1.0]
+    assert groups[0]["lr"] == pytest.approx(0.1 * groups[1]["lr"])
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history[0]["lr"] == pytest.approx(groups[1]["lr"])  # the logged rate is the head's
+    bad = cli("train", "--smoke", "--dataset", "synthetic", "--trunk-lr-mult", "0.1", "--out", str(tmp_path / "u"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "deeplabv3plus" in bad.stderr
