@@ -50,6 +50,7 @@ def levers(base: TrainConfig) -> dict[str, dict]:
         "lr x2": {"lr": base.lr * 2},
         "lr /2": {"lr": base.lr / 2},
         "ema": {"ema_decay": 0.999},
+        "grad clip 1": {"grad_clip": 1.0},
         "crop 0.25": {"crop_scale": 0.25},
         "crop 0.8": {"crop_scale": 0.8},
         "epochs x2": {"epochs": base.epochs * 2},

@@ -83,9 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg_fields = {k: values[k] for k in ("dataset", "model", "root", "epochs", "image_size", "batch_size",
                                           "lr", "trunk_lr_mult", "weight_decay", "optimizer", "schedule",
                                           "warmup_epochs", "loss", "crop_scale", "amp", "compile", "data_path",
-                                          "num_workers", "seed",
-                                          "deterministic", "ema_decay", "patience", "save_freq", "log_freq",
-                                          "val_images", "out") if k in values}
+                                          "num_workers", "seed", "deterministic", "ema_decay", "grad_clip",
+                                          "patience", "save_freq", "log_freq", "val_images", "out") if k in values}
     if args.smoke:
         smoke = dict(SMOKE)
         if args.model == "deeplabv3plus":
@@ -292,6 +291,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true", default=None)
     p.add_argument("--ema-decay", type=float, help="validate and save an EMA of the weights (e.g. 0.999)")
+    p.add_argument("--grad-clip", type=_positive_float, help="clip the gradients' global norm (e.g. 1.0)")
     p.add_argument("--patience", type=_positive_int, help="early stopping on val mIoU")
     p.add_argument("--save-freq", "--saveFreq", type=_positive_int, help="write last.pt every N epochs")
     p.add_argument("--log-freq", "--logFreq", type=_positive_int, help="progress update every N steps")

@@ -67,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     ema_decay: float | None = None    # validate and save an exponential moving average of the weights
+    grad_clip: float | None = None    # clip the gradients' global L2 norm to this
     patience: int | None = None       # early stopping: epochs without a better val mIoU
     save_freq: int = 1                # write last.pt every N epochs
     log_freq: int = 50                # progress-bar loss update every N steps (one host sync each)
@@ -95,6 +96,8 @@ class TrainConfig:
         if not 0 < self.crop_scale <= 1:
             raise ConfigError(f"crop_scale must be in (0, 1] (the smallest crop's share of the image), "
                               f"not {self.crop_scale}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip must be positive (e.g. 1.0), not {self.grad_clip}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be between 0 and 1 (e.g. 0.999), not {self.ema_decay}")
 
@@ -228,8 +231,11 @@ def _limit(batches: Iterable, limit: int | None, channels_last: bool) -> Iterato
 def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, scheduler=None, *,
                     device, amp: str = "off", scaler=None, channels_last: bool = False,
                     max_steps: int | None = None, log_freq: int = 50, desc: str = "train",
-                    progress: bool = True, ema: WeightEMA | None = None) -> float:
-    """One pass over ``batches``; returns the mean training loss (one host sync, at the end)."""
+                    progress: bool = True, ema: WeightEMA | None = None, grad_clip: float | None = None) -> float:
+    """One pass over ``batches``; returns the mean training loss (one host sync, at the end).
+
+    ``grad_clip`` rescales the gradients whose global L2 norm exceeds it (after fp16 unscaling).
+    """
     model.train()
     total = torch.zeros((), device=device)
     steps = 0
@@ -240,14 +246,19 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
         with autocast(device, amp):
             logits = model(x)
             loss = loss_fn(logits, y)
-        # 2. backward pass (scaled for fp16 so small gradients don't underflow)
+        # 2. backward pass (scaled for fp16 so small gradients don't underflow), optional clipping
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)  # on the device: no host sync
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
         # 3. learning-rate schedule, stepped per iteration; the weight average follows the weights
         if scheduler is not None:
@@ -502,7 +513,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
                                          device=device, amp=cfg.amp, scaler=scaler,
                                          channels_last=channels_last, max_steps=cfg.max_steps,
                                          log_freq=cfg.log_freq, desc=f"epoch {epoch + 1}",
-                                         progress=progress and verbose and rank == 0, ema=ema)
+                                         progress=progress and verbose and rank == 0, ema=ema,
+                                         grad_clip=cfg.grad_clip)
             val = evaluate(ema.model if ema else train_model, val_batches, loss_fn, max(2, out_channels),
                            device=device, amp=cfg.amp, channels_last=channels_last)
         except torch.cuda.OutOfMemoryError as exc:

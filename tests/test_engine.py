@@ -320,14 +320,41 @@ def test_trunk_lr_mult_puts_the_trunk_in_its_own_group_and_keeps_the_ratio():
         TrainConfig(model="deeplabv3plus", trunk_lr_mult=0)
 
 
-def test_cli_trunk_lr_mult_reaches_the_optimizer(tmp_path):
+def test_cli_trunk_lr_mult_and_grad_clip_reach_the_run(tmp_path):
     out = cli("train", "--smoke", "--dataset", "synthetic", "--model", "deeplabv3plus", "--trunk-lr-mult", "0.1",
-              "--epochs", "1", "--out", str(tmp_path))
+              "--grad-clip", "1.5", "--epochs", "1", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    groups = load_checkpoint(tmp_path / "last.pt")["optimizer"]["param_groups"]
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert (last["config"]["trunk_lr_mult"], last["config"]["grad_clip"]) == (0.1, 1.5)
+    groups = last["optimizer"]["param_groups"]
     assert [g["lr_mult"] for g in groups] == [0.1, 1.0]
     assert groups[0]["lr"] == pytest.approx(0.1 * groups[1]["lr"])
     history = json.loads((tmp_path / "history.json").read_text())
     assert history[0]["lr"] == pytest.approx(groups[1]["lr"])  # the logged rate is the head's
     bad = cli("train", "--smoke", "--dataset", "synthetic", "--trunk-lr-mult", "0.1", "--out", str(tmp_path / "u"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "deeplabv3plus" in bad.stderr
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_grad_clip_bounds_the_step_by_the_true_gradient_norm(scaled):
+    torch.manual_seed(0)
+    model = create_model("unet", 4, base_channels=4, depth=2)
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 4, (2, 16, 16))
+    loss_fn = build_loss("ce", 4)
+
+    def step_size(clip):
+        trial = create_model("unet", 4, base_channels=4, depth=2)
+        trial.load_state_dict(model.state_dict())
+        before = torch.cat([p.detach().flatten().clone() for p in trial.parameters()])
+        optimizer = torch.optim.SGD(trial.parameters(), lr=1.0)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16) if scaled else None
+        engine.train_one_epoch(trial, [(x, y)], loss_fn, optimizer, device=torch.device("cpu"), scaler=scaler,
+                               progress=False, grad_clip=clip)
+        return float((torch.cat([p.detach().flatten() for p in trial.parameters()]) - before).norm())
+
+    free = step_size(None)  # plain SGD at lr 1: the step is the gradient
+    assert free > 0.05
+    assert step_size(0.05) == pytest.approx(0.05, rel=1e-3)  # the true gradient clipped, not the scaled one
+    assert step_size(10 * free) == pytest.approx(free, rel=1e-4)  # a loose bound changes nothing
+    with pytest.raises(ConfigError, match="grad_clip"):
+        TrainConfig(grad_clip=0)
