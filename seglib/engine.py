@@ -337,6 +337,18 @@ def _unwrap(model: nn.Module) -> nn.Module:
 _RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "history", "best")
 
 
+def plain_keys(weights: dict) -> dict:
+    """``weights`` keyed as the bare module: without the ``module.`` (DataParallel / DDP) and
+    ``_orig_mod.`` (``torch.compile``) prefixes that a wrapped model's ``state_dict()`` carries."""
+    stripped = True
+    while weights and stripped:
+        stripped = False
+        for prefix in ("module.", "_orig_mod."):
+            if all(key.startswith(prefix) for key in weights):
+                weights, stripped = {key[len(prefix):]: value for key, value in weights.items()}, True
+    return weights
+
+
 def load_weights(model: nn.Module, state, path: str | Path, needed: tuple[str, ...] = ("model",)) -> None:
     """Put ``state["model"]`` into ``model``; anything that does not fit is a DataError naming the file."""
     missing = [k for k in needed if k not in state] if isinstance(state, dict) else list(needed)
@@ -346,7 +358,7 @@ def load_weights(model: nn.Module, state, path: str | Path, needed: tuple[str, .
                         "pass best.pt / last.pt written by python -m seglib train, or wrap a bare "
                         "state_dict as torch.save({'model': state_dict}, path)")
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(plain_keys(state["model"]))
     except RuntimeError as exc:
         lines = str(exc).splitlines()
         detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "").strip().rstrip(".")

@@ -358,3 +358,21 @@ def test_grad_clip_bounds_the_step_by_the_true_gradient_norm(scaled):
     assert step_size(10 * free) == pytest.approx(free, rel=1e-4)  # a loose bound changes nothing
     with pytest.raises(ConfigError, match="grad_clip"):
         TrainConfig(grad_clip=0)
+
+
+def test_weights_saved_from_a_wrapped_model_load_into_the_bare_one(tmp_path):
+    """A state_dict taken from DataParallel/DDP (``module.``) or torch.compile (``_orig_mod.``) loads."""
+    from seglib.inference import load_model
+
+    torch.manual_seed(0)
+    model = create_model("unet", 4, base_channels=4, depth=2)
+    meta = {"model": "unet", "num_classes": 4, "image_size": 32, "model_options": {"base_channels": 4, "depth": 2}}
+    x = torch.randn(1, 3, 32, 32)
+    for prefix in ("module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."):
+        path = tmp_path / f"{prefix.replace('.', '_')}.pt"
+        torch.save({"model": {prefix + k: v for k, v in model.state_dict().items()}, "meta": meta}, path)
+        loaded, _ = load_model(path)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+    assert set(engine.plain_keys({"module.a": 1, "b": 2})) == {"module.a", "b"}  # only a prefix on every key
+    assert engine.plain_keys({}) == {}
