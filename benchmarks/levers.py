@@ -70,7 +70,8 @@ COLUMNS = [("lever", "lever", ""), ("native_miou", "mIoU (native)", ".4f"), ("na
 
 def run_once(name: str, cfg: TrainConfig, device, out: Path) -> dict:
     """Train ``cfg`` into ``out/name`` and score its best checkpoint at native resolution."""
-    cfg = replace(cfg, out=str(out / f"{name.replace(' ', '_').replace('/', 'div')}_seed{cfg.seed}"))
+    cfg = replace(cfg, out=str(out / f"{name.replace(' ', '_').replace('/', 'div')}_seed{cfg.seed}"),
+                  save_freq=cfg.epochs)  # only best.pt is used: last.pt once, at the end
     result = fit(cfg, device=device, verbose=False)
     val = load_dataset(cfg.dataset, "val", max_samples=cfg.max_samples)
     native = evaluate_dataset(Predictor.from_checkpoint(Path(cfg.out) / "best.pt", device=device), val,

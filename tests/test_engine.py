@@ -178,6 +178,7 @@ def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
     del older["config"]["ema_decay"]  # a run from before an option existed: its default changes nothing
     metrics.write_text(json.dumps(older))
     assert train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
+    assert train_or_reuse(replace(cfg, save_freq=5, log_freq=7), device="cpu", verbose=False)["reused"]  # no effect
     monkeypatch.undo()
     changed = train_or_reuse(replace(cfg, lr=5e-3), device="cpu", verbose=False)  # another recipe: train
     assert not changed["reused"]
@@ -196,6 +197,8 @@ def test_comparison_configs_keep_each_plan_in_its_own_folder():
         assert len(set(outs)) == len(outs) and all(f"/runs/{plan}/" in o for o in outs)
         factor = 1 if plan == "smoke" else 5  # about as many steps on MSRC as on CamVid
         assert configs["msrc unet"].epochs == factor * configs["camvid unet"].epochs
+        for cfg in configs.values():  # last.pt about ten times a run, and at its end
+            assert cfg.save_freq == max(1, cfg.epochs // 10) and cfg.epochs // cfg.save_freq <= 19
     shapes = comparison_configs("cpu", "synthetic", scenes=())
     assert set(shapes) == {"person hourglass", "person unet", "person big unet"}
     assert shapes["person unet"].epochs == 10 * comparison_configs("cpu", "tiktok")["person unet"].epochs
