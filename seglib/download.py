@@ -148,12 +148,13 @@ def fetch(source: str | Path, dest_dir: str | Path, *, sha256: str | None = None
         elif _is_url(source):
             return final
 
+    stream, total = _open_source(source, timeout)  # before any folder exists: a refusal leaves nothing
     created = not dest_dir.exists()
-    dest_dir.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
-    stream, total = _open_source(source, timeout)
     try:
         from tqdm.auto import tqdm
+
+        dest_dir.mkdir(parents=True, exist_ok=True)
 
         received = 0
         with stream, open(part, "wb") as out, tqdm(total=total, unit="B", unit_scale=True,
@@ -183,8 +184,9 @@ def fetch(source: str | Path, dest_dir: str | Path, *, sha256: str | None = None
             "try again (check your connection and the free disk space), or download the file "
             "by hand and pass the local file as source")) from exc
     finally:
+        stream.close()
         part.unlink(missing_ok=True)  # gone after os.replace; removes the half file otherwise
-        if created and not any(dest_dir.iterdir()):
+        if created and dest_dir.is_dir() and not any(dest_dir.iterdir()):
             dest_dir.rmdir()  # a failed first download leaves no empty folder behind
     return final
 

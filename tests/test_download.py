@@ -167,7 +167,10 @@ def test_fetch_http_error_is_a_download_error(server, tmp_path):
     base, _ = server
     with pytest.raises(DownloadError, match="HTTP 404"):
         fetch(f"{base}/missing.zip", tmp_path / "dl", timeout=10)
-    assert leftovers(tmp_path / "dl") == []
+    assert not (tmp_path / "dl").exists()  # not even an empty folder
+    with pytest.raises(DownloadError, match="cannot connect"):  # nothing listens on port 9
+        fetch("http://127.0.0.1:9/data.zip", tmp_path / "dl2", timeout=10)
+    assert not (tmp_path / "dl2").exists()
 
 
 def test_fetch_reuses_a_verified_file_without_downloading(server, tmp_path):
