@@ -116,9 +116,9 @@ def main(argv=None) -> dict:
                 if name == "base":
                     raise
                 rows.append({"lever": name, "error": f"{type(exc).__name__}: {exc}"[:200]})
-            # one line per variant as it ends, so a run cut short still shows what it measured
-            print(" | ".join(f"{key} {rows[-1][key]:.4g}" if isinstance(rows[-1][key], float) else str(rows[-1][key])
-                             for key in ("lever", "native_miou", "wall_s", "error") if key in rows[-1]), flush=True)
+            row = rows[-1]  # one line per variant as it ends, so a run cut short still shows what it measured
+            print(f"{name} | " + (row["error"] if "error" in row else
+                                  f"native_miou {row['native_miou']:.4g} | wall_s {row['wall_s']:.4g}"), flush=True)
     for row in rows[1:]:
         if "native_miou" in row:
             row["delta"] = row["native_miou"] - rows[0]["native_miou"]

@@ -188,7 +188,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if args.overlay:
                 colours = overlay(image, label, palette)
                 write_atomic(out / f"{path.stem}_overlay.png",
-                              lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"))
+                             lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"))
     print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))
     if failed:
         print(f"error: {failed} of {len(inputs)} inputs could not be read (each named above). Fix: replace "
