@@ -20,7 +20,7 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
             diverge: float = 4.0) -> dict:
     """Run the range test; returns ``{"lrs", "losses", "suggestion"}``.
 
-    ``losses`` are exponentially smoothed (factor ``smooth``); the test stops early once the
+    ``batches`` yields ``(x, y)`` on any device; each is moved to the model's. ``losses`` are exponentially smoothed (factor ``smooth``); the test stops early once the
     smoothed loss exceeds ``diverge`` times its minimum. ``suggestion`` is the learning rate at the
     steepest descent of the smoothed loss.
     """
@@ -28,6 +28,7 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
     saved_opt = copy.deepcopy(optimizer.state_dict())
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
+    device = next(model.parameters()).device
     model.train()
     step = 0
     while step < steps:
@@ -35,6 +36,7 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
             lr = start_lr * factor**step
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0)  # a slower trunk stays proportionally slower
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -26,3 +26,25 @@ def test_sweeps_stops_on_divergence_and_restores_state():
         assert torch.equal(v, before[k])
     assert opt.param_groups[0]["lr"] == 0.123
     assert all(math.isfinite(v) for v in result["losses"][:-1])
+
+
+class OnHost:
+    """A batch tensor that is unusable until moved, like a CPU batch meeting a model on a GPU."""
+
+    def __init__(self, tensor, moves):
+        self.tensor, self.moves = tensor, moves
+
+    def to(self, device, non_blocking=False):
+        self.moves.append(torch.device(device))
+        return self.tensor.to(device, non_blocking=non_blocking)
+
+
+def test_moves_each_batch_to_the_models_device():
+    moves = []
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lr_find(model, [(OnHost(x, moves), OnHost(y, moves))] * 3, torch.nn.functional.mse_loss, opt,
+                     steps=5)
+    assert len(result["lrs"]) == 5
+    assert moves == [torch.device("cpu")] * 10  # x and y of every step, to where the parameters live
