@@ -20,9 +20,10 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
             diverge: float = 4.0) -> dict:
     """Run the range test; returns ``{"lrs", "losses", "suggestion"}``.
 
-    ``batches`` yields ``(x, y)`` on any device; each is moved to the model's. ``losses`` are exponentially smoothed (factor ``smooth``); the test stops early once the
-    smoothed loss exceeds ``diverge`` times its minimum. ``suggestion`` is the learning rate at the
-    steepest descent of the smoothed loss.
+    ``batches`` yields ``(x, y)`` on any device; each is moved to the model's. ``losses`` are
+    exponentially smoothed (factor ``smooth``); the test stops early once the smoothed loss exceeds
+    ``diverge`` times its minimum. ``suggestion`` is the learning rate at the steepest descent of
+    the smoothed loss.
     """
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
