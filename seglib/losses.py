@@ -22,7 +22,18 @@ class CrossEntropy(nn.Module):
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, logits, target):
-        return F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
+        ce = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index,
+                             reduction="none")
+        return mean_over_valid(ce, target, self.ignore_index, self.weight)
+
+
+def mean_over_valid(loss: torch.Tensor, target: torch.Tensor, ignore_index: int,
+                    weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pixel ``loss`` summed and divided by the valid pixels' count (or summed class weights):
+    ``F.cross_entropy``'s mean, except that a batch with no valid pixel gives 0, not NaN (0 / 0)."""
+    valid = target != ignore_index
+    count = valid.float() if weight is None else weight[torch.where(valid, target, 0)] * valid
+    return loss.sum() / count.sum().clamp_min(1e-12)
 
 
 class BinaryCrossEntropy(nn.Module):
@@ -59,8 +70,7 @@ class FocalLoss(nn.Module):
         valid = target != self.ignore_index
         safe = torch.where(valid, target, 0)
         p_t = logits.softmax(1).gather(1, safe[:, None])[:, 0]
-        loss = (1 - p_t).pow(self.gamma) * ce
-        return loss.sum() / valid.sum().clamp_min(1)
+        return mean_over_valid((1 - p_t).pow(self.gamma) * ce, target, self.ignore_index, self.weight)
 
 
 class DiceLoss(nn.Module):
@@ -78,15 +88,15 @@ class DiceLoss(nn.Module):
             probs = torch.cat([1 - fg, fg], 1)
         else:
             probs = logits.softmax(1)
-        one_hot = F.one_hot(torch.where(valid[:, 0] > 0, target, 0), probs.shape[1])
-        one_hot = one_hot.permute(0, 3, 1, 2).float() * valid
+        classes = torch.arange(probs.shape[1], device=target.device).view(1, -1, 1, 1)
+        one_hot = (target[:, None] == classes).float() * valid  # F.one_hot checks its range on the host
         probs = probs * valid
         dims = (0, 2, 3)
         inter = (probs * one_hot).sum(dims)
         denom = probs.sum(dims) + one_hot.sum(dims)
         dice = (2 * inter + self.eps) / (denom + self.eps)
-        present = one_hot.sum(dims) > 0
-        return 1 - dice[present].mean() if present.any() else logits.sum() * 0
+        present = (one_hot.sum(dims) > 0).float()  # a mask, not an index: no host sync
+        return ((1 - dice) * present).sum() / present.sum().clamp_min(1)
 
 
 class SumOfLosses(nn.Module):

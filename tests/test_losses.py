@@ -46,6 +46,33 @@ def test_focal_with_gamma_zero_is_cross_entropy_and_downweights_easy_pixels():
     assert focal[0] / per_pixel_ce[0] < focal[1] / per_pixel_ce[1]  # the easy pixel is damped more
 
 
+def test_class_weights_give_torchs_weighted_mean_for_ce_and_focal():
+    logits, target = batch()
+    weight = torch.tensor([0.2, 1.0, 3.0, 0.5])
+    expected = F.cross_entropy(logits, target, weight=weight, ignore_index=255).item()
+    assert build_loss("ce", 4, class_weights=weight)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    assert FocalLoss(gamma=0, weight=weight)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name,channels", [("ce", 4), ("focal", 4), ("dice", 4), ("ce+dice", 4), ("bce", 1)])
+def test_a_batch_with_no_labelled_pixel_gives_zero_not_nan(name, channels):
+    logits = torch.randn(2, channels, 5, 6, requires_grad=True)
+    loss = build_loss(name, channels)(logits, torch.full((2, 5, 6), 255))  # a crop of pure void
+    loss.backward()
+    assert loss.item() == 0 and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "dice", "ce+dice"])
+def test_losses_never_wait_for_the_host(name):
+    """No op that copies a value to the host (``.item()``, ``if tensor``, boolean indexing): on a
+    GPU each would stall the training step until the device catches up."""
+    logits, target = batch()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        build_loss(name, 4)(logits, target).backward()
+    syncing = {"aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::masked_select"}
+    assert not syncing & {event.key for event in prof.key_averages()}
+
+
 def test_dice_is_zero_for_a_perfect_prediction():
     target = torch.randint(0, 3, (1, 8, 8))
     logits = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 100
