@@ -6,6 +6,7 @@ Errors print as one line and exit with status 2; ``--debug`` shows the traceback
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -68,7 +69,9 @@ SMOKE = dict(epochs=2, image_size=64, batch_size=4, max_steps=3, max_samples=16,
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
-    from seglib.engine import TrainConfig, fit
+    import torch
+
+    from seglib.engine import TrainConfig, fit, is_distributed
 
     options = {}
     if args.big:
@@ -95,10 +98,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**cfg_fields, model_options=options)
     cfg.root = str(ensure_dataset(cfg.dataset, cfg.root))
     # progress bars on a terminal only: in a log they are thousands of carriage returns
-    result = fit(cfg, resume=args.resume, init_from=args.init_from, progress=sys.stderr.isatty())
+    try:
+        result = fit(cfg, resume=args.resume, init_from=args.init_from, progress=sys.stderr.isatty())
+    finally:
+        if is_distributed():  # torchrun: leave the process group cleanly (NCCL warns otherwise)
+            torch.distributed.destroy_process_group()
     best = result["best"]
-    print(f"best val mIoU {best['val_miou']:.4f} at epoch {best['epoch']} "
-          f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best val mIoU {best['val_miou']:.4f} at epoch {best['epoch']} "
+              f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")
     return 0
 
 

@@ -110,34 +110,49 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- data
 
 
+def shard(n: int, rank: int, world: int, *, order: torch.Tensor | None = None, even: bool = False) -> torch.Tensor:
+    """This rank's share of ``order`` (default ``0..n-1``): every ``world``-th index from ``rank``.
+
+    ``even`` first drops the last ``n % world`` indices so that every rank gets the same number
+    (training under DDP: a rank with one step more would wait forever in the gradient all-reduce).
+    """
+    order = torch.arange(n) if order is None else order
+    if even:
+        order = order[:n - n % world]
+    return order[rank::world]
+
+
 class ResidentBatches:
     """Batches drawn from uint8 arrays kept on the device, augmented there (``GpuAugment``).
 
     Each epoch's order comes from ``(seed, epoch)``, so a resumed run sees the same batches as an
-    uninterrupted one. Under DDP every rank takes its own slice of the same permutation.
+    uninterrupted one. Under DDP every rank takes its own slice of the same permutation (``even``:
+    slices of equal length) and draws its own augmentations.
     """
 
     def __init__(self, images: np.ndarray, masks: np.ndarray, batch_size: int, device, *,
                  augment: GpuAugment | None, seed: int, shuffle: bool, drop_last: bool,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, even: bool = False):
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
         self.masks = torch.from_numpy(np.ascontiguousarray(masks)).to(device)
         self.batch_size, self.device, self.augment = batch_size, torch.device(device), augment
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        self.rank, self.world, self.epoch = rank, world, 0
+        self.rank, self.world, self.even, self.epoch = rank, world, even, 0
 
     def __len__(self) -> int:
-        n = len(self.images[self.rank::self.world])
+        n = len(shard(len(self.images), self.rank, self.world, even=self.even))
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch)
-        n = len(self.images)
-        order = (torch.randperm(n, generator=g, device=self.device) if self.shuffle
-                 else torch.arange(n, device=self.device))[self.rank::self.world]
+        n, epoch_seed = len(self.images), self.seed * 100_003 + self.epoch
+        g = torch.Generator(device=self.device).manual_seed(epoch_seed)  # the same order on every rank
+        order = torch.randperm(n, generator=g, device=self.device) if self.shuffle else None
+        order = shard(n, self.rank, self.world, order=order, even=self.even).to(self.device)
+        if self.rank:  # ... but other crops and flips
+            g.manual_seed(epoch_seed * 8_191 + self.rank)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             images, masks = self.images[idx], self.masks[idx]
@@ -148,23 +163,33 @@ class ResidentBatches:
 
 
 class WorkerBatches:
-    """The general path: a DataLoader with CPU workers running albumentations."""
+    """The general path: a DataLoader with CPU workers running albumentations.
+
+    Under DDP each rank loads its own shard (the same epoch permutation as ``ResidentBatches``)
+    with its own augmentation seed.
+    """
 
     def __init__(self, source, transform, batch_size: int, device, *, seed: int, shuffle: bool,
-                 drop_last: bool, num_workers: int):
+                 drop_last: bool, num_workers: int, rank: int = 0, world: int = 1, even: bool = False):
         from seglib import transforms
 
         self.source, self.transform, self.device = source, transform, torch.device(device)
-        self.kw = dict(batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                       drop_last=drop_last)
-        self.seed, self.epoch, self._make = seed, 0, transforms.make_loader
-        self.loader = None
+        self.kw = dict(batch_size=batch_size, num_workers=num_workers, drop_last=drop_last)
+        self.seed, self.shuffle, self.epoch, self._make = seed, shuffle, 0, transforms.make_loader
+        self.rank, self.world, self.even = rank, world, even
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _loader(self):
-        return self._make(self.source, self.transform, seed=self.seed * 100_003 + self.epoch, **self.kw)
+        epoch_seed = self.seed * 100_003 + self.epoch
+        if self.world == 1:
+            return self._make(self.source, self.transform, seed=epoch_seed, shuffle=self.shuffle, **self.kw)
+        n = len(self.source)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed)) if self.shuffle else None
+        indices = shard(n, self.rank, self.world, order=order, even=self.even).tolist()
+        return self._make(self.source, self.transform, seed=epoch_seed * 8_191 + self.rank, shuffle=False,
+                          sampler=indices, **self.kw)
 
     def __len__(self) -> int:
         return len(self._loader())
@@ -270,6 +295,9 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
         steps += 1
         if steps % log_freq == 0:
             bar.set_postfix(loss=f"{total.item() / steps:.4f}")
+    if is_distributed():  # every rank's loss, not rank 0's alone
+        torch.distributed.all_reduce(total)
+        total /= torch.distributed.get_world_size()
     mean = (total / max(steps, 1)).item()
     if not math.isfinite(mean):
         raise NonFiniteLoss(f"the training loss became {mean} ; lower --lr (now "
@@ -315,6 +343,15 @@ def init_distributed() -> tuple[int, int, int]:
     if world > 1:
         return torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
     return 0, 1, 0
+
+
+def epochs_since_best(history: list[dict]) -> int:
+    """Epochs after the first one with the best val mIoU (0 for an empty history): the early-stopping
+    counter, rebuilt from the history so that a resumed run stops when an uninterrupted one would."""
+    if not history:
+        return 0
+    scores = [row["val_miou"] for row in history]
+    return len(scores) - 1 - scores.index(max(scores))
 
 
 def _write_history(out: Path, history: list[dict]) -> None:
@@ -391,16 +428,17 @@ def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
     if resident:
         train = ResidentBatches(train_cache.images, train_cache.masks, cfg.batch_size, device,
                                 augment=GpuAugment(cfg.image_size, scale=scale), seed=cfg.seed, shuffle=True,
-                                drop_last=drop_last, rank=rank, world=world)
+                                drop_last=drop_last, rank=rank, world=world, even=True)
         val = ResidentBatches(val_cache.images, val_cache.masks, cfg.batch_size, device, augment=None,
                               seed=cfg.seed, shuffle=False, drop_last=False, rank=rank, world=world)
     else:
         workers = cfg.num_workers
         train = WorkerBatches(train_cache, transforms.train_transform(cfg.image_size, seed=cfg.seed, scale=scale),
                               cfg.batch_size, device, seed=cfg.seed, shuffle=True,
-                              drop_last=drop_last, num_workers=workers)
+                              drop_last=drop_last, num_workers=workers, rank=rank, world=world, even=True)
         val = WorkerBatches(val_cache, transforms.eval_transform(cfg.image_size), cfg.batch_size,
-                            device, seed=cfg.seed, shuffle=False, drop_last=False, num_workers=workers)
+                            device, seed=cfg.seed, shuffle=False, drop_last=False, num_workers=workers,
+                            rank=rank, world=world)
     return train, val, train_ds.spec
 
 
@@ -467,6 +505,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             stray.unlink()
 
     train_batches, val_batches, spec = build_data(cfg, device, rank, world)
+    if "bce" in cfg.loss and spec.num_classes != 2:
+        raise ConfigError(f"--loss {cfg.loss}: bce is for two classes, and {cfg.dataset} has "
+                          f"{spec.num_classes}; use ce (or ce+dice, focal)")
     out_channels = 1 if "bce" in cfg.loss else spec.num_classes
     model = create_model(cfg.model, out_channels, **cfg.model_options).to(device)
     meta = {"model": cfg.model, "num_classes": out_channels, "dataset": cfg.dataset,
@@ -508,6 +549,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     train_model = torch.compile(model) if cfg.compile else model
+    # validation runs the bare module: each rank scores its own share, no collective per batch
+    eval_model = ema.model if ema else train_model if world == 1 else (
+        torch.compile(_unwrap(model)) if cfg.compile else _unwrap(model))
 
     def snapshot(epoch: int) -> dict:
         return {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
@@ -515,9 +559,11 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
                 "epoch": epoch, "rng": rng_state(), "config": asdict(cfg), "meta": meta,
                 "history": history, "best": best, **({"ema": ema.state_dict()} if ema else {})}
 
-    since_best = 0
+    since_best = epochs_since_best(history)
     start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
+        if cfg.patience is not None and since_best >= cfg.patience:  # a resumed run that had stopped early
+            break
         train_batches.set_epoch(epoch)
         t0 = time.perf_counter()
         try:
@@ -527,7 +573,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
                                          log_freq=cfg.log_freq, desc=f"epoch {epoch + 1}",
                                          progress=progress and verbose and rank == 0, ema=ema,
                                          grad_clip=cfg.grad_clip)
-            val = evaluate(ema.model if ema else train_model, val_batches, loss_fn, max(2, out_channels),
+            val = evaluate(eval_model, val_batches, loss_fn, max(2, out_channels),
                            device=device, amp=cfg.amp, channels_last=channels_last)
         except torch.cuda.OutOfMemoryError as exc:
             smaller = (f"--batch-size {cfg.batch_size // 2}" if cfg.batch_size > 1

@@ -134,10 +134,11 @@ class SegmentationTorchDataset(Dataset):
 
 
 def make_loader(source, transform, *, batch_size: int, shuffle: bool, num_workers: int, seed: int,
-                drop_last: bool) -> DataLoader:
+                drop_last: bool, sampler=None) -> DataLoader:
     """A seeded DataLoader over ``source`` (a protocol dataset or cache) running ``transform``.
 
-    The order comes from a ``torch.Generator`` seeded with ``seed`` and the augmentations from
+    The order comes from a ``torch.Generator`` seeded with ``seed`` (or is ``sampler``, a sequence
+    of indices, with ``shuffle=False``) and the augmentations from
     :func:`worker_seed` ``(seed, k)`` in worker ``k``. With ``num_workers=0`` the transform runs in
     this process and is reseeded here with ``worker_seed(seed, 0)``, so 0 and 1 workers give the
     same batches and a loader rebuilt with the same seed repeats them exactly.
@@ -147,7 +148,7 @@ def make_loader(source, transform, *, batch_size: int, shuffle: bool, num_worker
     dataset = SegmentationTorchDataset(source, transform)
     if num_workers == 0 and isinstance(dataset.transform, A.BaseCompose):
         seed_transform(dataset.transform, worker_seed(seed, 0))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
                       generator=torch.Generator().manual_seed(int(seed)),
                       worker_init_fn=worker_init_fn(dataset.transform, seed) if num_workers > 0 else None,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,

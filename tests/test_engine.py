@@ -88,6 +88,36 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeyp
         torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=0)
 
 
+def test_early_stopping_survives_a_resume(tmp_path, monkeypatch):
+    """Val mIoU 0.5, 0.4, 0.3, ... with patience 2 stops after epoch 3, interrupted or not."""
+    real_evaluate = engine.evaluate
+    scores = {"n": 0}
+
+    def falling(*args, **kwargs):
+        scores["n"] += 1
+        if scores["n"] == kill_at:
+            raise KeyboardInterrupt
+        return {**real_evaluate(*args, **kwargs), "miou": 0.6 - 0.1 * scores["n"]}
+
+    monkeypatch.setattr(engine, "evaluate", falling)
+    cfg = replace(TINY, epochs=6, patience=2, save_freq=1)
+    kill_at = None
+    assert run(replace(cfg, out=str(tmp_path / "straight")))["epochs_run"] == 3
+    scores["n"], kill_at = 0, 3  # killed in epoch 3, after last.pt of epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        run(replace(cfg, out=str(tmp_path / "resumed")))
+    scores["n"], kill_at = 2, None
+    assert run(replace(cfg, out=str(tmp_path / "resumed")), resume=True)["epochs_run"] == 3
+    assert run(replace(cfg, out=str(tmp_path / "resumed")), resume=True)["epochs_run"] == 3  # stopped stays stopped
+    assert engine.epochs_since_best([{"val_miou": v} for v in (0.2, 0.5, 0.5, 0.4)]) == 2
+    assert engine.epochs_since_best([]) == 0
+
+
+def test_bce_is_refused_for_more_than_two_classes(tmp_path):
+    with pytest.raises(ConfigError, match="bce is for two classes, and synthetic has 4"):
+        run(replace(TINY, loss="bce", out=str(tmp_path)))
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_build = engine.build_loss
 
@@ -158,8 +188,26 @@ def test_two_process_ddp_on_cpu(tmp_path):
                           "synthetic", "--data-path", "gpu", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.count("epoch   1/2") == 1  # only rank 0 prints
+    assert out.stdout.count("epoch   1/2") == out.stdout.count("best val mIoU") == 1  # only rank 0 prints
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 2
+
+
+@pytest.mark.parametrize("path", ["gpu", "workers"])
+def test_ddp_with_an_odd_number_of_images_finishes(tmp_path, path):
+    """7 images on 2 ranks at batch 2: unless both ranks take the same number of steps, one waits
+    forever in the gradient all-reduce."""
+    script = tmp_path / "train.py"
+    script.write_text(f"""
+from seglib.engine import TrainConfig, fit
+fit(TrainConfig(dataset="synthetic", model="unet", model_options={{"base_channels": 8, "depth": 2}},
+                epochs=2, image_size=32, batch_size=2, max_samples=7, data_path="{path}", num_workers=0,
+                out=r"{tmp_path / 'out'}"), device="cpu")
+""")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29534", str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
 
 
 def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
@@ -379,3 +427,94 @@ def test_weights_saved_from_a_wrapped_model_load_into_the_bare_one(tmp_path):
             torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
     assert set(engine.plain_keys({"module.a": 1, "b": 2})) == {"module.a", "b"}  # only a prefix on every key
     assert engine.plain_keys({}) == {}
+
+
+def host_reads(fn) -> int:
+    """How many times ``fn`` copies a tensor value to the host (``.item()``, ``if tensor``...)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key in ("aten::_local_scalar_dense", "aten::nonzero"))
+
+
+@pytest.mark.parametrize("loss", ["ce", "ce+dice", "focal"])
+def test_host_reads_do_not_grow_with_the_number_of_batches(loss):
+    """On a GPU every host read stalls the step: a training epoch may read once (its mean loss) and
+    an evaluation a fixed number of times at the end, however many batches they run."""
+    import numpy as np
+
+    from seglib.gpu_augment import GpuAugment
+
+    samples = [make_sample(i, (32, 32)) for i in range(12)]
+    images, masks = np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
+    model = create_model("unet", 4, base_channels=8, depth=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)  # AdamW's CPU step counter reads
+    loss_fn, cpu = build_loss(loss, 4), torch.device("cpu")
+
+    def epoch(n):
+        batches = engine.ResidentBatches(images[:4 * n], masks[:4 * n], 4, cpu, augment=GpuAugment(32), seed=0,
+                                         shuffle=True, drop_last=True)
+        return lambda: engine.train_one_epoch(model, batches, loss_fn, optimizer, device=cpu, progress=False,
+                                              log_freq=10**9, ema=engine.WeightEMA(model, 0.9), grad_clip=1.0)
+
+    def evaluation(n):
+        batches = engine.ResidentBatches(images[:4 * n], masks[:4 * n], 4, cpu, augment=None, seed=0,
+                                         shuffle=False, drop_last=False)
+        return lambda: engine.evaluate(model, batches, loss_fn, 4, device=cpu)
+
+    assert host_reads(epoch(1)) == host_reads(epoch(3)) == 1
+    assert host_reads(evaluation(1)) == host_reads(evaluation(3))
+
+
+class Numbered:
+    """n blank images whose masks hold their own index: a batch tells which samples it holds."""
+
+    def __init__(self, n, size=8):
+        import numpy as np
+
+        self.images = np.zeros((n, size, size, 3), np.uint8)
+        self.masks = np.stack([np.full((size, size), i, np.uint8) for i in range(n)])
+
+    def __len__(self):
+        return len(self.masks)
+
+    def load(self, i):
+        return self.images[i], self.masks[i]
+
+
+def seen(batches, epoch=0):
+    batches.set_epoch(epoch)
+    return [int(i) for _, y in batches for i in y[:, 0, 0]]
+
+
+@pytest.mark.parametrize("path", ["gpu", "workers"])
+def test_ddp_shards_are_disjoint_and_training_shards_equal(path):
+    from seglib import transforms
+
+    data, cpu = Numbered(7), torch.device("cpu")
+
+    def batches(rank, train):
+        common = dict(seed=3, shuffle=train, drop_last=False, rank=rank, world=2, even=train)
+        if path == "gpu":
+            return engine.ResidentBatches(data.images, data.masks, 2, cpu, augment=None, **common)
+        return engine.WorkerBatches(data, transforms.eval_transform(8), 2, cpu, num_workers=0, **common)
+
+    for epoch in (0, 1):
+        train = [seen(batches(rank, True), epoch) for rank in (0, 1)]
+        assert len(train[0]) == len(train[1]) == 3  # 7 samples: one left out, so no rank waits for the other
+        assert len(set(train[0] + train[1])) == 6
+    assert seen(batches(0, True), 0) != seen(batches(0, True), 1)  # reshuffled every epoch
+    val = [seen(batches(rank, False)) for rank in (0, 1)]
+    assert sorted(val[0] + val[1]) == list(range(7))  # validation: every image once, none twice
+
+
+def test_ddp_ranks_draw_their_own_augmentations():
+    from seglib.gpu_augment import GpuAugment
+
+    data, cpu = Numbered(8, size=16), torch.device("cpu")
+    data.images[:] = torch.randint(0, 255, data.images.shape, generator=torch.Generator().manual_seed(0)).numpy()
+    data.images[1::2] = data.images[::2]  # rank 0 and rank 1 get the same pictures in each step
+    data.masks[:] = 0
+    ranks = [engine.ResidentBatches(data.images, data.masks, 4, cpu, augment=GpuAugment(16), seed=0,
+                                    shuffle=False, drop_last=True, rank=rank, world=2) for rank in (0, 1)]
+    (x0, _), (x1, _) = next(iter(ranks[0])), next(iter(ranks[1]))
+    assert not torch.allclose(x0, x1)
