@@ -4,16 +4,17 @@ All our datasets fit in GPU memory at training resolution as uint8. Keeping them
 augmenting whole batches with ``affine_grid`` + ``grid_sample`` removes the CPU decode/augment
 pipeline from the training loop. The transforms mirror ``seglib.transforms.train_transform``:
 
-========================  ==========================================  ============================
-step                      albumentations (CPU workers)                 here (GPU, per batch)
-========================  ==========================================  ============================
+========================  ============================================  ==================================
+step                      albumentations (CPU workers)                  here (GPU, per batch)
+========================  ============================================  ==================================
 random resized crop       ``RandomResizedCrop`` (scale, ratio)          same scale/ratio sampling, one
                                                                         affine grid per sample
 horizontal flip           ``HorizontalFlip(p=0.5)``                     sign of the grid's x axis
-brightness / contrast     ``RandomBrightnessContrast(0.2, 0.2)``        ``x * c + b`` with the same ranges
+brightness / contrast     ``RandomBrightnessContrast(0.2, 0.2)``        ``x * c + 255 * b``, same ranges,
+                          p=0.5: ``x * c + 255 * b``, clipped           on a random half of the batch
 normalize                 ``Normalize`` (ImageNet mean/std)             same
 mask                      nearest                                       ``grid_sample(mode="nearest")``
-========================  ==========================================  ============================
+========================  ============================================  ==================================
 
 Differences: albumentations retries crops that don't fit and falls back to a centre crop; here the
 crop is clamped inside the image. Interpolation is bilinear for images in both, but antialiasing
@@ -44,7 +45,7 @@ def resize_batch(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[
     ``N×3×size×size`` and ``N×size×size`` int64 (bilinear for images, nearest for masks)."""
     x = F.interpolate(images.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear",
                       align_corners=False, antialias=True)
-    y = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0]
+    y = F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0]  # as the cache
     return normalize(x), y.long()
 
 
@@ -85,9 +86,10 @@ class GpuAugment:
                           padding_mode="border", align_corners=False)
         y = F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="border",
                           align_corners=False)[:, 0].long()
-        # 4. photometric: contrast around the image mean, then brightness, as albumentations does
+        # 4. photometric, on half the images (p=0.5): contrast scales, brightness shifts by a share
+        #    of 255, then clip (albumentations' RandomBrightnessContrast with brightness_by_max)
+        apply = (torch.rand(n, generator=g, device=dev) < 0.5).view(n, 1, 1, 1)
         c = self._uniform(n, 1 - self.contrast, 1 + self.contrast, g, dev).view(n, 1, 1, 1)
         b = self._uniform(n, -self.brightness, self.brightness, g, dev).view(n, 1, 1, 1) * 255
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x - mean) * c + mean + b).clamp(0, 255)
+        x = torch.where(apply, (x * c + b).clamp(0, 255), x)
         return normalize(x), y

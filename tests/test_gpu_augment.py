@@ -59,3 +59,26 @@ def test_resize_batch_is_nearest_for_masks():
     assert x.shape == (2, 3, 24, 24) and set(y.unique().tolist()) <= set(masks.unique().tolist())
     assert torch.allclose(normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)).flatten(),
                           torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
+
+
+def test_brightness_contrast_draws_what_albumentations_draws():
+    """On a uniform grey image both paths leave half the images alone and move the others to
+    ``100 * c + 255 * b`` with c in [0.8, 1.2] and b in [-0.2, 0.2]: the same distribution."""
+    import albumentations as A
+
+    n = 2000
+    grey = np.full((8, 8, 3), 100, np.uint8)
+    albu = A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5)
+    albu.set_random_seed(0)
+    theirs = np.array([albu(image=grey)["image"][0, 0, 0] for _ in range(n)], float)
+    x, _ = GpuAugment(8, scale=(1, 1), ratio=(1, 1), hflip=False)(
+        torch.from_numpy(np.repeat(grey[None], n, 0)), torch.zeros(n, 8, 8, dtype=torch.uint8),
+        torch.Generator().manual_seed(0))
+    ours = (x[:, 0, 0, 0] * 0.229 + 0.485).numpy() * 255
+    for values in (theirs, ours):
+        changed = np.abs(values - 100) > 0.5
+        assert 0.45 < changed.mean() < 0.55
+        assert 100 * 0.8 - 51 - 1 <= values.min() and values.max() <= 100 * 1.2 + 51 + 1
+    quantiles = [0.1, 0.25, 0.75, 0.9]
+    changed_theirs, changed_ours = theirs[np.abs(theirs - 100) > 0.5], ours[np.abs(ours - 100) > 0.5]
+    assert np.allclose(np.quantile(changed_theirs, quantiles), np.quantile(changed_ours, quantiles), atol=6)
