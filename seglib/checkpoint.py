@@ -67,20 +67,34 @@ def load_checkpoint(path: str | Path, map_location="cpu", *, expect: dict | None
     compared with the checkpoint's ``meta`` and a mismatch is refused with a clear message.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a checkpoint file", f"pass {path / 'best.pt'} or last.pt")
     if not path.is_file():
         raise DataError(path, "checkpoint not found", "check the path, or train first")
+    if path.stat().st_size == 0:
+        raise DataError(path, "checkpoint is empty (0 bytes)", "delete it and use another (best.pt / last.pt), "
+                        "or train again")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, KeyError) as exc:  # KeyError: a text file read as a pickle
+        if "weights only load failed" not in str(exc).lower():
+            raise DataError(path, f"not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})",
+                            "pass best.pt or last.pt written by python -m seglib train") from exc
         raise DataError(path, "refused: the file holds pickled Python objects, which could run code "
-                        f"when loaded ({str(exc).splitlines()[0]})",
+                        f"when loaded ({_first_line(exc)})",
                         "only load checkpoints you trust; seglib checkpoints hold tensors only") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise DataError(path, f"truncated or corrupt checkpoint ({str(exc).splitlines()[0]})",
+        raise DataError(path, f"truncated or corrupt checkpoint ({_first_line(exc)})",
                         "delete it and use another (best.pt / last.pt), or train again") from exc
     meta = state.get("meta", {}) if isinstance(state, dict) else {}
     for key, want in (expect or {}).items():
         if key in meta and meta[key] != want:
             raise DataError(path, f"checkpoint is for {key}={meta[key]!r}, not {want!r}",
-                            f"pass matching options (--{key.replace('_', '-')} {meta[key]}) or another checkpoint")
+                            f"use the {key.replace('_', ' ')} it was made with ({meta[key]!r}; for a class count, "
+                            "its dataset), another checkpoint, or another --out")
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -18,7 +18,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from seglib.data import SPECS, find_folder
     from seglib.paths import data_dir
 
-    print(f"data folder: {data_dir()} (set SEGLIB_DATA_DIR or pass --root to change)")
+    if args.root is not None and not Path(args.root).is_dir():
+        raise DataError(args.root, "folder not found", "pass the folder that holds the datasets")
+    print(f"data folder: {args.root or data_dir()} (set SEGLIB_DATA_DIR or pass --root to change)")
     print(f"{'name':17s} {'task':10s} {'classes':>7s}  {'found':32s} counts")
     for name, spec in SPECS.items():
         try:
@@ -26,8 +28,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         except SeglibError:
             print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {'no':32s} -")
             continue
-        counts = ", ".join(f"{s} {len(spec.list_items(folder, s))}" for s in spec.splits
-                           if spec.has_split(folder, s))
+        try:
+            counts = ", ".join(f"{s} {len(spec.list_items(folder, s))}" for s in spec.splits
+                               if spec.has_split(folder, s))
+        except SeglibError as exc:
+            counts = f"broken: {exc}"
         print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {str(folder)[-32:]:32s} {counts}")
     return 0
 
@@ -96,6 +101,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg_fields = {**smoke, **cfg_fields}
     cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{args.model}")
     cfg = TrainConfig(**cfg_fields, model_options=options)
+    out = Path(cfg.out)
+    earlier = [name for name in ("best.pt", "last.pt", "metrics.json") if (out / name).exists()]
+    if earlier and not (args.resume or args.overwrite):
+        raise ConfigError(f"{out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, "
+                          "--overwrite to replace it, or another --out")
+    if args.resume and not (out / "last.pt").exists():
+        print(f"note: {out / 'last.pt'} does not exist: starting a new run", file=sys.stderr)
     cfg.root = str(ensure_dataset(cfg.dataset, cfg.root))
     # progress bars on a terminal only: in a log they are thousands of carriage returns
     try:
@@ -133,6 +145,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from seglib.evaluation import evaluate_dataset, format_report
     from seglib.utils import write_atomic
 
+    if args.json:
+        _check_output(args.json, args.checkpoint, "--json")
     predictor = _predictor(args)
     name = args.dataset or predictor.dataset
     if name is None:
@@ -173,11 +187,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     inputs = _list_images(Path(args.input))
     out = Path(args.output)
     targets = {path: out / f"{path.stem}.png" for path in inputs}
-    clashes = len(set(targets.values())) < len(targets)
-    if clashes or any(t.resolve() == p.resolve() for p, t in targets.items()):
+    overlays = {path: out / f"{path.stem}_overlay.png" for path in inputs} if args.overlay else {}
+    written = [*targets.values(), *overlays.values()]
+    clashes = len(set(written)) < len(written)
+    if clashes or any(t.resolve() == p.resolve() for p, t in [*targets.items(), *overlays.items()]):
         raise ConfigError(f"outputs in {out} would " + ("overwrite each other (inputs that differ only in "
-                          "their extension)" if clashes else "overwrite the input images")
+                          "their extension, or NAME and NAME_overlay)" if clashes else "overwrite the input images")
                           + "; choose another --output folder")
+    existing = [t for t in written if t.exists()]
+    if existing and not args.overwrite:
+        raise DataError(existing[0], f"exists ({len(existing)} of the outputs already do)",
+                        "choose an empty --output folder, or pass --overwrite to replace them")
     out.mkdir(parents=True, exist_ok=True)
     spec = SPECS.get(predictor.dataset)
     palette = spec.palette if spec is not None else default_palette(predictor.num_classes)
@@ -195,7 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"))
             if args.overlay:
                 colours = overlay(image, label, palette)
-                write_atomic(out / f"{path.stem}_overlay.png",
+                write_atomic(overlays[path],
                              lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"))
     print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))
     if failed:
@@ -210,6 +230,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from seglib.export import check_onnx, export_onnx
     from seglib.inference import load_model
 
+    _check_output(args.onnx, args.checkpoint, "--onnx")
     model, meta = load_model(args.checkpoint)
     size = args.image_size or meta["image_size"]
     path = export_onnx(model, args.onnx, size, opset=args.opset)
@@ -256,6 +277,29 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _check_output(path: str, checkpoint: str, flag: str) -> None:
+    """Refuse, before any work, an output that is the checkpoint itself or a folder."""
+    target = Path(path)
+    if target.exists() and target.resolve() == Path(checkpoint).resolve():
+        raise DataError(target, f"is the checkpoint being read: {flag} would overwrite it", f"pass another {flag} file")
+    if target.is_dir():
+        raise DataError(target, "is a folder", f"pass a file name to {flag}")
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
+
+
+def _opset(text: str) -> int:
+    value = int(text)
+    if value < 18:
+        raise argparse.ArgumentTypeError(f"{value} is older than torch's ONNX exporter writes (18 and newer)")
     return value
 
 
@@ -306,6 +350,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--val-images", "--valImages", type=_positive_int, help="validate on N images only")
     p.add_argument("--out", help="output folder (default runs/DATASET_MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--init-from", "--loadCheckpoint", help="start from the weights of a checkpoint")
     p.add_argument("--smoke", action="store_true", help="tiny CPU configuration (CI)")
     p.set_defaults(func=cmd_train)
@@ -336,14 +381,15 @@ def add_inference_parsers(sub) -> None:
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for the label PNGs")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png in class colours")
-    p.add_argument("--threshold", type=float, help="two-class models: foreground when p > T (default argmax)")
+    p.add_argument("--threshold", type=_probability, help="two-class models: foreground when p > T (default argmax)")
+    p.add_argument("--overwrite", action="store_true", help="replace files already in --output")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--image-size", type=_positive_int, help="input side (default: the training size)")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=_opset, default=18, help="ONNX opset, 18 or newer")
     p.set_defaults(func=cmd_export)
 
     from seglib.models import MODEL_NAMES
@@ -381,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", nargs="?", default="pennfudan", help="dataset name (default pennfudan)")
     p.add_argument("--root", help="the dataset folder, or a folder holding it")
     p.add_argument("--source", help="a URL or a local archive to take instead of the official URL")
-    p.add_argument("--max-samples", type=int, help="check only this many samples per split")
+    p.add_argument("--max-samples", type=_positive_int, help="check only this many samples per split")
     p.set_defaults(func=cmd_prepare)
 
     add_train_parser(sub)

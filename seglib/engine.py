@@ -87,6 +87,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, not {self.lr}")
+        for name in ("weight_decay", "warmup_epochs"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be 0 or more, not {getattr(self, name)}")
+        if self.image_size < 16:
+            raise ConfigError(f"image_size must be at least 16 (the models halve it four times), not {self.image_size}")
         if not self.trunk_lr_mult > 0:
             raise ConfigError(f"trunk_lr_mult must be positive, not {self.trunk_lr_mult}; "
                               "to freeze the trunk, use train_trunk=False (--no-train-trunk)")
@@ -528,7 +533,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     start_epoch, history, best = 0, [], {"val_miou": -1.0}
     if resume and (out / "last.pt").exists():
-        state = load_checkpoint(out / "last.pt", expect={"model": cfg.model, "num_classes": out_channels})
+        state = load_checkpoint(out / "last.pt", expect={"model": cfg.model, "num_classes": out_channels,
+                                                          "dataset": cfg.dataset, "image_size": cfg.image_size})
         load_weights(model, state, out / "last.pt", _RESUME_KEYS)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

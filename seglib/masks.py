@@ -172,7 +172,7 @@ def _gray(mask: np.ndarray, path: PathLike) -> np.ndarray:
 
 
 def binarize(mask: np.ndarray, threshold: float = 127, path: PathLike = None) -> np.ndarray:
-    """Soft or 0/255 mask → uint8 {0, 1} via ``mask > threshold``; bool (1-bit) masks too."""
+    """Soft or 0/255 mask → uint8 {0, 1} via ``mask > threshold``; bool and 0/1 masks are kept as they are."""
     mask = _gray(mask, path)
     if mask.dtype == bool:
         return mask.astype(np.uint8)
@@ -180,6 +180,8 @@ def binarize(mask: np.ndarray, threshold: float = 127, path: PathLike = None) ->
         raise DataError(path, f"mask values lie in [0, 1] (dtype {mask.dtype}) but the "
                         f"threshold is {threshold:g}, which would make every pixel background",
                         "pass threshold=0.5 for probability masks")
+    if threshold >= 1 and mask.size and mask.min() >= 0 and mask.max() == 1:  # already 0/1, not 0/255
+        return mask.astype(np.uint8)
     return (mask > threshold).astype(np.uint8)
 
 
@@ -300,8 +302,8 @@ class ColorMatchReport:
 
     def __str__(self) -> str:
         colours = ", ".join(f"{c} x{n}" for c, n in self.unmatched_colors[:5])
-        return (f"{self.total} px: {self.exact} exact, {self.approximate} within tolerance, "
-                f"{self.ignored} void, {self.unmatched} unmatched ({self.unmatched_fraction:.3%})"
+        return (f"{self.total} px: {self.exact} exact, {self.approximate} within tolerance "
+                f"({self.ignored} of these void), {self.unmatched} unmatched ({self.unmatched_fraction:.3%})"
                 + (f"; e.g. {colours}" if colours else ""))
 
 

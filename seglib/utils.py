@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seglib.errors import ConfigError
+from seglib.errors import ConfigError, DataError
 
 
 def seed_everything(seed: int) -> None:
@@ -48,11 +49,17 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     (``seglib.checkpoint.save_checkpoint`` does the same, with an fsync, for checkpoints.)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(path, f"cannot write it ({exc.strerror or exc})",
+                        "choose a file name in a folder you can write to") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # nothing to remove, or no folder to remove it from
+            tmp.unlink(missing_ok=True)
     return path

@@ -41,3 +41,11 @@ def test_environment_installs_the_package_itself():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert any(line.endswith("-e .") for line in pip_section)
+
+
+def test_reliability_doc_names_only_tests_that_exist():
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)", (ROOT / "docs" / "RELIABILITY.md").read_text())
+    assert len(named) > 40
+    missing = [(f, t) for f, t in named
+               if not (ROOT / "tests" / f).is_file() or f"def {t}(" not in (ROOT / "tests" / f).read_text()]
+    assert not missing, missing

@@ -26,8 +26,15 @@ def _open(path: Path) -> Image.Image:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB ``HxWx3`` uint8 array. Grayscale and RGBA files are converted to RGB."""
+    """An RGB ``HxWx3`` uint8 array. Grayscale and RGBA files are converted to RGB, 16-bit ones
+    scaled to 8 bits (PIL alone would clip them)."""
     img = _open(Path(path))
+    if img.mode.startswith("I;16"):
+        gray = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode in ("I", "F"):
+        raise DataError(path, f"is a 32-bit {'integer' if img.mode == 'I' else 'float'} image",
+                        "save it as an 8-bit (or 16-bit) RGB or grayscale PNG/JPEG")
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img)

@@ -69,7 +69,7 @@ class PennFudan(_HashSplit):
                           lambda p: f"{p.stem}_mask.png")
 
     def decode(self, raw, item, image_hw, report):
-        return masks.instances_to_binary(raw)  # 0 = background, k = k-th pedestrian
+        return masks.instances_to_binary(raw, path=item.mask)  # 0 = background, k = k-th pedestrian
 
 
 class TikTok(_HashSplit):
@@ -89,9 +89,11 @@ class TikTok(_HashSplit):
         if raw.shape != tuple(image_hw) and report is not None:
             report["mask 1 px off the image size: cropped/padded"] += 1
         raw = masks.fit_mask_to_image(raw, image_hw, max_offset=1, path=item.mask)
-        labels = masks.binarize(raw, self.threshold)
-        if report is not None:
+        labels = masks.binarize(raw, self.threshold, path=item.mask)
+        if report is not None and raw.max() > 1:
             report["soft edge pixels (neither 0 nor 255)"] += int(((raw > 0) & (raw < 255)).sum())
+        elif report is not None:
+            report["masks stored as 0/1 (read as they are)"] += 1
             if labels.all() or not labels.any():
                 report["masks with one value only (check them: likely broken)"] += 1
         return labels
@@ -113,6 +115,10 @@ class CamVid(DatasetSpec):
         return pair_files(folder / split, folder / f"{split}annot", "*.png", lambda p: p.name)
 
     def decode(self, raw, item, image_hw, report):
+        if raw.ndim == 2 and raw.max() > self.void:
+            raise DataError(item.mask, f"holds values up to {raw.max()}, but CamVid's masks hold 0-10 (classes) "
+                            "and 11 (void)", "use the SegNet 11-class annotations (CamVid/*annot), or convert "
+                            "colour or 32-class masks to these indices")
         out = raw.copy()
         out[raw == self.void] = IGNORE_INDEX
         return out
