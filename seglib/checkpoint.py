@@ -55,6 +55,9 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600): give it a normal file's mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

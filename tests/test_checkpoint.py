@@ -20,6 +20,8 @@ def test_round_trip_with_weights_only(tmp_path):
     assert loaded["epoch"] == 3
     torch.testing.assert_close(loaded["model"]["weight"], model.weight.detach())
     assert not [p for p in tmp_path.iterdir() if p.name != "last.pt"]  # no temporary file left
+    (tmp_path / "plain").write_text("")
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777  # not 0600
 
 
 def test_rng_state_restores_every_generator():
