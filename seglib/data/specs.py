@@ -90,10 +90,11 @@ class TikTok(_HashSplit):
             report["mask 1 px off the image size: cropped/padded"] += 1
         raw = masks.fit_mask_to_image(raw, image_hw, max_offset=1, path=item.mask)
         labels = masks.binarize(raw, self.threshold, path=item.mask)
-        if report is not None and raw.max() > 1:
-            report["soft edge pixels (neither 0 nor 255)"] += int(((raw > 0) & (raw < 255)).sum())
-        elif report is not None:
-            report["masks stored as 0/1 (read as they are)"] += 1
+        if report is not None:
+            if raw.max() == 1:
+                report["masks stored as 0/1 (read as they are)"] += 1
+            else:
+                report["soft edge pixels (neither 0 nor 255)"] += int(((raw > 0) & (raw < 255)).sum())
             if labels.all() or not labels.any():
                 report["masks with one value only (check them: likely broken)"] += 1
         return labels
