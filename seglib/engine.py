@@ -483,9 +483,14 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
     ``best.pt`` (returned as ``"ema_model"``). ``verbose`` prints one line per epoch; ``progress``
     adds the progress bars within an epoch.
     """
+    from seglib.data import get_spec
     from seglib.models import create_model
     from seglib.utils import seed_everything
 
+    classes = get_spec(cfg.dataset).num_classes
+    if "bce" in cfg.loss and classes != 2:  # before any folder or cache is made
+        raise ConfigError(f"--loss {cfg.loss}: bce is for two classes, and {cfg.dataset} has {classes}; "
+                          "use ce (or ce+dice, focal)")
     rank, world, local_rank = init_distributed()
     if device is None:
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -510,9 +515,6 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             stray.unlink()
 
     train_batches, val_batches, spec = build_data(cfg, device, rank, world)
-    if "bce" in cfg.loss and spec.num_classes != 2:
-        raise ConfigError(f"--loss {cfg.loss}: bce is for two classes, and {cfg.dataset} has "
-                          f"{spec.num_classes}; use ce (or ce+dice, focal)")
     out_channels = 1 if "bce" in cfg.loss else spec.num_classes
     model = create_model(cfg.model, out_channels, **cfg.model_options).to(device)
     meta = {"model": cfg.model, "num_classes": out_channels, "dataset": cfg.dataset,

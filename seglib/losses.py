@@ -29,11 +29,11 @@ class CrossEntropy(nn.Module):
 
 def mean_over_valid(loss: torch.Tensor, target: torch.Tensor, ignore_index: int,
                     weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pixel ``loss`` summed and divided by the valid pixels' count (or summed class weights):
-    ``F.cross_entropy``'s mean, except that a batch with no valid pixel gives 0, not NaN (0 / 0)."""
+    """Per-pixel ``loss`` summed over the valid pixels and divided by their count (or summed class
+    weights): ``F.cross_entropy``'s mean, except that a batch with no valid pixel gives 0, not NaN."""
     valid = target != ignore_index
     count = valid.float() if weight is None else weight[torch.where(valid, target, 0)] * valid
-    return loss.sum() / count.sum().clamp_min(1e-12)
+    return torch.where(valid, loss, 0).sum() / count.sum().clamp_min(1e-12)
 
 
 class BinaryCrossEntropy(nn.Module):
@@ -44,11 +44,10 @@ class BinaryCrossEntropy(nn.Module):
         self.ignore_index, self.pos_weight = ignore_index, pos_weight
 
     def forward(self, logits, target):
-        valid = (target != self.ignore_index).float()
         pos_weight = None if self.pos_weight is None else logits.new_tensor(self.pos_weight)
         loss = F.binary_cross_entropy_with_logits(logits[:, 0].float(), (target == 1).float(),
                                                   pos_weight=pos_weight, reduction="none")
-        return (loss * valid).sum() / valid.sum().clamp_min(1)
+        return mean_over_valid(loss, target, self.ignore_index)
 
 
 class FocalLoss(nn.Module):

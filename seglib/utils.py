@@ -52,7 +52,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         if path.is_dir():
-            raise IsADirectoryError(21, "is a folder")
+            raise DataError(path, "is a folder", "pass a file name")
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)

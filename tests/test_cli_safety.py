@@ -155,10 +155,10 @@ def test_files_that_are_not_checkpoints_are_named(tmp_path, capsys, content, pro
 
 def test_write_failures_name_the_target_not_a_temporary_file(tmp_path):
     (tmp_path / "a_file").write_text("keep me")
-    for target in (tmp_path, tmp_path / "a_file" / "report.json"):
+    for target, problem in ((tmp_path, "is a folder"), (tmp_path / "a_file" / "report.json", "cannot write it")):
         with pytest.raises(DataError) as err:
             write_atomic(target, lambda tmp: tmp.write_text("{}"))
-        assert str(err.value).startswith(f"{target}: cannot write it") and ".tmp" not in str(err.value)
+        assert str(err.value).startswith(f"{target}: {problem}") and ".tmp" not in str(err.value)
     assert (tmp_path / "a_file").read_text() == "keep me"
 
 
