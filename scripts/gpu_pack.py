@@ -1,18 +1,25 @@
-"""Pack what a lent GPU machine lacks (wheels, datasets) into ignored folders that a `run` carries.
+"""Pack what a lent GPU machine lacks into one ignored folder, ``.gpu/``, that one `run` carries.
 
-    python scripts/gpu_pack.py wheels                  # .whl/: albumentations + notebook kernel, for Python 3.12
-    python scripts/gpu_pack.py data tiktok msrc        # .carry/data/<original folders>, with a size check
-    python scripts/gpu_pack.py data camvid:train,trainannot --dest .carry1   # part of a dataset
+    python scripts/gpu_pack.py                                  # the four headline datasets + albumentations
+    python scripts/gpu_pack.py --datasets tiktok camvid msrc --wheels albumentations notebooks
 
-The GPU machine has torch, numpy, scipy, opencv and matplotlib but not albumentations or a Jupyter
-kernel; nothing can be downloaded there. One call carries at most 64 MiB (tracked files included),
-so datasets go in bundles that fit: see docs/GPU_RUNS.md for the plan. Both folders are ignored by
-git (`.git/info/exclude`); the licensed data never enters the repository.
+``.gpu/data/<dataset folder>/`` holds each dataset in its publisher's layout, except that every
+photo (the images the dataset lists, not its masks) travels as ``<name>.<ext>.jpg``, re-encoded as
+JPEG (quality 95, 4:4:4): the photos of Penn-Fudan, TikTok, CamVid and MSRC are 120 MiB as PNG and
+about 30 MiB so. Masks, split lists and class tables travel byte for byte. ``scripts/gpu_run.py``
+turns the JPEGs back into files of their original names before anything reads them, and its
+results say which encoding they were measured on (``bundle.json``). ``.gpu/wheels/`` holds the
+Python 3.12 wheels the GPU image lacks: albumentations (the tutorial loop of the speed table) and,
+with ``--wheels notebooks``, a Jupyter kernel (notebooks 06-07).
+
+One call carries at most 64 MiB, tracked files included: a bundle over that is deleted and
+refused. ``.gpu/`` is listed in ``.git/info/exclude``: licensed data never enters the repository.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -20,12 +27,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET = 64 * 2**20
-WHEELS = ["albumentations==2.0.8", "nbclient", "ipykernel", "ipywidgets", "nbstripout"]
-# already in the GPU image (KINDS.md, 2026-11-17): carrying a second version would stop the install
+HEADLINE = ("pennfudan", "tiktok", "camvid", "msrc")
+WHEELS = {"albumentations": ["albumentations==2.0.8"],
+          "notebooks": ["nbclient", "nbformat", "ipykernel", "ipywidgets", "nbstripout"]}
+# already in the GPU image (device/KINDS.md, 2026-11-17): carrying a second version would stop the install
 PRESENT = {"attrs", "numpy", "opencv_python_headless", "packaging", "psutil", "pygments", "python_dateutil",
-           "pyyaml", "scipy", "typing_extensions", "tzdata", "platformdirs"}
+           "pyyaml", "scipy", "typing_extensions", "tzdata", "platformdirs", "six", "jinja2", "markupsafe"}
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64", "any"]
+SUFFIX = ".jpg"  # appended to a re-encoded photo's own name
+
+
+class BundleTooLarge(SystemExit):
+    """The bundle and the tracked files would not fit one call's 64 MiB."""
 
 
 def size_of(path: Path) -> int:
@@ -48,50 +62,78 @@ def exclude(dest: Path) -> None:
         path.write_text("\n".join([*lines, f"/{name}/"]) + "\n")
 
 
-def pack_wheels(dest: Path) -> None:
-    exclude(dest)
+def pack_wheels(groups: list[str], dest: Path) -> None:
+    """cp312 manylinux wheels of ``groups`` (keys of :data:`WHEELS`) and their needs, less :data:`PRESENT`."""
+    names = [name for group in groups for name in WHEELS[group]]
+    if not names:
+        return
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version",
-                    "3.12", "--implementation", "cp", *platforms, "-d", str(dest), *WHEELS], check=True)
+                    "3.12", "--implementation", "cp", *platforms, "-d", str(dest), *names], check=True)
     for wheel in dest.glob("*.whl"):
         if wheel.name.split("-")[0].lower() in PRESENT:
             wheel.unlink()
 
 
-def pack_data(names: list[str], dest: Path, root: Path | None) -> None:
-    """Copy each dataset (``name``, or ``name:sub1,sub2`` for some of its subfolders) to ``dest/data``."""
+def pack_dataset(name: str, dest: Path, root: Path | None, quality: int) -> list[str]:
+    """Copy dataset ``name`` to ``dest/<its folder>``, photos as JPEG; returns the photos' relative paths."""
+    from PIL import Image
+
     from seglib.data import find_folder, get_spec
 
+    spec = get_spec(name)
+    source = find_folder(name, root)
+    photos = {item.image.resolve() for item in spec.list_items(source, "all")}
+    target = dest / spec.folder
+    reencoded = []
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        rel = path.relative_to(source)
+        out = target / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if path.resolve() in photos:
+            with Image.open(path) as im:
+                im.convert("RGB").save(out.with_name(out.name + SUFFIX), quality=quality, subsampling=0)
+            reencoded.append(f"{spec.folder}/{rel.as_posix()}")
+        else:
+            shutil.copy2(path, out)
+    return reencoded
+
+
+def pack(datasets: list[str], dest: Path, *, root: Path | None = None, quality: int = 95,
+         wheels: list[str] = (), budget: int = BUDGET) -> dict:
+    """Write the bundle into ``dest`` (replacing it) and return its manifest; over ``budget``
+    together with the tracked files, the bundle is deleted and :class:`BundleTooLarge` raised."""
+    if dest.exists():
+        shutil.rmtree(dest)
     exclude(dest)
-    for entry in names:
-        name, _, parts = entry.partition(":")
-        source = find_folder(name, root)
-        target = dest / "data" / get_spec(name).folder
-        for part in parts.split(",") if parts else [""]:
-            if (source / part).is_file():
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source / part, target / part)
-            elif not (target / part).exists():
-                shutil.copytree(source / part, target / part)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("wheels", "data"))
-    parser.add_argument("datasets", nargs="*", help="with 'data': dataset names (seglib.data)")
-    parser.add_argument("--root", type=Path, help="where the datasets are (default $SEGLIB_DATA_DIR)")
-    parser.add_argument("--dest", type=Path, help="default .whl (wheels) or .carry (data)")
-    args = parser.parse_args()
-    dest = args.dest or REPO / (".whl" if args.what == "wheels" else ".carry")
-    if args.what == "wheels":
-        pack_wheels(dest)
-    else:
-        pack_data(args.datasets, dest, args.root)
+    manifest = {"quality": quality, "subsampling": "4:4:4", "datasets": list(datasets), "reencoded": []}
+    for name in datasets:
+        manifest["reencoded"] += pack_dataset(name, dest / "data", root, quality)
+    pack_wheels(list(wheels), dest / "wheels")
+    (dest / "bundle.json").write_text(json.dumps(manifest, indent=1))
     total = tracked_size() + size_of(dest)
-    print(f"{dest}: {size_of(dest) / 2**20:.1f} MiB; with the tracked files {total / 2**20:.1f} of 64 MiB")
-    if total > BUDGET:
-        print("error: over one call's 64 MiB: carry fewer datasets per call (docs/GPU_RUNS.md)", file=sys.stderr)
-        return 1
+    manifest["mib"] = {"bundle": size_of(dest) / 2**20, "with_tracked_files": total / 2**20}
+    if total > budget:
+        shutil.rmtree(dest)
+        raise BundleTooLarge(f"error: the bundle and the tracked files come to {total / 2**20:.1f} MiB, over one "
+                             f"call's {budget / 2**20:.0f} MiB; nothing was kept. Pack fewer datasets or wheel "
+                             "groups, or a lower --quality")
+    return manifest
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="*", default=list(HEADLINE), help=f"default: {' '.join(HEADLINE)}")
+    parser.add_argument("--wheels", nargs="*", default=["albumentations"], choices=sorted(WHEELS),
+                        help="wheel groups (default: albumentations)")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the photos (default 95)")
+    parser.add_argument("--root", type=Path, help="where the datasets are (default $SEGLIB_DATA_DIR)")
+    parser.add_argument("--dest", type=Path, default=REPO / ".gpu", help="default .gpu/ in the checkout")
+    args = parser.parse_args(argv)
+    manifest = pack(args.datasets, args.dest, root=args.root, quality=args.quality, wheels=args.wheels)
+    print(f"{args.dest}: {len(manifest['reencoded'])} photos as JPEG q{args.quality}; "
+          f"{manifest['mib']['bundle']:.1f} MiB, with the tracked files {manifest['mib']['with_tracked_files']:.1f} "
+          "of 64 MiB")
     return 0
 
 

@@ -3,6 +3,7 @@
     python scripts/run_notebooks.py                 # every notebook, full configuration
     python scripts/run_notebooks.py 03 04           # only those whose name starts with 03 / 04
     python scripts/run_notebooks.py --smoke 01      # the CI configuration (for a quick check)
+    python scripts/run_notebooks.py --dest /tmp/nb 06   # outputs elsewhere, the committed notebooks untouched
 
 The run sets ``SEGLIB_PUBLISH=1``: outputs are meant to be committed, so licensed images are
 drawn as placeholders (see ``seglib.viz``). Afterwards ``nbstripout --keep-output --keep-count``
@@ -24,14 +25,16 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def run(path: Path, timeout: int) -> float:
+def run(path: Path, timeout: int, dest: Path) -> float:
+    """Execute ``path`` (in its own folder) and write it, with its outputs, to ``dest / path.name``."""
     nb = nbformat.read(path, as_version=4)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
-    nbformat.write(nb, path)
-    subprocess.run([sys.executable, "-m", "nbstripout", "--keep-output", "--keep-count", str(path)],
+    dest.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest / path.name)
+    subprocess.run([sys.executable, "-m", "nbstripout", "--keep-output", "--keep-count", str(dest / path.name)],
                    check=True)
     return time.perf_counter() - start
 
@@ -41,6 +44,8 @@ def main() -> None:
     parser.add_argument("prefixes", nargs="*", help="run only notebooks whose name starts so")
     parser.add_argument("--smoke", action="store_true", help="CI configuration (SEGLIB_SMOKE=1)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    parser.add_argument("--dest", type=Path, default=NOTEBOOKS,
+                        help="write the executed notebooks here (default: in place)")
     args = parser.parse_args()
     os.environ["SEGLIB_PUBLISH"] = "1"
     os.environ["SEGLIB_SMOKE"] = "1" if args.smoke else "0"
@@ -51,7 +56,7 @@ def main() -> None:
     if not paths:
         sys.exit(f"no notebook in {NOTEBOOKS} matches {args.prefixes}")
     for path in paths:
-        print(f"{path.name}: {run(path, args.timeout):.0f} s", flush=True)
+        print(f"{path.name}: {run(path, args.timeout, args.dest):.0f} s", flush=True)
 
 
 if __name__ == "__main__":

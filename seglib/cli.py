@@ -92,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                           "lr", "trunk_lr_mult", "weight_decay", "optimizer", "schedule",
                                           "warmup_epochs", "loss", "crop_scale", "amp", "compile", "data_path",
                                           "num_workers", "seed", "deterministic", "ema_decay", "grad_clip",
-                                          "patience", "save_freq", "log_freq", "val_images", "out") if k in values}
+                                          "patience", "val_every", "save_freq", "log_freq", "val_images",
+                                          "out") if k in values}
     if args.smoke:
         smoke = dict(SMOKE)
         if args.model == "deeplabv3plus":
@@ -344,7 +345,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--deterministic", action="store_true", default=None)
     p.add_argument("--ema-decay", type=float, help="validate and save an EMA of the weights (e.g. 0.999)")
     p.add_argument("--grad-clip", type=_positive_float, help="clip the gradients' global norm (e.g. 1.0)")
-    p.add_argument("--patience", type=_positive_int, help="early stopping on val mIoU")
+    p.add_argument("--patience", type=_positive_int, help="early stopping: validations without a better val mIoU")
+    p.add_argument("--val-every", type=_positive_int, help="validate every N epochs (default 1) and after the last")
     p.add_argument("--save-freq", "--saveFreq", type=_positive_int, help="write last.pt every N epochs")
     p.add_argument("--log-freq", "--logFreq", type=_positive_int, help="progress update every N steps")
     p.add_argument("--val-images", "--valImages", type=_positive_int, help="validate on N images only")

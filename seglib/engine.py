@@ -68,8 +68,9 @@ class TrainConfig:
     deterministic: bool = False
     ema_decay: float | None = None    # validate and save an exponential moving average of the weights
     grad_clip: float | None = None    # clip the gradients' global L2 norm to this
-    patience: int | None = None       # early stopping: epochs without a better val mIoU
-    save_freq: int = 1                # write last.pt every N epochs
+    patience: int | None = None       # early stopping: validations without a better val mIoU
+    val_every: int = 1                # validate (and log, keep best.pt) every N epochs, and after the last
+    save_freq: int = 1                # write last.pt every N epochs (at a validation)
     log_freq: int = 50                # progress-bar loss update every N steps (one host sync each)
     val_images: int | None = None     # validate on the first N val images only
     max_steps: int | None = None      # cap on steps per epoch (smoke runs)
@@ -82,7 +83,7 @@ class TrainConfig:
                                      ("data_path", self.data_path, DATA_PATHS)):
             if value not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-        for name in ("epochs", "image_size", "batch_size", "save_freq", "log_freq"):
+        for name in ("epochs", "image_size", "batch_size", "val_every", "save_freq", "log_freq"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.lr > 0:
@@ -416,7 +417,6 @@ def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
     """``(train_batches, val_batches, spec)`` for ``cfg``: caches built once, then batches."""
     from seglib.cache import load_or_build_cache
     from seglib.data import load_dataset
-    from seglib import transforms
 
     train_ds = load_dataset(cfg.dataset, "train", cfg.root, max_samples=cfg.max_samples)
     val_ds = load_dataset(cfg.dataset, "val", cfg.root, max_samples=cfg.val_images or cfg.max_samples)
@@ -437,6 +437,8 @@ def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
         val = ResidentBatches(val_cache.images, val_cache.masks, cfg.batch_size, device, augment=None,
                               seed=cfg.seed, shuffle=False, drop_last=False, rank=rank, world=world)
     else:
+        from seglib import transforms  # albumentations: needed on this path only
+
         workers = cfg.num_workers
         train = WorkerBatches(train_cache, transforms.train_transform(cfg.image_size, seed=cfg.seed, scale=scale),
                               cfg.batch_size, device, seed=cfg.seed, shuffle=True,
@@ -568,12 +570,15 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
                 "history": history, "best": best, **({"ema": ema.state_dict()} if ema else {})}
 
     since_best = epochs_since_best(history)
+    span_seconds, span_losses = 0.0, []  # the epochs trained since the last validation
+    saved_at = start_epoch  # last.pt is written at the first validation after each multiple of save_freq
     start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.patience is not None and since_best >= cfg.patience:  # a resumed run that had stopped early
             break
         train_batches.set_epoch(epoch)
         t0 = time.perf_counter()
+        validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
         try:
             train_loss = train_one_epoch(train_model, train_batches, loss_fn, optimizer, scheduler,
                                          device=device, amp=cfg.amp, scaler=scaler,
@@ -581,18 +586,24 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
                                          log_freq=cfg.log_freq, desc=f"epoch {epoch + 1}",
                                          progress=progress and verbose and rank == 0, ema=ema,
                                          grad_clip=cfg.grad_clip)
-            val = evaluate(eval_model, val_batches, loss_fn, max(2, out_channels),
-                           device=device, amp=cfg.amp, channels_last=channels_last)
+            val = evaluate(eval_model, val_batches, loss_fn, max(2, out_channels), device=device,
+                           amp=cfg.amp, channels_last=channels_last) if validate else None
         except torch.cuda.OutOfMemoryError as exc:
             smaller = (f"--batch-size {cfg.batch_size // 2}" if cfg.batch_size > 1
                        else f"--image-size {max(1, cfg.image_size // 2)} (or a smaller model)")
             raise SeglibError(f"CUDA out of memory at --batch-size {cfg.batch_size} and --image-size "
                               f"{cfg.image_size}; try {smaller}") from exc
-        seconds = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
+        span_seconds += time.perf_counter() - t0
+        span_losses.append(train_loss)
+        if val is None:
+            continue
+        # one history row per validation: its train loss, seconds and speed cover the epochs since the last
+        seconds, epochs_in_span = span_seconds, len(span_losses)
+        row = {"epoch": epoch + 1, "train_loss": sum(span_losses) / epochs_in_span, "val_loss": val["loss"],
                "val_miou": val["miou"], "val_pixel_accuracy": val["pixel_accuracy"],
                "val_mdice": val["mdice"], "lr": optimizer.param_groups[-1]["lr"],
-               "seconds": seconds, "images_per_s": steps * cfg.batch_size * world / seconds}
+               "seconds": seconds, "images_per_s": epochs_in_span * steps * cfg.batch_size * world / seconds}
+        span_seconds, span_losses = 0.0, []
         history.append(row)
         improved = val["miou"] > best["val_miou"]
         if improved:
@@ -605,8 +616,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             if improved:
                 save_checkpoint({"model": (ema.model if ema else _unwrap(model)).state_dict(), "meta": meta,
                                  "config": asdict(cfg), "epoch": epoch + 1, "metrics": best}, out / "best.pt")
-            if (epoch + 1) % cfg.save_freq == 0 or epoch + 1 == cfg.epochs or stop:
+            if (epoch + 1) // cfg.save_freq > saved_at // cfg.save_freq or epoch + 1 == cfg.epochs or stop:
                 save_checkpoint(snapshot(epoch + 1), out / "last.pt")
+                saved_at = epoch + 1
             _write_history(out, history)
             if verbose:
                 print(f"epoch {epoch + 1:3d}/{cfg.epochs} | train_loss {train_loss:.4f} | "
@@ -615,9 +627,11 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
                       f"{seconds:.1f} s{' *' if improved else ''}", flush=True)
         if stop:
             if verbose and rank == 0:
-                print(f"early stop: no better val mIoU for {cfg.patience} epochs")
+                print(f"early stop: no better val mIoU in {cfg.patience} validations "
+                      f"({cfg.patience * cfg.val_every} epochs)")
             break
-    result = {"best": best, "epochs_run": len(history), "wall_seconds": time.perf_counter() - start,
+    result = {"best": best, "epochs_run": history[-1]["epoch"] if history else 0,
+              "wall_seconds": time.perf_counter() - start,
               "class_names": list(spec.class_names), "config": asdict(cfg)}
     if rank == 0:
         write_atomic(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
