@@ -497,7 +497,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
     if device is None:
         device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.index is not None and device.type == "cuda":  # a bare "cuda" keeps the current device
         torch.cuda.set_device(device)
     seed_everything(cfg.seed)
     if cfg.deterministic:

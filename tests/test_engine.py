@@ -66,6 +66,31 @@ def test_fit_writes_checkpoints_history_and_metrics(tmp_path):
     assert {"model", "optimizer", "scheduler", "epoch", "rng", "config", "history"} <= set(last)
 
 
+def test_val_every_validates_every_nth_epoch_and_after_the_last(tmp_path, monkeypatch):
+    calls = []
+    real_evaluate = engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: calls.append(1) or real_evaluate(*a, **k))
+    result = run(replace(TINY, epochs=5, val_every=2, save_freq=4, out=str(tmp_path)))
+    assert len(calls) == 3
+    assert [row["epoch"] for row in result["history"]] == [2, 4, 5] and result["epochs_run"] == 5
+    # a row's time and speed cover every epoch since the validation before it
+    two, one = result["history"][1], result["history"][2]
+    assert two["images_per_s"] == pytest.approx(2 * 2 * TINY.batch_size / two["seconds"])
+    assert one["images_per_s"] == pytest.approx(2 * TINY.batch_size / one["seconds"])
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 5
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] in (2, 4, 5)
+
+
+def test_last_pt_is_written_at_the_first_validation_after_each_multiple_of_save_freq(tmp_path, monkeypatch):
+    saved = []
+    real_save = engine.save_checkpoint
+    monkeypatch.setattr(engine, "save_checkpoint",
+                        lambda state, path: (saved.append(state["epoch"]) if path.name == "last.pt" else None)
+                        or real_save(state, path))
+    run(replace(TINY, epochs=9, val_every=2, save_freq=3, out=str(tmp_path)))
+    assert saved == [4, 6, 9]  # validations at 2, 4, 6, 8, 9; multiples of 3 reached at 4, 6 and 9 (the last)
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
     straight = run(replace(TINY, out=str(tmp_path / "straight")))["model"].state_dict()
 
