@@ -38,7 +38,8 @@ def find_folder(name: str, root: str | Path | None = None) -> Path:
     """
     spec = get_spec(name)
     if spec.name == "synthetic":
-        given = [Path(root).expanduser(), Path(root).expanduser() / spec.folder] if root else []
+        base = Path(root).expanduser() if root else data_dir()
+        given = [base, base / spec.folder] if root else [base / spec.folder]
         folder = next((c for c in given if spec.is_present(c)), work_dir() / spec.folder)
         if not spec.is_present(folder):
             spec.generate(folder)
