@@ -20,8 +20,9 @@ Choices:
   cache are cut from the ``size×size`` picture, not the full-resolution file: cache at a larger
   size if that matters.
 * **Atomic.** A build writes into a hidden temporary sibling folder and ``os.replace``-s it into
-  place once ``meta.json`` is written; an interrupted build leaves nothing at the final path (a
-  killed process can leave a hidden ``.*.tmp-*`` folder, which is never read and may be deleted).
+  place once ``meta.json`` is written (:func:`seglib.utils.atomic_path`); an interrupted build leaves
+  nothing at the final path (a killed process can leave a hidden ``.*.tmp`` folder, which is never
+  read and may be deleted).
 * **Damage is an error, not a silent rebuild.** A cache that cannot be read (truncated, edited)
   raises :class:`seglib.errors.DataError` naming the folder and saying to delete it; the next
   :func:`load_or_build_cache` then rebuilds it. A cache of an *older* version of the files is not
@@ -34,11 +35,8 @@ Choices:
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
-import uuid
 from pathlib import Path
 
 import cv2
@@ -47,17 +45,18 @@ import numpy as np
 from seglib.errors import ConfigError, DataError
 from seglib.masks import resize_mask
 from seglib.paths import work_dir
+from seglib.utils import atomic_path
 
 FORMAT = 1
-_FILES = ("images.npy", "masks.npy", "meta.json")
 
 __all__ = ["CachedDataset", "build_cache", "cache_path", "load_or_build_cache", "open_cache",
            "resize_image", "resize_sample"]
 
 
-def _check_size(size: int) -> int:
+def check_size(size: int) -> int:
+    """``size`` as an int if it is a positive whole number of pixels (the square side), else ConfigError."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ConfigError(f"cache size must be a positive int (square side in pixels), got {size!r}")
+        raise ConfigError(f"size must be a positive int (square side in pixels), got {size!r}")
     return int(size)
 
 
@@ -67,7 +66,7 @@ def _slug(text: str) -> str:
 
 def cache_path(ds, size: int) -> Path:
     """Default folder of ``ds``'s cache: ``work_dir()/cache/<name>_<split>_<size>_<fingerprint[:12]>``."""
-    size = _check_size(size)
+    size = check_size(size)
     return (work_dir() / "cache"
             / f"{_slug(ds.name)}_{_slug(ds.split)}_{size}_{ds.fingerprint()[:12]}")
 
@@ -77,7 +76,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
     Training data and inference inputs both go through this, so a model sees the same kind of picture.
     """
-    size = _check_size(size)
+    size = check_size(size)
     h, w = image.shape[:2]
     if (h, w) == (size, size):
         return np.ascontiguousarray(image)
@@ -87,7 +86,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def resize_sample(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``(image, mask)`` resized to ``size×size``: :func:`resize_image`, masks nearest."""
-    return resize_image(image, size), resize_mask(np.ascontiguousarray(mask), (_check_size(size),) * 2)
+    return resize_image(image, size), resize_mask(np.ascontiguousarray(mask), (check_size(size),) * 2)
 
 
 def _check_sample(ds, i: int, image, mask) -> None:
@@ -100,14 +99,6 @@ def _check_sample(ds, i: int, image, mask) -> None:
                         f"{image.shape} and mask {mask.dtype} {mask.shape}, expected uint8 HxWx3 "
                         "and uint8 HxW of the same size",
                         "fix the dataset's load() so it follows the dataset protocol")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write(ds, size: int, folder: Path) -> dict:
@@ -143,8 +134,6 @@ def _write(ds, size: int, folder: Path) -> dict:
         raise DataError(None, f"{ds.name}/{ds.split} has {n} samples but {len(meta['ids'])} ids",
                         "fix the dataset so that len(ds) == len(ds.ids)")
     (folder / "meta.json").write_text(json.dumps(meta))
-    for name in _FILES:
-        _fsync(folder / name)
     return meta
 
 
@@ -153,27 +142,10 @@ def build_cache(ds, size: int, path: str | Path | None = None) -> CachedDataset:
 
     An existing cache at ``path`` is replaced.
     """
-    size = _check_size(size)
+    size = check_size(size)
     final = Path(path) if path is not None else cache_path(ds, size)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    old = None
-    try:
+    with atomic_path(final, fsync=True) as tmp:  # replaces a cache already there (older, or another process's)
         _write(ds, size, tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not final.exists():
-                raise
-            # a cache is already there (an older one, or another process finished first):
-            # move it aside atomically, put ours in place, then delete it
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-    finally:
-        for leftover in (tmp, old):
-            if leftover is not None and leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
     return CachedDataset(final)
 
 
@@ -184,7 +156,7 @@ def open_cache(path: str | Path, *, mmap: bool = True) -> CachedDataset:
 
 def load_or_build_cache(ds, size: int, path: str | Path | None = None) -> CachedDataset:
     """The cache of ``ds`` at ``size``: reused while ``ds.fingerprint()`` matches, else (re)built."""
-    size = _check_size(size)
+    size = check_size(size)
     final = Path(path) if path is not None else cache_path(ds, size)
     if final.exists():
         cache = CachedDataset(final)  # damaged → DataError naming the folder

@@ -9,7 +9,20 @@ class SeglibError(Exception):
     """Base class. The command line prints these as one line, without a traceback."""
 
 
-class DataError(SeglibError, ValueError):
+class ExplainedError(SeglibError):
+    """An error about one place: ``Error(where, problem, fix)`` renders as ``"<where>: <problem>. Fix: <fix>"``.
+
+    ``where`` (a path or a URL, shown as given) and ``fix`` may be None.
+    """
+
+    def __init__(self, where: object, problem: str, fix: str | None = None):
+        self.where, self.problem, self.fix = where, problem, fix
+        head = f"{where}: " if where is not None else ""
+        tail = f". Fix: {fix}" if fix else ""
+        super().__init__(f"{head}{problem}{tail}")
+
+
+class DataError(ExplainedError, ValueError):
     """A file or folder that is missing, unreadable or not what the dataset promises.
 
     ``DataError(path, problem, fix)`` renders as ``"<path>: <problem>. Fix: <fix>"``.
@@ -17,14 +30,10 @@ class DataError(SeglibError, ValueError):
 
     def __init__(self, path: str | Path | None, problem: str, fix: str | None = None):
         self.path = None if path is None else Path(path)
-        self.problem = problem
-        self.fix = fix
-        where = f"{self.path}: " if self.path is not None else ""
-        tail = f". Fix: {fix}" if fix else ""
-        super().__init__(f"{where}{problem}{tail}")
+        super().__init__(self.path, problem, fix)
 
 
-class DownloadError(SeglibError):
+class DownloadError(ExplainedError):
     """A download or an archive that cannot be trusted (bad checksum, unsafe member, cut off)."""
 
 

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from seglib.data.base import IGNORE_INDEX
 from seglib.errors import ConfigError
 from seglib.inference import Predictor, probabilities_to_labels
+from seglib.masks import IGNORE_INDEX
 from seglib.metrics import ConfusionMatrix
 
 BOUNDARY_RATIO = 0.02

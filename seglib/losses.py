@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglib.errors import ConfigError
+from seglib.masks import IGNORE_INDEX
 
 
 class CrossEntropy(nn.Module):
     """Cross-entropy over classes with ``ignore_index`` and optional class weights."""
 
-    def __init__(self, ignore_index: int = 255, weight: torch.Tensor | None = None):
+    def __init__(self, ignore_index: int = IGNORE_INDEX, weight: torch.Tensor | None = None):
         super().__init__()
         self.ignore_index = ignore_index
         self.register_buffer("weight", weight, persistent=False)
@@ -39,7 +40,7 @@ def mean_over_valid(loss: torch.Tensor, target: torch.Tensor, ignore_index: int,
 class BinaryCrossEntropy(nn.Module):
     """BCE-with-logits for one foreground channel; targets are 0/1, ignored pixels are skipped."""
 
-    def __init__(self, ignore_index: int = 255, pos_weight: float | None = None):
+    def __init__(self, ignore_index: int = IGNORE_INDEX, pos_weight: float | None = None):
         super().__init__()
         self.ignore_index, self.pos_weight = ignore_index, pos_weight
 
@@ -57,7 +58,7 @@ class FocalLoss(nn.Module):
     to the batch-mean CE instead, which only rescales the loss.)
     """
 
-    def __init__(self, gamma: float = 2.0, ignore_index: int = 255, weight: torch.Tensor | None = None):
+    def __init__(self, gamma: float = 2.0, ignore_index: int = IGNORE_INDEX, weight: torch.Tensor | None = None):
         super().__init__()
         self.gamma, self.ignore_index = gamma, ignore_index
         self.register_buffer("weight", weight, persistent=False)
@@ -75,7 +76,7 @@ class FocalLoss(nn.Module):
 class DiceLoss(nn.Module):
     """``1 - soft Dice``, averaged over classes present in the batch; ignored pixels excluded."""
 
-    def __init__(self, ignore_index: int = 255, eps: float = 1.0):
+    def __init__(self, ignore_index: int = IGNORE_INDEX, eps: float = 1.0):
         super().__init__()
         self.ignore_index, self.eps = ignore_index, eps
 
@@ -113,7 +114,7 @@ class SumOfLosses(nn.Module):
 LOSS_NAMES = ("ce", "bce", "dice", "focal")
 
 
-def build_loss(spec: str, num_classes: int, ignore_index: int = 255,
+def build_loss(spec: str, num_classes: int, ignore_index: int = IGNORE_INDEX,
                class_weights: torch.Tensor | None = None) -> nn.Module:
     """A loss from a name or a sum of names, e.g. ``"ce"``, ``"bce+dice"``, ``"focal+dice"``.
 

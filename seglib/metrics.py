@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from seglib.masks import IGNORE_INDEX
+
 
 class ConfusionMatrix:
     """``mat[t, p]`` counts pixels of true class ``t`` predicted as ``p``; ignored pixels skipped."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device=None):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, device=None):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         # one extra bin collects ignored pixels, so nothing needs to be filtered out on the host
         self._counts = torch.zeros(num_classes * num_classes + 1, dtype=torch.int64, device=device)

@@ -38,6 +38,7 @@ import torch  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from seglib.cache import check_size  # noqa: E402
 from seglib.errors import ConfigError  # noqa: E402
 from seglib.gpu_augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
@@ -46,12 +47,6 @@ MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MASK_INTERPOLATION", "SegmentationTorchDataset",
            "denormalize", "eval_transform", "make_loader", "seed_transform", "train_transform",
            "worker_init_fn", "worker_seed"]
-
-
-def _check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ConfigError(f"size must be a positive int (square output), got {size!r}")
-    return int(size)
 
 
 def seed_transform(transform: A.BaseCompose, seed: int | None) -> None:
@@ -64,7 +59,7 @@ def seed_transform(transform: A.BaseCompose, seed: int | None) -> None:
 def train_transform(size: int, *, seed: int | None, scale: tuple[float, float] = (0.5, 1.0),
                     hflip: bool = True, color: bool = True) -> A.Compose:
     """Random resized crop to ``size×size``, flip, brightness/contrast, ImageNet normalize, to tensor."""
-    size = _check_size(size)
+    size = check_size(size)
     steps: list = [A.RandomResizedCrop(size=(size, size), scale=scale, ratio=(3 / 4, 4 / 3),
                                        interpolation=cv2.INTER_LINEAR,
                                        mask_interpolation=MASK_INTERPOLATION,
@@ -81,7 +76,7 @@ def train_transform(size: int, *, seed: int | None, scale: tuple[float, float] =
 
 def eval_transform(size: int) -> A.Compose:
     """Resize to ``size×size`` (area for downscaled images, nearest for masks), normalize, to tensor."""
-    size = _check_size(size)
+    size = check_size(size)
     return A.Compose([A.Resize(size, size, interpolation=cv2.INTER_LINEAR,
                                mask_interpolation=MASK_INTERPOLATION, area_for_downscale="image"),
                       A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()],

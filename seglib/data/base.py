@@ -11,9 +11,7 @@ import numpy as np
 
 from seglib.data.io import read_image, read_label
 from seglib.errors import DataError
-from seglib.masks import validate_mask
-
-IGNORE_INDEX = 255
+from seglib.masks import IGNORE_INDEX, validate_mask  # seglib.data re-exports IGNORE_INDEX
 
 
 @dataclass(frozen=True)

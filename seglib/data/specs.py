@@ -12,6 +12,7 @@ from seglib.data.base import IGNORE_INDEX, DatasetSpec, Item
 from seglib.data.io import read_image
 from seglib.data.splits import assign
 from seglib.errors import DataError
+from seglib.utils import atomic_path
 
 PERSON = ("background", "person")
 PERSON_PALETTE = np.array([(0, 0, 0), (220, 20, 60)], np.uint8)
@@ -255,22 +256,14 @@ class Synthetic(_HashSplit):
     def generate(self, folder: Path) -> None:
         """Write the dataset in the images/ + masks/ layout (atomically, as one folder)."""
         from PIL import Image
-        import os
-        import shutil
-        import tempfile
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".synthetic-"))
-        try:
+        with atomic_path(folder) as tmp:
             for sub in ("images", "masks"):
-                (tmp / sub).mkdir()
+                (tmp / sub).mkdir(parents=True)
             for i in range(self.count):
                 image, mask = synthetic.make_sample(i, self.size)
                 Image.fromarray(image).save(tmp / "images" / f"shapes_{i:04d}.png")
                 Image.fromarray(mask).save(tmp / "masks" / f"shapes_{i:04d}.png")
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (

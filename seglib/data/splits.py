@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from seglib.errors import DataError
+from seglib.utils import write_atomic
 
 
 def in_val(name: str, group: str, val_fraction: float) -> bool:
@@ -35,10 +35,7 @@ def assign(name: str, ids: Iterable[str], split: str, val_fraction: float,
 
 def save_split(path: Path, splits: dict[str, list[str]], rule: str) -> None:
     """Write the realised split lists (atomically) so they can be read, diffed and reused."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rule": rule, **splits}, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps({"rule": rule, **splits}, indent=1)))
 
 
 def read_split_file(path: Path, split: str, known: set[str]) -> list[str]:
