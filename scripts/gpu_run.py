@@ -43,7 +43,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from seglib.engine import TrainConfig  # noqa: E402  (after the path: the script runs from a bare copy)
+from seglib.train_config import TrainConfig  # noqa: E402
+from seglib.utils import write_atomic  # noqa: E402  (after the path: the script runs from a bare copy)
 
 BUNDLE = REPO / ".gpu"
 SUFFIX = ".jpg"  # scripts/gpu_pack.py: a photo travels as <its name>.jpg
@@ -126,9 +127,11 @@ def probe(cfg: TrainConfig, device) -> dict:
     (after untimed ones that let cuDNN pick its kernels)."""
     import torch
 
-    from seglib.engine import build_data, build_optimizer, evaluate, train_one_epoch
+    from seglib.batches import build_data
+    from seglib.engine import evaluate, train_one_epoch
     from seglib.losses import build_loss
     from seglib.models import create_model
+    from seglib.optim import build_optimizer
 
     torch.backends.cudnn.benchmark = True
     train, val, spec = build_data(cfg, device)
@@ -249,9 +252,7 @@ class Run:
         self.log.write(stamped + "\n")
 
     def write(self, name: str, data) -> None:
-        tmp = self.out / f".{name}.tmp"
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        tmp.replace(self.out / name)
+        write_atomic(self.out / name, lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=str)))
 
     def stage(self, key: str, status: str, seconds: float, **extra) -> None:
         self.summary["stages"][key] = {"status": status, "seconds": round(seconds, 1), **extra}

@@ -8,16 +8,16 @@ it in one step, so a crash or ``kill -9`` mid-write leaves the previous checkpoi
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from seglib.errors import DataError
+from seglib.utils import atomic_path
 
 
 def rng_state() -> dict:
@@ -46,22 +46,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    """Write ``state`` to ``path`` atomically: temporary file, fsync, ``os.replace`` (:func:`atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600): give it a normal file's mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, fsync=True) as tmp:  # a plain open(): the file gets the umask's mode, not 0600
+        torch.save(state, tmp)
     return path
 
 
@@ -101,3 +89,39 @@ def load_checkpoint(path: str | Path, map_location="cpu", *, expect: dict | None
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "history", "best")
+
+
+def plain_keys(weights: dict) -> dict:
+    """``weights`` keyed as the bare module: without the ``module.`` (DataParallel / DDP) and
+    ``_orig_mod.`` (``torch.compile``) prefixes that a wrapped model's ``state_dict()`` carries."""
+    stripped = True
+    while weights and stripped:
+        stripped = False
+        for prefix in ("module.", "_orig_mod."):
+            if all(key.startswith(prefix) for key in weights):
+                weights, stripped = {key[len(prefix):]: value for key, value in weights.items()}, True
+    return weights
+
+
+def load_weights(model: nn.Module, state, path: str | Path, needed: tuple[str, ...] = ("model",)) -> None:
+    """Put ``state["model"]`` into ``model``; anything that does not fit is a DataError naming the file."""
+    missing = [k for k in needed if k not in state] if isinstance(state, dict) else list(needed)
+    if missing or not isinstance(state.get("model"), dict):
+        raise DataError(path, f"not a seglib checkpoint: it lacks {', '.join(missing or ['model'])} "
+                        "(a bare state_dict or another program's file?)",
+                        "pass best.pt / last.pt written by python -m seglib train, or wrap a bare "
+                        "state_dict as torch.save({'model': state_dict}, path)")
+    try:
+        model.load_state_dict(plain_keys(state["model"]))
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "").strip().rstrip(".")
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
+        options = state.get("meta", {}).get("model_options") if isinstance(state.get("meta"), dict) else None
+        raise DataError(path, f"its weights do not fit this {type(model).__name__} ({detail})",
+                        "train with the options it was made with"
+                        + (f" (its model_options: {options})" if options is not None else "")
+                        + ", or pass another checkpoint") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from seglib.errors import ConfigError, DataError, SeglibError
@@ -68,39 +69,31 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-SMOKE = dict(epochs=2, image_size=64, batch_size=4, max_steps=3, max_samples=16, num_workers=0,
-             model_options={"base_channels": 8}, log_freq=1)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
     import torch
 
-    from seglib.engine import TrainConfig, fit, is_distributed
+    from seglib.engine import fit
+    from seglib.parallel import is_distributed
+    from seglib.train_config import TrainConfig, given_options
 
-    options = {}
+    cfg_fields = given_options(args)
+    model = cfg_fields.get("model", "unet")
+    if args.smoke:  # the tiny configuration, on the dataset and model asked for
+        smoke, default = asdict(TrainConfig.smoke()), asdict(TrainConfig())
+        sizes = {k: v for k, v in smoke.items() if v != default[k] and k not in ("dataset", "model", "model_options")}
+        cfg_fields = {**sizes, "model_options": smoke["model_options"] if model != "deeplabv3plus" else {},
+                      **cfg_fields}
+    options = dict(cfg_fields.pop("model_options", {}))
     if args.big:
         options["big"] = True
     if args.backbone:
         options["backbone"] = args.backbone
-    if args.model == "deeplabv3plus":
+    if model == "deeplabv3plus":
         options["train_trunk"] = args.train_trunk
         if args.pretrained:
             options["pretrained"] = args.pretrained
-    values = {k: v for k, v in vars(args).items() if v is not None}
-    cfg_fields = {k: values[k] for k in ("dataset", "model", "root", "epochs", "image_size", "batch_size",
-                                          "lr", "trunk_lr_mult", "weight_decay", "optimizer", "schedule",
-                                          "warmup_epochs", "loss", "crop_scale", "amp", "compile", "data_path",
-                                          "num_workers", "seed", "deterministic", "ema_decay", "grad_clip",
-                                          "patience", "val_every", "save_freq", "log_freq", "val_images",
-                                          "out") if k in values}
-    if args.smoke:
-        smoke = dict(SMOKE)
-        if args.model == "deeplabv3plus":
-            smoke["model_options"] = {}
-        options = {**smoke.pop("model_options"), **options}
-        cfg_fields = {**smoke, **cfg_fields}
-    cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{args.model}")
+    cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}")
     cfg = TrainConfig(**cfg_fields, model_options=options)
     out = Path(cfg.out)
     earlier = [name for name in ("best.pt", "last.pt", "metrics.json") if (out / name).exists()]
@@ -304,57 +297,22 @@ def _opset(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
-    return value
-
-
 def add_train_parser(sub) -> None:
-    from seglib.engine import AMP_MODES, DATA_PATHS
-    from seglib.models import MODEL_NAMES
-    from seglib.schedules import SCHEDULES
+    from seglib.train_config import add_train_arguments
 
     p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
-    p.add_argument("--dataset", help="dataset name (default pennfudan)")
-    p.add_argument("--root", help="the dataset folder, or a folder holding it")
-    p.add_argument("--model", default="unet", choices=MODEL_NAMES)
-    p.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64 (31M parameters)")
-    p.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18, resnet34 or resnet50")
-    p.add_argument("--pretrained", help="DeepLabV3+: 'imagenet' (from torchvision's cache) or a path")
-    p.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction, default=True,
-                   help="train the DeepLabV3+ trunk (default) or freeze it")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--image-size", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--lr", type=_positive_float)
-    p.add_argument("--trunk-lr-mult", type=_positive_float,
-                   help="DeepLabV3+: the trunk learns at lr × this (e.g. 0.1 with --pretrained imagenet)")
-    p.add_argument("--weight-decay", "--weightDecay", type=float)
-    p.add_argument("--optimizer", choices=("adamw", "sgd"))
-    p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--loss", help="ce, bce, dice, focal or a sum such as ce+dice")
-    p.add_argument("--crop-scale", type=float, help="smallest random crop as a share of the image (default 0.5)")
-    p.add_argument("--amp", choices=AMP_MODES)
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--data-path", choices=DATA_PATHS)
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--deterministic", action="store_true", default=None)
-    p.add_argument("--ema-decay", type=float, help="validate and save an EMA of the weights (e.g. 0.999)")
-    p.add_argument("--grad-clip", type=_positive_float, help="clip the gradients' global norm (e.g. 1.0)")
-    p.add_argument("--patience", type=_positive_int, help="early stopping: validations without a better val mIoU")
-    p.add_argument("--val-every", type=_positive_int, help="validate every N epochs (default 1) and after the last")
-    p.add_argument("--save-freq", "--saveFreq", type=_positive_int, help="write last.pt every N epochs")
-    p.add_argument("--log-freq", "--logFreq", type=_positive_int, help="progress update every N steps")
-    p.add_argument("--val-images", "--valImages", type=_positive_int, help="validate on N images only")
-    p.add_argument("--out", help="output folder (default runs/DATASET_MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--init-from", "--loadCheckpoint", help="start from the weights of a checkpoint")
-    p.add_argument("--smoke", action="store_true", help="tiny CPU configuration (CI)")
+    add_train_arguments(p)  # one flag per TrainConfig field: seglib/train_config.py
+    models = p.add_argument_group("model options")
+    models.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64 (31M parameters)")
+    models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18, resnet34 or resnet50")
+    models.add_argument("--pretrained", help="DeepLabV3+: 'imagenet' (from torchvision's cache) or a path")
+    models.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the DeepLabV3+ trunk (default) or freeze it")
+    run = p.add_argument_group("the run")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    run.add_argument("--init-from", "--loadCheckpoint", help="start from the weights of a checkpoint")
+    run.add_argument("--smoke", action="store_true", help="tiny CPU configuration (CI): TrainConfig.smoke()")
     p.set_defaults(func=cmd_train)
 
 

@@ -30,9 +30,10 @@ from torch import nn
 
 from seglib.cache import resize_image
 from seglib.checkpoint import load_checkpoint
-from seglib.engine import autocast, load_weights
+from seglib.checkpoint import load_weights
 from seglib.errors import ConfigError, DataError
 from seglib.gpu_augment import normalize
+from seglib.precision import autocast
 from seglib.utils import get_device
 
 TTA_SCALES = (0.75, 1.0, 1.25)
@@ -66,7 +67,7 @@ class Predictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.image_size, self.batch_size, self.dataset = image_size, batch_size, dataset
         self.class_names = tuple(class_names)  # a 1-channel (sigmoid) model has two: background, foreground
-        self.amp = amp  # autocast on CUDA only (seglib.engine.autocast)
+        self.amp = amp  # autocast on CUDA only (seglib.precision.autocast)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device=None, **options) -> Predictor:

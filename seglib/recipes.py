@@ -1,7 +1,8 @@
 """The training runs that notebooks 06 and 07 share, sized for the machine at hand.
 
->>> plan = PLANS[plan_name(cfg.smoke, device)]
->>> configs = comparison_configs(plan, person="tiktok")     # label -> TrainConfig
+>>> plan_label = plan_name(settings.smoke, device)           # "gpu", "cpu" or "smoke"
+>>> plan = PLANS[plan_label]                                # its sizes
+>>> configs = comparison_configs(plan_label, person="tiktok")  # label -> TrainConfig
 >>> run = train_or_reuse(configs["person unet"])             # trains once, then reuses the result
 
 Three plans: ``gpu`` (the full recipes), ``cpu`` (smaller images and widths, few epochs: a laptop
@@ -17,16 +18,21 @@ from pathlib import Path
 
 import torch
 
-from seglib.engine import TrainConfig, fit
+from seglib.engine import fit
+from seglib.train_config import TrainConfig
 from seglib.errors import ConfigError
 from seglib.paths import work_dir
 
+_SMOKE = TrainConfig.smoke()
+# UNet base widths: "wide" is twice "width" (four times the parameters); on the GPU plan it is 64,
+# the paper's widths, the big UNet of notebook 03
 PLANS = {
-    "smoke": dict(person_size=32, person_epochs=1, scene_size=32, scene_epochs=1, small=4, big=8, batch=4,
-                  max_samples=8, max_steps=2),
-    "cpu": dict(person_size=64, person_epochs=6, scene_size=96, scene_epochs=6, small=8, big=16, batch=32,
+    "smoke": dict(person_size=_SMOKE.image_size, person_epochs=1, scene_size=_SMOKE.image_size, scene_epochs=1,
+                  width=_SMOKE.model_options["base_channels"] // 2, wide=_SMOKE.model_options["base_channels"],
+                  batch=_SMOKE.batch_size, max_samples=_SMOKE.max_samples, max_steps=_SMOKE.max_steps),
+    "cpu": dict(person_size=64, person_epochs=6, scene_size=96, scene_epochs=6, width=8, wide=16, batch=32,
                 max_samples=None, max_steps=None),
-    "gpu": dict(person_size=128, person_epochs=30, scene_size=352, scene_epochs=80, small=32, big=64, batch=32,
+    "gpu": dict(person_size=128, person_epochs=30, scene_size=352, scene_epochs=80, width=32, wide=64, batch=32,
                 max_samples=None, max_steps=None),
 }
 
@@ -42,19 +48,19 @@ def plan_name(smoke: bool, device) -> str:
     return "smoke" if smoke else "gpu" if torch.device(device).type == "cuda" else "cpu"
 
 
-def runs_dir(plan: str) -> Path:
-    return work_dir() / "runs" / plan
+def runs_dir(plan_label: str) -> Path:
+    return work_dir() / "runs" / plan_label
 
 
-def comparison_configs(plan: str, person: str, *, seed: int = 0, num_workers: int = 2,
+def comparison_configs(plan_label: str, person: str, *, seed: int = 0, num_workers: int = 2,
                        scenes=("camvid", "msrc")) -> dict[str, TrainConfig]:
-    """The model comparisons: Hourglass / UNet / big UNet on ``person`` data, UNet / DeepLabV3+ on scenes."""
-    p, out = PLANS[plan], runs_dir(plan)
+    """The model comparisons: Hourglass / UNet / wide UNet on ``person`` data, UNet / DeepLabV3+ on scenes."""
+    p, out = PLANS[plan_label], runs_dir(plan_label)
 
     def epochs(dataset: str, base: int) -> int:
-        return base if plan == "smoke" else base * EPOCH_FACTOR.get(dataset, 1)
+        return base if plan_label == "smoke" else base * EPOCH_FACTOR.get(dataset, 1)
 
-    person_unet = TrainConfig(dataset=person, model="unet", model_options={"base_channels": p["small"]},
+    person_unet = TrainConfig(dataset=person, model="unet", model_options={"base_channels": p["width"]},
                               epochs=epochs(person, p["person_epochs"]), image_size=p["person_size"],
                               batch_size=p["batch"],
                               lr=2e-3, max_samples=p["max_samples"], max_steps=p["max_steps"],
@@ -62,8 +68,8 @@ def comparison_configs(plan: str, person: str, *, seed: int = 0, num_workers: in
     configs = {
         "person hourglass": replace(person_unet, model="hourglass", out=str(out / f"{person}_hourglass")),
         "person unet": person_unet,
-        "person big unet": replace(person_unet, model_options={"base_channels": p["big"]},
-                                   out=str(out / f"{person}_big_unet")),
+        "person wide unet": replace(person_unet, model_options={"base_channels": p["wide"]},
+                                   out=str(out / f"{person}_wide_unet")),
     }
     for scene in scenes:
         base = replace(person_unet, dataset=scene, image_size=p["scene_size"],

@@ -19,6 +19,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from seglib.masks import IGNORE_INDEX
 from seglib.paths import FIGURES_DIR
 
 IGNORE_COLOR = (255, 255, 255)
@@ -37,7 +38,7 @@ _BINARY_KINDS = ("correct background", "false negative", "false positive", "corr
 _MULTICLASS_KINDS = ("correct", "wrong class")
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """``HxW`` class indices → ``HxWx3`` colours; ignored pixels are white."""
     table = np.zeros((256, 3), np.uint8)
     table[: len(palette)] = palette
@@ -46,7 +47,7 @@ def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
-            ignore_index: int = 255) -> np.ndarray:
+            ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """The image with class colours blended in (background class 0 and ignore left clear)."""
     colours = colorize(labels, palette, ignore_index).astype(np.float32)
     blend = (labels > 0) & (labels != ignore_index)
@@ -93,9 +94,10 @@ def legend(ax, class_names, palette) -> None:
               loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
 
 
-def save_fig(fig, name: str, cfg) -> None:
-    """Write ``figures/<name>.png`` in full runs only, so smoke runs never overwrite figures."""
-    if not cfg.smoke:
+def save_fig(fig, name: str, settings) -> None:
+    """Write ``figures/<name>.png`` in full runs only (``settings.smoke`` false), so smoke runs never
+    overwrite figures."""
+    if not settings.smoke:
         FIGURES_DIR.mkdir(exist_ok=True)
         fig.savefig(FIGURES_DIR / f"{name}.png", dpi=100, bbox_inches="tight")
 
@@ -159,7 +161,7 @@ def _paint(codes, kinds) -> np.ndarray:
     return np.array([ERROR_COLORS[k] for k in kinds], np.uint8)[codes]
 
 
-def error_map(pred, target, ignore_index: int = 255, num_classes: int | None = None) -> np.ndarray:
+def error_map(pred, target, ignore_index: int = IGNORE_INDEX, num_classes: int | None = None) -> np.ndarray:
     """``HxWx3`` uint8 picture of the errors (colours in ``ERROR_COLORS``).
 
     Binary (``num_classes == 2``, or labels within {0, 1}): correct background black, correct
@@ -169,7 +171,7 @@ def error_map(pred, target, ignore_index: int = 255, num_classes: int | None = N
     return _paint(*_error_codes(pred, target, ignore_index, num_classes))
 
 
-def error_figure(image, pred, target, *, hidden: bool = False, class_names=None, ignore_index: int = 255):
+def error_figure(image, pred, target, *, hidden: bool = False, class_names=None, ignore_index: int = IGNORE_INDEX):
     """image | error map, with a legend of the error colours and the error pixel counts in the title."""
     _check_shape("target", np.shape(target), "image", np.shape(image)[:2])
     codes, kinds = _error_codes(pred, target, ignore_index, len(class_names) if class_names else None)

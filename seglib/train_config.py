@@ -1,0 +1,189 @@
+"""Every training option, once: a field of ``TrainConfig`` with its help text and its rule.
+
+The ``train`` command's flags are made from these fields (:func:`add_train_arguments`), so a new
+option is one new line here. Each rule is checked in both places from the same function: argparse
+refuses a bad flag with ``argument --epochs: must be at least 1, not 0``, and building a
+``TrainConfig`` in Python raises ``ConfigError("epochs must be at least 1, not 0")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, replace
+
+from seglib.errors import ConfigError
+from seglib.models import MODEL_NAMES
+from seglib.schedules import SCHEDULES
+
+AMP_MODES = ("bf16", "fp16", "off")
+LOADERS = ("auto", "gpu", "workers")
+OPTIMIZERS = ("adamw", "sgd")
+RENAMED = {"data_path": "loader"}  # names in configs saved by older versions
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def at_least(low: int, why: str = "") -> Callable:
+    return lambda v: None if v >= low else f"must be at least {low}{why}, not {v}"
+
+
+def positive(v) -> str | None:
+    return None if v > 0 else f"must be positive, not {v}"
+
+
+def non_negative(v) -> str | None:
+    return None if v >= 0 and math.isfinite(v) else f"must be 0 or more, not {v}"
+
+
+def seed_range(v) -> str | None:
+    return None if 0 <= v < 2**32 else f"must be between 0 and 2**32 - 1 (NumPy's range), not {v}"
+
+
+def trunk_multiplier(v) -> str | None:
+    return positive(v) and f"{positive(v)}; to freeze the trunk, use train_trunk=False (--no-train-trunk)"
+
+
+def share(v) -> str | None:
+    return None if 0 < v <= 1 else f"must be in (0, 1] (the smallest crop's share of the image), not {v}"
+
+
+def decay(v) -> str | None:
+    return None if 0 < v < 1 else f"must be between 0 and 1 (e.g. 0.999), not {v}"
+
+
+def option(default, help: str, *, rule: Callable | None = None, choices: tuple | None = None,
+           aliases: tuple[str, ...] = (), flag: bool = True):
+    """A ``TrainConfig`` field: its default, help text, rule or choices, and extra flag spellings."""
+    kind = {"default_factory": dict} if default == {} else {"default": default}
+    return field(**kind, metadata={"help": help, "rule": rule, "choices": choices, "aliases": aliases,
+                                   "flag": flag})
+
+
+# ----------------------------------------------------------------------------- the options
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved in every checkpoint."""
+
+    dataset: str = option("pennfudan", "dataset name (python -m seglib datasets lists them)")
+    model: str = option("unet", "architecture", choices=MODEL_NAMES)
+    model_options: dict = option({}, "e.g. {'big': True} or {'backbone': 'resnet34'}", flag=False)
+    root: str | None = option(None, "the dataset folder, or a folder holding it (default: $SEGLIB_DATA_DIR or data/)")
+    epochs: int = option(40, "passes over the training split", rule=at_least(1))
+    image_size: int = option(256, "square training size in pixels",
+                             rule=at_least(16, " (the models halve it four times)"))
+    batch_size: int = option(16, "images per step", rule=at_least(1))
+    lr: float = option(2e-3, "peak learning rate", rule=positive)
+    trunk_lr_mult: float = option(1.0, "DeepLabV3+: the trunk learns at lr x this (e.g. 0.1 with --pretrained "
+                                  "imagenet); to freeze it, --no-train-trunk", rule=trunk_multiplier)
+    weight_decay: float = option(1e-4, "decoupled weight decay", rule=non_negative, aliases=("--weightDecay",))
+    optimizer: str = option("adamw", "adamw (fused on CUDA) or sgd with Nesterov momentum", choices=OPTIMIZERS)
+    schedule: str = option("cosine", "learning-rate decay, stepped every iteration", choices=SCHEDULES)
+    warmup_epochs: float = option(1.0, "linear warm-up length in epochs", rule=non_negative)
+    loss: str = option("ce", "ce, bce, dice, focal, or a sum such as ce+dice")
+    class_weights: str | None = option(None, "weights of ce and focal per class: auto (median-frequency balancing "
+                                       "over the training split, void excluded) or a JSON file of one per class")
+    crop_scale: float = option(0.5, "augmentation strength: the smallest random crop's share of the image",
+                               rule=share)
+    amp: str = option("bf16", "autocast precision on CUDA", choices=AMP_MODES)
+    channels_last: bool = option(True, "channels_last memory format on CUDA")
+    compile: bool = option(False, "torch.compile the model")
+    loader: str = option("auto", "batches kept on the GPU and augmented there (gpu), CPU workers running "
+                         "albumentations (workers), or gpu on CUDA else workers (auto)", choices=LOADERS,
+                         aliases=("--data-path",))
+    num_workers: int = option(4, "DataLoader workers of the workers loader", rule=at_least(0))
+    seed: int = option(0, "seeds the weights, the order and the augmentations", rule=seed_range)
+    deterministic: bool = option(False, "deterministic cuDNN kernels (slower)")
+    ema_decay: float | None = option(None, "validate and save an exponential moving average of the weights "
+                                     "(e.g. 0.999)", rule=decay)
+    grad_clip: float | None = option(None, "clip the gradients' global L2 norm to this (e.g. 1.0)", rule=positive)
+    patience: int | None = option(None, "early stopping: validations without a better val mIoU", rule=at_least(1))
+    val_every: int = option(1, "validate (and log, keep best.pt) every N epochs, and after the last",
+                            rule=at_least(1))
+    save_freq: int = option(1, "write last.pt every N epochs (at a validation)", rule=at_least(1),
+                            aliases=("--saveFreq",))
+    log_freq: int = option(50, "progress-bar loss every N steps (one host sync each)", rule=at_least(1),
+                           aliases=("--logFreq",))
+    val_images: int | None = option(None, "validate on the first N val images only", rule=at_least(1),
+                                    aliases=("--valImages",))
+    max_steps: int | None = option(None, "cap on steps per epoch (smoke runs)", rule=at_least(1))
+    max_samples: int | None = option(None, "cap on samples per split (smoke runs)", rule=at_least(1))
+    out: str = option("runs/default", "output folder (the CLI's default: runs/DATASET_MODEL)")
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.metadata["choices"] and value not in f.metadata["choices"]:
+                raise ConfigError(f"{f.name} must be one of {', '.join(f.metadata['choices'])}, not {value!r}")
+            problem = f.metadata["rule"] and f.metadata["rule"](value)
+            if problem:
+                raise ConfigError(f"{f.name} {problem}")
+        if self.class_weights and not {"ce", "focal"} & set(self.loss.split("+")):
+            raise ConfigError(f"class_weights weigh ce and focal; --loss {self.loss} has neither: add ce or focal")
+        if self.trunk_lr_mult != 1 and self.model != "deeplabv3plus":
+            raise ConfigError(f"trunk_lr_mult applies to deeplabv3plus (its ResNet trunk), not {self.model}: "
+                              "leave it at 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """A config from a saved dict; keys of older versions are renamed, unknown ones dropped."""
+        d = {RENAMED.get(k, k): v for k, v in d.items()}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def smoke(cls, **changes) -> TrainConfig:
+        """The tiny configuration of the automated tests, the CLI's ``--smoke``, the recipes' and
+        the benchmarks' smoke plans: synthetic shapes, a 2-level UNet of width 8, 32 px, 2 × 2 steps."""
+        tiny = cls(dataset="synthetic", model="unet", model_options={"base_channels": 8, "depth": 2}, epochs=2,
+                   image_size=32, batch_size=4, max_samples=8, max_steps=2, num_workers=0, log_freq=1)
+        return replace(tiny, **changes)
+
+
+# ----------------------------------------------------------------------------- the flags
+
+
+def _flag_type(f) -> Callable:
+    """``int`` / ``float`` / ``str`` from the field's annotation, checked by its rule."""
+    base = int if "int" in f.type else float if "float" in f.type else str
+    rule = f.metadata["rule"]
+
+    def parse(text: str):
+        value = base(text)
+        problem = rule and rule(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = base.__name__  # argparse names the type in "invalid int value"
+    return parse
+
+
+def flag_fields() -> list:
+    return [f for f in fields(TrainConfig) if f.metadata["flag"]]
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field (``--image-size`` for ``image_size``), default None
+    (unset: the config's default, or the smoke value)."""
+    for f in flag_fields():
+        names = [f"--{f.name.replace('_', '-')}", *f.metadata["aliases"]]
+        default = None if f.default is MISSING else f.default
+        help_text = f.metadata["help"] + ("" if default is None else f" (default {default})")
+        if "bool" in f.type:
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(*names, dest=f.name, type=_flag_type(f), choices=f.metadata["choices"],
+                                default=None, help=help_text)
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The :class:`TrainConfig` fields set on the command line."""
+    return {f.name: getattr(args, f.name) for f in flag_fields() if getattr(args, f.name, None) is not None}
