@@ -1,1 +1,2 @@
-"""Benchmarks of seglib: run them from the repository root as ``python -m benchmarks.<script>``."""
+"""Benchmarks of seglib: run them from the repository root as ``python benchmarks/<script>.py`` (or
+``python -m benchmarks.<script>``)."""

@@ -21,13 +21,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from seglib.models import create_model
+from seglib.train_config import TrainConfig
 from seglib.utils import get_device
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
 MODELS = ("unet", "unet-big", "hourglass", "deeplabv3plus")  # "<name>-big" means big=True
-SMOKE_OPTIONS = {"unet": {"base_channels": 8, "depth": 2}, "hourglass": {"base_channels": 8, "depth": 2}}
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -61,9 +61,11 @@ def resolve(args: argparse.Namespace, full: dict, smoke: dict) -> argparse.Names
 
 def model_spec(name: str, smoke: bool) -> tuple[str, dict]:
     """``(create_model name, options)`` of ``name`` from :data:`MODELS` (``-big`` adds ``big=True``);
-    the tiny variant under ``smoke``."""
+    under ``smoke``, UNet and Hourglass take the model options of ``TrainConfig.smoke()``."""
     base = name.removesuffix("-big")
-    return base, dict(SMOKE_OPTIONS.get(base, {})) if smoke else {"big": True} if name != base else {}
+    if smoke:
+        return base, dict(TrainConfig.smoke().model_options) if base in ("unet", "hourglass") else {}
+    return base, {"big": True} if name != base else {}
 
 
 def build_model(name: str, num_classes: int, smoke: bool) -> nn.Module:

@@ -6,27 +6,32 @@ brightness/contrast, normalize), each timed by draining batches and nothing else
 * ``png+albumentations``: ``WorkerBatches`` over the raw dataset: CPU workers decode every file
   (``ds.load(i)``) and run albumentations each epoch, as the tutorial loop does;
 * ``cache+albumentations``: ``WorkerBatches`` over the uint8 cache (decoded once), as
-  ``seglib.engine.fit`` does with ``data_path="workers"``;
+  ``seglib.engine.fit`` does with ``loader="workers"``;
 * ``gpu-resident``: ``ResidentBatches`` + ``GpuAugment`` on the cache, as ``fit`` does on CUDA.
 
 Each ``feeds <model>`` column is the data path's img/s over that model's model-only training speed
 (the seglib step of ``benchmarks.train_throughput``): at 1 or more the path keeps the model busy.
 
-    python -m benchmarks.data_path            # full set (GPU, Penn-Fudan)
-    python -m benchmarks.data_path --smoke    # tiny, on the CPU, in seconds
+    python benchmarks/data_path.py            # full set (GPU, Penn-Fudan)
+    python benchmarks/data_path.py --smoke    # tiny, on the CPU, in seconds
 """
 
 from __future__ import annotations
 
 import itertools
 import statistics
+import sys
 from functools import partial
+from pathlib import Path
+
+if not __package__:  # run as python benchmarks/<script>.py: the repository root holds the benchmarks package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import epochs, parser, report, resolve, time_region
 from benchmarks.train_throughput import BATCH, measure, prepare
 from seglib.cache import load_or_build_cache
 from seglib.data import load_dataset
-from seglib.engine import ResidentBatches, WorkerBatches
+from seglib.batches import ResidentBatches, WorkerBatches
 from seglib.gpu_augment import GpuAugment
 from seglib.transforms import train_transform
 

@@ -6,13 +6,19 @@ only: skipped on the CPU) and ``bf16`` (autocast and channels_last). The timing 
 from the host, synchronized before and after, so a time includes the launches: it is the latency a
 caller sees. The input is random (never zeros), as the time does not depend on the values.
 
-    python -m benchmarks.latency            # full set (GPU), 512 px
-    python -m benchmarks.latency --smoke    # tiny, on the CPU, in seconds
+    python benchmarks/latency.py            # full set (GPU), 512 px
+    python benchmarks/latency.py --smoke    # tiny, on the CPU, in seconds
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
+
+if not __package__:  # run as python benchmarks/<script>.py: the repository root holds the benchmarks package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import MODELS, backend_flags, build_model, parser, report, resolve
 from seglib.data import load_dataset

@@ -9,21 +9,26 @@ Multi-scale training is not a lever here: the random resized crop (``crop_scale`
 objects at scales over a 2× range of area, and batches of varying size would defeat
 ``cudnn.benchmark`` and ``torch.compile``.
 
-    python -m benchmarks.levers --dataset pennfudan                 # the base and every lever (GPU)
-    python -m benchmarks.levers --dataset camvid --levers ce+dice ema
-    python -m benchmarks.levers --smoke                             # tiny, on the CPU
+    python benchmarks/levers.py --dataset pennfudan                 # the base and every lever (GPU)
+    python benchmarks/levers.py --dataset camvid --levers ce+dice ema
+    python benchmarks/levers.py --smoke                             # tiny, on the CPU
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+if not __package__:  # run as python benchmarks/<script>.py: the repository root holds the benchmarks package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from benchmarks.common import parser, report, resolve
 from seglib.data import load_dataset
-from seglib.engine import TrainConfig, fit
+from seglib.engine import fit
+from seglib.train_config import TrainConfig
 from seglib.evaluation import evaluate_dataset
 from seglib.inference import Predictor
 
@@ -34,9 +39,7 @@ BASES = {
     "tiktok": TrainConfig(dataset="tiktok", model="unet", image_size=128, batch_size=32, epochs=40, lr=2e-3),
     "camvid": TrainConfig(dataset="camvid", model="unet", image_size=352, batch_size=12, epochs=100, lr=2e-3),
     "msrc": TrainConfig(dataset="msrc", model="unet", image_size=256, batch_size=16, epochs=200, lr=2e-3),
-    "synthetic": TrainConfig(dataset="synthetic", model="unet", model_options={"base_channels": 8, "depth": 2},
-                             image_size=48, batch_size=8, epochs=3, lr=5e-3, max_steps=3, max_samples=24,
-                             num_workers=0),
+    "synthetic": TrainConfig.smoke(image_size=48, batch_size=8, epochs=3, lr=5e-3, max_steps=3, max_samples=24),
 }
 
 

@@ -9,8 +9,8 @@ is not counted; fit's whole wall time, checkpoint writes included, is reported b
 mIoU is fit's: the val split at training resolution (square resize), one dataset-level confusion
 matrix; not PERF.md's protocol of held-out images at native resolution.
 
-    python -m benchmarks.time_to_quality            # Penn-Fudan to 0.90 and CamVid-11 to 0.60 (GPU)
-    python -m benchmarks.time_to_quality --smoke    # tiny, on the CPU, in seconds
+    python benchmarks/time_to_quality.py            # Penn-Fudan to 0.90 and CamVid-11 to 0.60 (GPU)
+    python benchmarks/time_to_quality.py --smoke    # tiny, on the CPU, in seconds
 """
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
+from pathlib import Path
+
+if not __package__:  # run as python benchmarks/<script>.py: the repository root holds the benchmarks package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import model_spec, parser, report, resolve
-from seglib.engine import TrainConfig, fit
+from seglib.engine import fit
+from seglib.train_config import TrainConfig
 from seglib.errors import DataError
 
 # target and recipe per dataset (PERF.md's reference recipes, square instead of 352x480 for CamVid)
@@ -63,7 +68,7 @@ def run(dataset: str, model: str, size: int, recipe: dict, args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(dataset=dataset, model=base, model_options=options, epochs=recipe["epochs"],
                           image_size=size, batch_size=recipe["batch_size"], lr=args.lr, compile=args.compile,
-                          data_path="gpu", max_steps=args.steps, max_samples=args.max_samples,
+                          loader="gpu", max_steps=args.steps, max_samples=args.max_samples,
                           save_freq=recipe["epochs"], log_freq=sys.maxsize, out=out)
         try:
             result = fit(cfg, device=args.device, verbose=False)

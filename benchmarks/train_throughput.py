@@ -13,8 +13,8 @@ For each model and size, three regimes (the third only for models named in ``--c
 Each regime is timed twice: *model-only* (the same step on one fixed batch already on the device)
 and *end-to-end* (with its real data path). Their ratio says how much the data path costs.
 
-    python -m benchmarks.train_throughput            # full set (GPU, Penn-Fudan)
-    python -m benchmarks.train_throughput --smoke    # tiny, on the CPU, in seconds
+    python benchmarks/train_throughput.py            # full set (GPU, Penn-Fudan)
+    python benchmarks/train_throughput.py --smoke    # tiny, on the CPU, in seconds
 """
 
 from __future__ import annotations
@@ -23,15 +23,22 @@ import itertools
 import statistics
 import sys
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
+
+if not __package__:  # run as python benchmarks/<script>.py: the repository root holds the benchmarks package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (MODELS, backend_flags, build_model, epochs, flops_per_step, matmul_ceiling, parser,
                                report, resolve, time_region)
 from seglib.cache import load_or_build_cache
 from seglib.data import load_dataset
-from seglib.engine import ResidentBatches, TrainConfig, build_optimizer, train_one_epoch
+from seglib.batches import ResidentBatches
+from seglib.engine import train_one_epoch
+from seglib.optim import build_optimizer
+from seglib.train_config import TrainConfig
 from seglib.gpu_augment import GpuAugment
 from seglib.losses import build_loss
 from seglib.transforms import make_loader, train_transform

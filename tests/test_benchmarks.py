@@ -2,6 +2,7 @@
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repo, not installed
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the repo, not installed
 from benchmarks import common, data_path, latency, levers, time_to_quality, train_throughput  # noqa: E402
 
 
@@ -32,6 +34,14 @@ def run(shared_work, tmp_path, monkeypatch):
         return result
 
     return _run
+
+
+def test_a_script_runs_by_its_path(tmp_path):
+    """``python benchmarks/<script>.py``, from any folder, as well as ``python -m benchmarks.<script>``."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--help"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "--smoke" in proc.stdout
 
 
 def positive(value) -> bool:

@@ -1,11 +1,19 @@
 """The command line loses no data and says what is wrong: outputs never replace what is already
-there (a run, ground-truth masks, the checkpoint being read), odd inputs are refused by name.
+there (a run, ground-truth masks, the checkpoint being read), odd inputs and options are refused by
+name, each with one ``error:`` line on stderr and a non-zero exit status.
 
-The commands run in this process through ``seglib.cli.main`` (exit status and stderr as a user
-sees them, without paying for a fresh interpreter each time).
+Most commands run in this process through ``seglib.cli.main`` (exit status and stderr as a user
+sees them, without paying for a fresh interpreter each time); the cases that check all a user sees
+(stderr is that one line, no traceback, nothing written, the process's exit status) run
+``python -m seglib`` in a subprocess. The commands at work: test_cli.py.
 """
 
+import io
+import os
 import shutil
+import subprocess
+import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +25,13 @@ from seglib.checkpoint import load_checkpoint
 from seglib.cli import main
 from seglib.data import load_dataset
 from seglib.data.io import read_image
-from seglib.engine import TrainConfig, fit
+from seglib.engine import fit
 from seglib.errors import ConfigError, DataError
 from seglib.masks import binarize
 from seglib.synthetic import make_sample
 from seglib.utils import write_atomic
 
-TINY = TrainConfig(dataset="synthetic", model="unet", model_options={"base_channels": 8, "depth": 2},
-                   epochs=1, image_size=32, batch_size=4, max_samples=8, max_steps=2, lr=1e-2,
-                   data_path="gpu", num_workers=0)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    fit(TrainConfig(**{**TINY.__dict__, "out": str(out)}), device="cpu", verbose=False)
-    return out
+from helpers import SEGLIB, TINY, cli, synthetic_copy
 
 
 def seglib(capsys, *args) -> tuple[int, str]:
@@ -42,18 +41,44 @@ def seglib(capsys, *args) -> tuple[int, str]:
     return status, err[-1] if err else ""
 
 
-def checksums(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_train_refuses_to_replace_a_run_unless_asked(run_dir, tmp_path, capsys):
+def error_line(proc, *needles, status=2):
+    """The last stderr line of a failed command: ``error: ...`` with every needle, no traceback."""
+    assert proc.returncode == status, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "error: " in line, proc.stderr
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+def one_line_error(proc, *needles, status=2):
+    """As :func:`error_line`, and stderr is that one line only, starting with ``error:``."""
+    line = error_line(proc, *needles, status=status)
+    assert proc.stderr.strip() == line and line.startswith("error: "), proc.stderr
+    return line
+
+
+def assert_one_line(proc):
+    """stderr is exactly one line: no usage block, no notice before the error, no progress bar."""
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# ------------------------------------------------------------------ train
+
+
+def test_train_refuses_to_replace_a_run_unless_asked(smoke_run, tmp_path, capsys):
     out = tmp_path / "run"
-    shutil.copytree(run_dir, out)
-    before = checksums(out)
+    shutil.copytree(smoke_run, out)
+    before = snapshot(out)
     status, line = seglib(capsys, "train", "--smoke", "--dataset", "synthetic", "--epochs", "1", "--out", out)
     assert status == 2 and f"{out} already holds a run (best.pt, last.pt, metrics.json)" in line
     assert "--resume" in line and "--overwrite" in line
-    assert checksums(out) == before
+    assert snapshot(out) == before
 
 
 def test_resume_without_last_pt_says_it_starts_afresh(tmp_path, capsys, monkeypatch):
@@ -66,12 +91,12 @@ def test_resume_without_last_pt_says_it_starts_afresh(tmp_path, capsys, monkeypa
     assert f"note: {tmp_path / 'new' / 'last.pt'} does not exist: starting a new run" in err
 
 
-def test_resume_refuses_a_run_of_another_dataset_or_size(run_dir, tmp_path):
+def test_resume_refuses_a_run_of_another_dataset_or_size(smoke_run, tmp_path):
     out = tmp_path / "run"
-    shutil.copytree(run_dir, out)
-    cfg = TrainConfig(**{**TINY.__dict__, "epochs": 2, "out": str(out)})
+    shutil.copytree(smoke_run, out)
+    cfg = replace(TINY, epochs=2, out=str(out))
     with pytest.raises(DataError, match="checkpoint is for image_size=32, not 48"):
-        fit(TrainConfig(**{**cfg.__dict__, "image_size": 48}), device="cpu", verbose=False, resume=True)
+        fit(replace(cfg, image_size=48), device="cpu", verbose=False, resume=True)
     state = load_checkpoint(out / "last.pt")
     state["meta"]["dataset"] = "pennfudan"  # same model and classes would have passed before
     torch.save(state, out / "last.pt")
@@ -79,7 +104,94 @@ def test_resume_refuses_a_run_of_another_dataset_or_size(run_dir, tmp_path):
         fit(cfg, device="cpu", verbose=False, resume=True)
 
 
-def test_predict_never_replaces_existing_files_unless_asked(run_dir, tmp_path, capsys):
+BAD_OPTIONS = {  # case: (extra train arguments, what the error line must hold)
+    "epochs 0": (["--epochs", "0"], ["argument --epochs", "must be at least 1, not 0"]),
+    "lr -1": (["--lr", "-1"], ["argument --lr", "must be positive, not -1.0"]),
+    "amp fp8": (["--amp", "fp8"], ["argument --amp", "invalid choice: 'fp8'", "bf16"]),
+    "model segformer": (["--model", "segformer"], ["argument --model", "invalid choice: 'segformer'", "unet"]),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_errors(tmp_path_factory):
+    """The command-line error cases, run in parallel (each pays for importing torch): name -> result."""
+    base = tmp_path_factory.mktemp("cli_errors")
+    blocker = base / "a_file"
+    blocker.write_text("keep me")
+    smoke = ["train", "--smoke", "--dataset"]
+    cases = {name: [*smoke, "synthetic", "--out", str(base / name / "out"), *args]
+             for name, (args, _) in BAD_OPTIONS.items()}
+    cases["unknown dataset"] = [*smoke, "pascal", "--out", str(base / "unknown dataset" / "out")]
+    cases["unwritable out"] = [*smoke, "synthetic", "--out", str(blocker / "run")]
+    cases["debug"] = ["--debug", *smoke, "pascal"]
+    procs = {}
+    for name, args in cases.items():
+        (base / name).mkdir()
+        procs[name] = subprocess.Popen([*SEGLIB, *args], cwd=base / name, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+    results = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return base, results
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS)
+def test_bad_train_options_exit_2_naming_the_value(cli_errors, case):
+    base, results = cli_errors
+    error_line(results[case], *BAD_OPTIONS[case][1])
+    assert list((base / case).iterdir()) == []  # neither --out nor a default runs/ folder
+    assert_one_line(results[case])
+
+
+def test_unknown_dataset_is_one_line(cli_errors):
+    base, results = cli_errors
+    one_line_error(results["unknown dataset"], "unknown dataset 'pascal'", "choose one of:", "synthetic")
+    assert list((base / "unknown dataset").iterdir()) == []
+
+
+def test_unwritable_out_is_one_line(cli_errors):
+    base, results = cli_errors
+    blocker = base / "a_file"
+    one_line_error(results["unwritable out"], f"cannot write to --out {blocker / 'run'}",
+                   "choose a writable folder")
+    assert blocker.read_text() == "keep me"
+    assert list((base / "unwritable out").iterdir()) == []
+
+
+def test_debug_shows_the_traceback(cli_errors):
+    proc = cli_errors[1]["debug"]
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "seglib.errors.ConfigError: unknown dataset 'pascal'" in proc.stderr
+
+
+class Payload:
+    """Unpickling this runs a shell command: what a malicious checkpoint carries."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_cli_refuses_a_pickle_payload_without_running_it(tmp_path):
+    marker, evil = tmp_path / "pwned", tmp_path / "teacher.pt"
+    torch.save({"model": {}, "meta": {"model": "unet"}, "extra": Payload(marker)}, evil)
+    out = tmp_path / "out"
+    proc = cli("train", "--smoke", "--dataset", "synthetic", "--out", str(out), "--init-from", str(evil),
+               cwd=tmp_path)
+    one_line_error(proc, f"error: {evil}: refused: the file holds pickled Python objects",
+                   "Fix: only load checkpoints you trust")
+    assert not marker.exists()
+    assert not list(out.glob("*.pt"))
+
+
+# ------------------------------------------------------------------ predict, evaluate, export
+
+
+def test_predict_never_replaces_existing_files_unless_asked(smoke_run, tmp_path, capsys):
     inputs, truth = tmp_path / "images", tmp_path / "masks"
     inputs.mkdir()
     truth.mkdir()
@@ -87,37 +199,65 @@ def test_predict_never_replaces_existing_files_unless_asked(run_dir, tmp_path, c
         image, mask = make_sample(i, (24, 30))
         Image.fromarray(image).save(inputs / f"{i}.png")
         Image.fromarray(mask).save(truth / f"{i}.png")  # ground truth the user pointed --output at by mistake
-    before = checksums(truth)
-    status, line = seglib(capsys, "predict", "--checkpoint", run_dir / "best.pt", "--input", inputs,
+    before = snapshot(truth)
+    status, line = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", inputs,
                           "--output", truth)
     assert status == 2 and "exists (2 of the outputs already do)" in line and "--overwrite" in line
-    assert checksums(truth) == before
-    assert seglib(capsys, "predict", "--checkpoint", run_dir / "best.pt", "--input", inputs, "--output", truth,
+    assert snapshot(truth) == before
+    assert seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", inputs, "--output", truth,
                   "--overwrite")[0] == 0
-    assert checksums(truth) != before
+    assert snapshot(truth) != before
 
 
-def test_predict_refuses_an_overlay_name_that_is_another_inputs_label(run_dir, tmp_path, capsys):
+def test_predict_refuses_an_overlay_name_that_is_another_inputs_label(smoke_run, tmp_path, capsys):
     inputs = tmp_path / "images"
     inputs.mkdir()
     for name in ("a.png", "a_overlay.png"):
         Image.fromarray(make_sample(0, (24, 30))[0]).save(inputs / name)
-    status, line = seglib(capsys, "predict", "--checkpoint", run_dir / "best.pt", "--input", inputs,
+    status, line = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", inputs,
                           "--output", tmp_path / "out", "--overlay")
     assert status == 2 and "overwrite each other" in line
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("command, flag", [("evaluate", "--json"), ("export", "--onnx")])
-def test_outputs_never_replace_the_checkpoint_being_read(run_dir, tmp_path, capsys, command, flag):
+def test_outputs_never_replace_the_checkpoint_being_read(smoke_run, tmp_path, capsys, command, flag):
     checkpoint = tmp_path / "best.pt"
-    shutil.copy(run_dir / "best.pt", checkpoint)
+    shutil.copy(smoke_run / "best.pt", checkpoint)
     before = checkpoint.read_bytes()
     status, line = seglib(capsys, command, "--checkpoint", checkpoint, flag, checkpoint)
     assert status == 2 and f"is the checkpoint being read: {flag} would overwrite it" in line
     assert checkpoint.read_bytes() == before
     status, line = seglib(capsys, command, "--checkpoint", checkpoint, flag, tmp_path)
     assert status == 2 and f"{tmp_path}: is a folder" in line
+
+
+def test_cli_predict_never_overwrites_inputs(smoke_run, tmp_path):
+    Image.fromarray(make_sample(0, (20, 20))[0]).save(tmp_path / "x.png")
+    before = (tmp_path / "x.png").read_bytes()
+    proc = cli("predict", "--checkpoint", smoke_run / "best.pt", "--input", str(tmp_path), "--output", str(tmp_path))
+    assert proc.returncode == 2 and "overwrite the input images" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "x.png").read_bytes() == before
+
+
+def test_cli_evaluate_refuses_a_split_the_dataset_does_not_have(smoke_run):
+    proc = cli("evaluate", "--checkpoint", smoke_run / "best.pt", "--split", "test")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: dataset 'synthetic' has no split 'test'; "
+                                   "choose one of: train, val, all")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("device, message", [("cuda", "this machine has no CUDA GPUs; use --device cpu"),
+                                             ("banana", "--device 'banana' is not a device")])
+def test_a_device_this_machine_lacks_is_one_line(smoke_run, tmp_path, device, message):
+    proc = cli("evaluate", "--checkpoint", smoke_run / "best.pt", "--device", device, "--json", tmp_path / "r.json")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+# ------------------------------------------------------------------ option values, checkpoint and output files
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -137,7 +277,7 @@ def test_nonsense_values_are_refused_before_any_work(tmp_path, capsys, args, nee
 @pytest.mark.parametrize("option, value", [("weight_decay", -1.0), ("warmup_epochs", -5.0), ("image_size", 7)])
 def test_train_options_out_of_range_are_refused(option, value):
     with pytest.raises(ConfigError, match=f"{option} must be"):
-        TrainConfig(**{**TINY.__dict__, option: value})
+        replace(TINY, **{option: value})
 
 
 @pytest.mark.parametrize("content, problem", [(b"", "checkpoint is empty (0 bytes)"),
@@ -162,10 +302,99 @@ def test_write_failures_name_the_target_not_a_temporary_file(tmp_path):
     assert (tmp_path / "a_file").read_text() == "keep me"
 
 
+# ------------------------------------------------------------------ prepare and datasets
+
+
+def test_prepare_lists_every_damaged_file_and_exits_1(tmp_path):
+    folder = synthetic_copy(tmp_path / "data")
+    images, masks = folder / "images", folder / "masks"
+    (images / "shapes_0000.png").write_bytes(b"")                                     # zero bytes
+    data = (images / "shapes_0001.png").read_bytes()
+    (images / "shapes_0001.png").write_bytes(data[: len(data) // 2])                  # truncated
+    (masks / "shapes_0002.png").write_bytes(b"not a png" * 40)                        # corrupt
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(masks / "shapes_0003.png")    # wrong size
+    labels = np.array(Image.open(masks / "shapes_0004.png"))
+    labels[:2, :3] = 9                                                               # 4 classes
+    Image.fromarray(labels).save(masks / "shapes_0004.png")
+    rgb = np.array(Image.open(images / "shapes_0005.png"))
+    Image.fromarray(rgb).convert("L").save(images / "shapes_0005.png")              # grayscale
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(
+        images / "shapes_0006.png")                                                  # RGBA
+    before = snapshot(folder)
+
+    proc = cli("prepare", "synthetic", "--root", str(tmp_path / "data"), cwd=tmp_path)
+
+    line = one_line_error(proc, status=1)
+    assert line.startswith("error: 5 samples failed the checks above. Fix: repair or replace each file"), line
+    problems = [line.strip() for line in proc.stdout.splitlines() if "PROBLEM:" in line]
+    expected = {images / "shapes_0000.png": "file is empty (0 bytes)",
+                images / "shapes_0001.png": "cannot be decoded as an image",
+                masks / "shapes_0002.png": "cannot be decoded as an image",
+                masks / "shapes_0003.png": "mask is 10x12 but the image is 96x128 (HxW)",
+                masks / "shapes_0004.png": "6 pixels have labels outside 0..3 and the ignore index 255: 9 (6 px)"}
+    assert len(problems) == len(expected), proc.stdout
+    for path, what in expected.items():
+        line = next((p for p in problems if p.startswith(f"PROBLEM: {path}: ")), None)
+        assert line is not None, f"{path} not listed in {problems}"
+        assert what in line and ". Fix: " in line, line
+    assert "shapes_0005" not in proc.stdout and "shapes_0006" not in proc.stdout  # read as RGB
+    assert snapshot(folder) == before  # prepare never writes into the dataset
+
+
+def test_prepare_image_without_mask_names_both(tmp_path):
+    folder = synthetic_copy(tmp_path / "data")
+    (folder / "masks" / "shapes_0007.png").unlink()
+    proc = cli("prepare", "synthetic", "--root", str(tmp_path / "data"), cwd=tmp_path)
+    one_line_error(proc, str(folder / "masks"), "1 images have no mask", "shapes_0007.png",
+                   "Fix: restore the missing masks or remove those images")
+
+
+def test_prepare_missing_and_empty_dataset_folders(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = cli("prepare", "tiktok", "--root", str(empty), cwd=tmp_path)
+    error_line(proc, str(empty / "tiktok_person"), "cannot be downloaded automatically", "Fix:",
+               "images/<video>_<frame>.png")
+    assert list(empty.iterdir()) == []  # nothing created in a folder that was only looked at
+
+    (tmp_path / "layout" / "tiktok_person" / "images").mkdir(parents=True)
+    (tmp_path / "layout" / "tiktok_person" / "masks").mkdir()
+    proc_empty = cli("prepare", "tiktok", "--root", str(tmp_path / "layout"), cwd=tmp_path)
+    one_line_error(proc_empty, str(tmp_path / "layout" / "tiktok_person"),
+                   "no 'train' samples found for tiktok", "Fix:")
+    assert_one_line(proc)
+
+
+def test_prepare_never_creates_a_missing_root(tmp_path):
+    missing = tmp_path / "no" / "such"
+    proc = cli("prepare", "pennfudan", "--root", str(missing), cwd=tmp_path)
+    one_line_error(proc, str(missing), "folder not found", "Fix: pass an existing folder with --root")
+    assert not (tmp_path / "no").exists()
+
+
+def test_prepare_refuses_an_archive_that_escapes_its_folder(tmp_path):
+    archive = tmp_path / "PennFudanPed.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for name in ("PennFudanPed/PedMasks/a.png", "../escaped.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    root = tmp_path / "root"
+    proc = cli("prepare", "pennfudan", "--root", str(root), "--source", str(archive), cwd=tmp_path)
+    error_line(proc, "../escaped.txt", "'..'", "Fix:", "nothing was extracted")
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (root / "PennFudanPed").exists()
+    assert not [p for p in root.iterdir() if p.name.startswith(".seglib-extract-")]
+    assert_one_line(proc)
+
+
 def test_datasets_names_a_missing_root(tmp_path, capsys):
     status, line = seglib(capsys, "datasets", "--root", tmp_path / "nowhere")
     assert status == 2 and line == f"error: {tmp_path / 'nowhere'}: folder not found. Fix: pass the folder " \
                                    "that holds the datasets"
+
+
+# ------------------------------------------------------------------ masks and images
 
 
 def camvid_copy(root: Path, mask: np.ndarray) -> Path:

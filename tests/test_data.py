@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -238,15 +236,3 @@ def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):
     assert photo.shape == (64, 64, 3)
     assert (decoded == labels).mean() > 0.97
 
-
-def test_cli_datasets_and_prepare(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "seglib", *a], capture_output=True, text=True)  # noqa: E731
-    out = run("datasets")
-    assert out.returncode == 0
-    for name in SPECS:
-        assert name in out.stdout
-    out = run("prepare", "synthetic")
-    assert out.returncode == 0 and "train" in out.stdout and "disc" in out.stdout
-    out = run("prepare", "pascal")
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown dataset 'pascal'" in out.stderr
-    assert "Traceback" not in out.stderr

@@ -50,4 +50,4 @@ def test_shape_title_setup_recap_exercises(notebook):
     assert markdown.lstrip().startswith(f"# {path.name[:2]}."), f"{path.name}: title '# NN. ...'"
     for heading in ("Learning objectives", "## 0. Setup", "## Recap", "## Exercises"):
         assert heading in markdown, f"{path.name}: missing {heading!r}"
-    assert "config_from_env()" in "".join(code_cells(nb)[0]["source"]), "first code cell: setup"
+    assert "settings_from_env()" in "".join(code_cells(nb)[0]["source"]), "first code cell: setup"

@@ -1,4 +1,5 @@
-"""The two install routes (pip via pyproject.toml, conda via environment.yml) must agree."""
+"""The two install routes (pip via pyproject.toml, conda via environment.yml) must agree; the pre-commit hooks and
+the test names in docs/RELIABILITY.md are checked here too."""
 
 import re
 import tomllib
@@ -49,3 +50,11 @@ def test_reliability_doc_names_only_tests_that_exist():
     missing = [(f, t) for f, t in named
                if not (ROOT / "tests" / f).is_file() or f"def {t}(" not in (ROOT / "tests" / f).read_text()]
     assert not missing, missing
+
+
+def test_pre_commit_runs_ruff_and_nbstripout_with_the_project_options():
+    repos = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
+    hooks = {hook["id"]: hook for repo in repos for hook in repo["hooks"]}
+    assert {"ruff-check", "nbstripout"} <= set(hooks)
+    assert hooks["nbstripout"]["args"] == ["--keep-output", "--keep-count"]  # as scripts/run_notebooks.py runs it
+    assert all(re.fullmatch(r"v?\d+\.\d+\.\d+", repo["rev"]) for repo in repos)  # pinned to released tags

@@ -1,20 +1,16 @@
 """Reliability and security, end to end (issue 7): bad inputs, faults and untrusted files.
 
 What test_data, test_masks, test_download, test_checkpoint and test_engine already cover is not
-repeated here; docs/RELIABILITY.md maps every case of the issue to the test that checks it.
-Command-line cases run ``python -m seglib`` in a subprocess and check the exit status, that the
-error is one ``error:`` line naming the file or value and what to do, that there is no traceback,
-and that nothing was written half.
+repeated here, nor the command line's refusals (test_cli_safety); docs/RELIABILITY.md maps every
+case of the issue to the test that checks it. Training is killed with ``kill -9`` in a subprocess
+(``python -m seglib train``) to check that nothing was written half.
 """
 
-import io
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,142 +22,14 @@ from PIL import Image
 
 from seglib import engine
 from seglib.checkpoint import load_checkpoint, save_checkpoint
-from seglib.data import SPECS, find_folder, load_dataset
+from seglib.data import SPECS, load_dataset
 from seglib.data.prepare import prepare
 from seglib.data.splits import in_val
-from seglib.engine import NonFiniteLoss, TrainConfig, fit
+from seglib.engine import NonFiniteLoss, fit
 from seglib.errors import DataError, SeglibError
 from seglib.models import create_model
 
-SMALL = TrainConfig(dataset="synthetic", model="unet", model_options={"base_channels": 8, "depth": 2},
-                    epochs=2, image_size=32, batch_size=4, max_samples=8, max_steps=2, lr=1e-2,
-                    data_path="gpu", num_workers=0, log_freq=1)
-
-
-def cli(*args, cwd):
-    """``python -m seglib ARGS`` run in ``cwd`` (so that a default output folder lands there)."""
-    return subprocess.run([sys.executable, "-m", "seglib", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
-
-
-def error_line(proc, *needles, status=2):
-    """The last stderr line of a failed command: ``error: ...`` with every needle, no traceback."""
-    assert proc.returncode == status, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    line = proc.stderr.strip().splitlines()[-1]
-    assert "error: " in line, proc.stderr
-    for needle in needles:
-        assert needle in line, f"{needle!r} not in {line!r}"
-    return line
-
-
-def one_line_error(proc, *needles, status=2):
-    """As :func:`error_line`, and stderr is that one line only, starting with ``error:``."""
-    line = error_line(proc, *needles, status=status)
-    assert proc.stderr.strip() == line and line.startswith("error: "), proc.stderr
-    return line
-
-
-def assert_one_line(proc):
-    """stderr is exactly one line: no usage block, no notice before the error, no progress bar."""
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-
-
-def synthetic_copy(root: Path) -> Path:
-    """A copy of the generated synthetic dataset, ``root/synthetic_shapes/{images,masks}``."""
-    folder = root / SPECS["synthetic"].folder
-    shutil.copytree(find_folder("synthetic"), folder)
-    return folder
-
-
-def snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-# ------------------------------------------------------------------ data, through the CLI
-
-
-def test_prepare_lists_every_damaged_file_and_exits_1(tmp_path):
-    folder = synthetic_copy(tmp_path / "data")
-    images, masks = folder / "images", folder / "masks"
-    (images / "shapes_0000.png").write_bytes(b"")                                     # zero bytes
-    data = (images / "shapes_0001.png").read_bytes()
-    (images / "shapes_0001.png").write_bytes(data[: len(data) // 2])                  # truncated
-    (masks / "shapes_0002.png").write_bytes(b"not a png" * 40)                        # corrupt
-    Image.fromarray(np.zeros((10, 12), np.uint8)).save(masks / "shapes_0003.png")    # wrong size
-    labels = np.array(Image.open(masks / "shapes_0004.png"))
-    labels[:2, :3] = 9                                                               # 4 classes
-    Image.fromarray(labels).save(masks / "shapes_0004.png")
-    rgb = np.array(Image.open(images / "shapes_0005.png"))
-    Image.fromarray(rgb).convert("L").save(images / "shapes_0005.png")              # grayscale
-    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(
-        images / "shapes_0006.png")                                                  # RGBA
-    before = snapshot(folder)
-
-    proc = cli("prepare", "synthetic", "--root", str(tmp_path / "data"), cwd=tmp_path)
-
-    line = one_line_error(proc, status=1)
-    assert line.startswith("error: 5 samples failed the checks above. Fix: repair or replace each file"), line
-    problems = [line.strip() for line in proc.stdout.splitlines() if "PROBLEM:" in line]
-    expected = {images / "shapes_0000.png": "file is empty (0 bytes)",
-                images / "shapes_0001.png": "cannot be decoded as an image",
-                masks / "shapes_0002.png": "cannot be decoded as an image",
-                masks / "shapes_0003.png": "mask is 10x12 but the image is 96x128 (HxW)",
-                masks / "shapes_0004.png": "6 pixels have labels outside 0..3 and the ignore index 255: 9 (6 px)"}
-    assert len(problems) == len(expected), proc.stdout
-    for path, what in expected.items():
-        line = next((p for p in problems if p.startswith(f"PROBLEM: {path}: ")), None)
-        assert line is not None, f"{path} not listed in {problems}"
-        assert what in line and ". Fix: " in line, line
-    assert "shapes_0005" not in proc.stdout and "shapes_0006" not in proc.stdout  # read as RGB
-    assert snapshot(folder) == before  # prepare never writes into the dataset
-
-
-def test_prepare_image_without_mask_names_both(tmp_path):
-    folder = synthetic_copy(tmp_path / "data")
-    (folder / "masks" / "shapes_0007.png").unlink()
-    proc = cli("prepare", "synthetic", "--root", str(tmp_path / "data"), cwd=tmp_path)
-    one_line_error(proc, str(folder / "masks"), "1 images have no mask", "shapes_0007.png",
-                   "Fix: restore the missing masks or remove those images")
-
-
-def test_prepare_missing_and_empty_dataset_folders(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    proc = cli("prepare", "tiktok", "--root", str(empty), cwd=tmp_path)
-    error_line(proc, str(empty / "tiktok_person"), "cannot be downloaded automatically", "Fix:",
-               "images/<video>_<frame>.png")
-    assert list(empty.iterdir()) == []  # nothing created in a folder that was only looked at
-
-    (tmp_path / "layout" / "tiktok_person" / "images").mkdir(parents=True)
-    (tmp_path / "layout" / "tiktok_person" / "masks").mkdir()
-    proc_empty = cli("prepare", "tiktok", "--root", str(tmp_path / "layout"), cwd=tmp_path)
-    one_line_error(proc_empty, str(tmp_path / "layout" / "tiktok_person"),
-                   "no 'train' samples found for tiktok", "Fix:")
-    assert_one_line(proc)
-
-
-def test_prepare_never_creates_a_missing_root(tmp_path):
-    missing = tmp_path / "no" / "such"
-    proc = cli("prepare", "pennfudan", "--root", str(missing), cwd=tmp_path)
-    one_line_error(proc, str(missing), "folder not found", "Fix: pass an existing folder with --root")
-    assert not (tmp_path / "no").exists()
-
-
-def test_prepare_refuses_an_archive_that_escapes_its_folder(tmp_path):
-    archive = tmp_path / "PennFudanPed.tar.gz"
-    with tarfile.open(archive, "w:gz") as tf:
-        for name in ("PennFudanPed/PedMasks/a.png", "../escaped.txt"):
-            info = tarfile.TarInfo(name)
-            info.size = 1
-            tf.addfile(info, io.BytesIO(b"x"))
-    root = tmp_path / "root"
-    proc = cli("prepare", "pennfudan", "--root", str(root), "--source", str(archive), cwd=tmp_path)
-    error_line(proc, "../escaped.txt", "'..'", "Fix:", "nothing was extracted")
-    assert not (tmp_path / "escaped.txt").exists()
-    assert not (root / "PennFudanPed").exists()
-    assert not [p for p in root.iterdir() if p.name.startswith(".seglib-extract-")]
-    assert_one_line(proc)
+from helpers import SEGLIB, TINY, cli, synthetic_copy
 
 
 # ------------------------------------------------------------------ data, in process
@@ -264,93 +132,6 @@ def test_damaged_copy_of_real_pennfudan_samples(real_data, tmp_path):
     assert any(p.startswith(f"{bad_mask}: mask is 7x9") for p in problems), problems
 
 
-# ------------------------------------------------------------------ command line
-
-
-BAD_OPTIONS = {  # case: (extra train arguments, what the error line must hold)
-    "epochs 0": (["--epochs", "0"], ["argument --epochs", "must be at least 1, not 0"]),
-    "lr -1": (["--lr", "-1"], ["argument --lr", "must be positive, not -1.0"]),
-    "amp fp8": (["--amp", "fp8"], ["argument --amp", "invalid choice: 'fp8'", "bf16"]),
-    "model segformer": (["--model", "segformer"], ["argument --model", "invalid choice: 'segformer'", "unet"]),
-}
-
-
-@pytest.fixture(scope="module")
-def cli_errors(tmp_path_factory):
-    """The command-line error cases, run in parallel (each pays for importing torch): name -> result."""
-    base = tmp_path_factory.mktemp("cli_errors")
-    blocker = base / "a_file"
-    blocker.write_text("keep me")
-    smoke = ["train", "--smoke", "--dataset"]
-    cases = {name: [*smoke, "synthetic", "--out", str(base / name / "out"), *args]
-             for name, (args, _) in BAD_OPTIONS.items()}
-    cases["unknown dataset"] = [*smoke, "pascal", "--out", str(base / "unknown dataset" / "out")]
-    cases["unwritable out"] = [*smoke, "synthetic", "--out", str(blocker / "run")]
-    cases["debug"] = ["--debug", *smoke, "pascal"]
-    procs = {}
-    for name, args in cases.items():
-        (base / name).mkdir()
-        procs[name] = subprocess.Popen([sys.executable, "-m", "seglib", *args], cwd=base / name,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = {}
-    for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    return base, results
-
-
-@pytest.mark.parametrize("case", BAD_OPTIONS)
-def test_bad_train_options_exit_2_naming_the_value(cli_errors, case):
-    base, results = cli_errors
-    error_line(results[case], *BAD_OPTIONS[case][1])
-    assert list((base / case).iterdir()) == []  # neither --out nor a default runs/ folder
-    assert_one_line(results[case])
-
-
-def test_unknown_dataset_is_one_line(cli_errors):
-    base, results = cli_errors
-    one_line_error(results["unknown dataset"], "unknown dataset 'pascal'", "choose one of:", "synthetic")
-    assert list((base / "unknown dataset").iterdir()) == []
-
-
-def test_unwritable_out_is_one_line(cli_errors):
-    base, results = cli_errors
-    blocker = base / "a_file"
-    one_line_error(results["unwritable out"], f"cannot write to --out {blocker / 'run'}",
-                   "choose a writable folder")
-    assert blocker.read_text() == "keep me"
-    assert list((base / "unwritable out").iterdir()) == []
-
-
-def test_debug_shows_the_traceback(cli_errors):
-    proc = cli_errors[1]["debug"]
-    assert proc.returncode == 1
-    assert "Traceback (most recent call last)" in proc.stderr
-    assert "seglib.errors.ConfigError: unknown dataset 'pascal'" in proc.stderr
-
-
-class Payload:
-    """Unpickling this runs a shell command: what a malicious checkpoint carries."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_cli_refuses_a_pickle_payload_without_running_it(tmp_path):
-    marker, evil = tmp_path / "pwned", tmp_path / "teacher.pt"
-    torch.save({"model": {}, "meta": {"model": "unet"}, "extra": Payload(marker)}, evil)
-    out = tmp_path / "out"
-    proc = cli("train", "--smoke", "--dataset", "synthetic", "--out", str(out), "--init-from", str(evil),
-               cwd=tmp_path)
-    one_line_error(proc, f"error: {evil}: refused: the file holds pickled Python objects",
-                   "Fix: only load checkpoints you trust")
-    assert not marker.exists()
-    assert not list(out.glob("*.pt"))
-
-
 # ------------------------------------------------------------------ checkpoints that do not fit
 
 
@@ -362,26 +143,26 @@ def test_checkpoints_that_do_not_fit_are_refused_by_name(tmp_path):
     bare = tmp_path / "bare.pt"
     torch.save(create_model("unet", 4, base_channels=8, depth=2).state_dict(), bare)
     with pytest.raises(DataError, match="not a seglib checkpoint: it lacks model.*Fix: pass best.pt"):
-        fit_quiet(replace(SMALL, out=str(tmp_path / "a")), init_from=bare)
+        fit_quiet(replace(TINY, out=str(tmp_path / "a")), init_from=bare)
 
-    wide = replace(SMALL, model_options={"base_channels": 16, "depth": 2}, epochs=1, out=str(tmp_path / "w"))
+    wide = replace(TINY, model_options={"base_channels": 16, "depth": 2}, epochs=1, out=str(tmp_path / "w"))
     fit_quiet(wide)
     with pytest.raises(DataError) as err:  # same model and classes, other widths
-        fit_quiet(replace(SMALL, out=str(tmp_path / "b")), init_from=tmp_path / "w" / "best.pt")
+        fit_quiet(replace(TINY, out=str(tmp_path / "b")), init_from=tmp_path / "w" / "best.pt")
     message = str(err.value)
     assert message.startswith(f"{tmp_path / 'w' / 'best.pt'}: its weights do not fit this UNet (size mismatch")
     assert "Fix: train with the options it was made with (its model_options: {'base_channels': 16" in message
 
     shutil.copy(tmp_path / "w" / "last.pt", tmp_path / "b" / "last.pt")  # --resume with it
     with pytest.raises(DataError, match="its weights do not fit"):
-        fit_quiet(replace(SMALL, out=str(tmp_path / "b")), resume=True)
+        fit_quiet(replace(TINY, out=str(tmp_path / "b")), resume=True)
     save_checkpoint({"model": {}, "meta": {"model": "unet", "num_classes": 4}}, tmp_path / "b" / "last.pt")
     with pytest.raises(DataError, match="it lacks optimizer, scheduler, epoch, rng, history, best"):
-        fit_quiet(replace(SMALL, out=str(tmp_path / "b")), resume=True)
+        fit_quiet(replace(TINY, out=str(tmp_path / "b")), resume=True)
 
 
 def test_resume_from_a_truncated_last_pt_is_refused(tmp_path):
-    cfg = replace(SMALL, epochs=1, out=str(tmp_path))
+    cfg = replace(TINY, epochs=1, out=str(tmp_path))
     fit_quiet(cfg)
     last = tmp_path / "last.pt"
     last.write_bytes(last.read_bytes()[:4096])
@@ -394,9 +175,10 @@ def test_resume_from_a_truncated_last_pt_is_refused(tmp_path):
 
 def test_kill_9_mid_epoch_then_resume(tmp_path):
     out, epochs = tmp_path / "run", 6
-    args = [sys.executable, "-m", "seglib", "train", "--smoke", "--dataset", "synthetic",
-            "--epochs", str(epochs), "--image-size", "96", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    train = ["train", "--smoke", "--dataset", "synthetic", "--epochs", str(epochs), "--image-size", "96",
+             "--out", str(out)]
+    proc = subprocess.Popen([*SEGLIB, *train], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=tmp_path)
     try:
         for line in proc.stdout:  # "epoch   1/6 | ..." is printed once last.pt is written
             if line.startswith("epoch   1/"):
@@ -417,7 +199,7 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
     before = json.loads((out / "history.json").read_text())
     assert [row["epoch"] for row in before][:done] == list(range(1, done + 1))
 
-    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    resumed = cli(*train, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {out / 'last.pt'} at epoch {done}" in resumed.stdout
     history = json.loads((out / "history.json").read_text())
@@ -426,7 +208,7 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == epochs
     for name in ("best.pt", "last.pt"):
         ckpt = load_checkpoint(out / name, expect={"model": "unet", "num_classes": 4})
-        create_model("unet", 4, base_channels=8).load_state_dict(ckpt["model"])
+        create_model("unet", 4, **TINY.model_options).load_state_dict(ckpt["model"])
     assert load_checkpoint(out / "last.pt")["epoch"] == epochs
 
 
@@ -446,7 +228,7 @@ def test_a_new_run_removes_half_written_checkpoints_of_a_killed_one(tmp_path):
     stray.write_bytes(b"half a checkpoint")
     keep = out / "notes.txt"
     keep.write_text("mine")
-    fit(replace(SMALL, epochs=1, out=str(out)), device="cpu", verbose=False)
+    fit(replace(TINY, epochs=1, out=str(out)), device="cpu", verbose=False)
     assert not stray.exists() and keep.read_text() == "mine"
     assert sorted(p.name for p in out.glob("*.pt")) == ["best.pt", "last.pt"]
 
@@ -509,7 +291,7 @@ def test_inf_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     # the first inf step turns the weights into NaN, so the epoch's mean loss may read nan
     with pytest.raises(NonFiniteLoss, match=r"the training loss became (inf|nan) ; lower --lr \(now .*last "
                                             "good checkpoint is kept"):
-        fit_quiet(replace(SMALL, epochs=3, out=str(tmp_path)))
+        fit_quiet(replace(TINY, epochs=3, out=str(tmp_path)))
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -531,6 +313,6 @@ def test_cuda_out_of_memory_names_what_to_try(tmp_path, monkeypatch, batch_size,
 
     monkeypatch.setattr(engine, "train_one_epoch", step)
     with pytest.raises(SeglibError) as err:
-        fit_quiet(replace(SMALL, batch_size=batch_size, out=str(tmp_path)))
+        fit_quiet(replace(TINY, batch_size=batch_size, out=str(tmp_path)))
     assert str(err.value) == f"CUDA out of memory at --batch-size {batch_size} and --image-size 32; {hint}"
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # the finished epoch is kept

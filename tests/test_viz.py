@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from seglib import viz  # noqa: E402
-from seglib.engine import _write_history  # noqa: E402
+from seglib.history import write_history  # noqa: E402
 
 PALETTE = np.array([[0, 0, 0], [200, 0, 0], [0, 150, 0]], np.uint8)
 PLACEHOLDER = 200  # the grey of show_image(hidden=True)
@@ -165,7 +165,7 @@ def vlines_at(ax):
 @pytest.mark.parametrize("name", ["history.json", "history.csv"])
 def test_plot_history_reads_engine_files_and_marks_best(tmp_path, name):
     rows = history_rows([0.2, 0.5, 0.4])
-    _write_history(tmp_path, rows)
+    write_history(tmp_path, rows)
     fig = viz.plot_history(tmp_path / name)
     loss_ax, miou_ax, acc_ax = fig.axes
     assert [ax.get_title() for ax in fig.axes] == ["loss", "miou", "pixel_accuracy"]
@@ -273,13 +273,13 @@ def test_compare_models_mismatches():
 
 
 def test_save_fig_writes_in_full_runs_only(tmp_path, monkeypatch):
-    from seglib.config import Config
+    from seglib.settings import NotebookSettings
 
     monkeypatch.setattr(viz, "FIGURES_DIR", tmp_path / "figures")
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    viz.save_fig(fig, "smoke_run", Config.smoke_preset())
+    viz.save_fig(fig, "smoke_run", NotebookSettings.smoke_preset())
     assert not (tmp_path / "figures").exists()  # the smoke tests never touch figures/
-    viz.save_fig(fig, "full_run", Config())
+    viz.save_fig(fig, "full_run", NotebookSettings())
     assert (tmp_path / "figures" / "full_run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plt.close(fig)

@@ -1,0 +1,159 @@
+"""The command line at work: ``python -m seglib`` datasets, prepare, train, evaluate, predict, export and latency,
+each in a fresh interpreter, checked by what it prints and writes. Its refusals: test_cli_safety.py."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seglib.checkpoint import load_checkpoint, save_checkpoint
+from seglib.data import SPECS, load_dataset
+from seglib.evaluation import evaluate_dataset
+from seglib.inference import Predictor, load_model
+from seglib.models import create_model
+from seglib.synthetic import make_sample
+
+from helpers import cli
+
+
+# ------------------------------------------------------------------ datasets and prepare
+
+
+def test_cli_datasets_and_prepare():
+    out = cli("datasets")
+    assert out.returncode == 0
+    for name in SPECS:
+        assert name in out.stdout
+    out = cli("prepare", "synthetic")
+    assert out.returncode == 0 and "train" in out.stdout and "disc" in out.stdout
+    out = cli("prepare", "pascal")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown dataset 'pascal'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------ train
+
+
+def test_cli_train_smoke(tmp_path):
+    out = cli("train", "--smoke", "--dataset", "synthetic", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "best val mIoU" in out.stdout and (tmp_path / "best.pt").is_file()
+    assert "epoch   2/2 | train_loss" in out.stdout
+    assert "it/s" not in out.stderr and "\r" not in out.stderr  # no progress bars in a log
+    bad = cli("train", "--smoke", "--dataset", "synthetic", "--model", "segformer")
+    assert bad.returncode == 2 and "invalid choice: 'segformer'" in bad.stderr
+
+
+def test_cli_trunk_lr_mult_and_grad_clip_reach_the_run(tmp_path):
+    out = cli("train", "--smoke", "--dataset", "synthetic", "--model", "deeplabv3plus", "--trunk-lr-mult", "0.1",
+              "--grad-clip", "1.5", "--epochs", "1", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert (last["config"]["trunk_lr_mult"], last["config"]["grad_clip"]) == (0.1, 1.5)
+    groups = last["optimizer"]["param_groups"]
+    assert [g["lr_mult"] for g in groups] == [0.1, 1.0]
+    assert groups[0]["lr"] == pytest.approx(0.1 * groups[1]["lr"])
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history[0]["lr"] == pytest.approx(groups[1]["lr"])  # the logged rate is the head's
+    bad = cli("train", "--smoke", "--dataset", "synthetic", "--trunk-lr-mult", "0.1", "--out", str(tmp_path / "u"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "deeplabv3plus" in bad.stderr
+
+
+# ------------------------------------------------------------------ evaluate, predict, export, latency
+
+
+REPORT_SCHEMA = {"checkpoint": str, "dataset": str, "split": str, "folder": str, "images": int,
+                 "image_size": int, "tta": dict, "boundary_width": (int, str), "pixel_accuracy": float,
+                 "miou": float, "mdice": float, "mean_class_accuracy": float, "boundary_miou": float,
+                 "foreground_iou": type(None), "classes": list, "confusion_matrix": list,
+                 "ignore_index": int, "seconds": float}
+CLASS_SCHEMA = {"name": str, "iou": (float, type(None)), "dice": (float, type(None)),
+                "accuracy": (float, type(None)), "boundary_iou": (float, type(None)), "pixels": int}
+
+
+def test_cli_evaluate_writes_the_json_report(smoke_run, tmp_path):
+    out = tmp_path / "reports" / "val.json"
+    proc = cli("evaluate", "--checkpoint", smoke_run / "best.pt", "--split", "all", "--max-images", "6",
+               "--tta", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())  # strict JSON: no NaN
+    assert set(report) == set(REPORT_SCHEMA)
+    for key, kind in REPORT_SCHEMA.items():
+        assert isinstance(report[key], kind), (key, report[key])
+    assert report["split"] == "all" and report["images"] == 6
+    assert report["tta"] == {"flip": True, "scales": [0.75, 1.0, 1.25]}
+    assert [c["name"] for c in report["classes"]] == ["background", "disc", "square", "triangle"]
+    for row in report["classes"]:
+        assert set(row) == set(CLASS_SCHEMA) and all(isinstance(row[k], t) for k, t in CLASS_SCHEMA.items())
+    assert f"mIoU {report['miou']:.4f}" in proc.stdout
+    assert np.array(report["confusion_matrix"]).sum() == sum(c["pixels"] for c in report["classes"])
+
+
+def test_cli_predict_writes_input_sized_labels_and_keeps_going_past_bad_files(smoke_run, tmp_path):
+    checkpoint = smoke_run / "best.pt"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sizes = {"a.png": (45, 61), "b.jpg": (30, 30)}
+    for name, size in sizes.items():
+        Image.fromarray(make_sample(len(name), size)[0]).save(inputs / name)
+    (inputs / "broken.png").write_bytes(b"not an image")
+    (inputs / "notes.txt").write_text("not an input")
+    out = tmp_path / "out"
+    proc = cli("predict", "--checkpoint", str(checkpoint), "--input", str(inputs), "--output", str(out),
+               "--overlay")
+    assert proc.returncode == 1
+    err = proc.stderr.strip().splitlines()
+    assert err[0].startswith(f"skipped: {inputs / 'broken.png'}: cannot be decoded")
+    assert err[-1].startswith("error: 1 of 3 inputs could not be read")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    for name, size in sizes.items():
+        label = np.array(Image.open(out / f"{name[0]}.png"))
+        assert label.shape == size and label.dtype == np.uint8 and label.max() < 4
+        image = np.array(Image.open(inputs / name).convert("RGB"))
+        np.testing.assert_array_equal(label, predictor.labels([image])[0])
+        assert np.array(Image.open(out / f"{name[0]}_overlay.png")).shape == (*size, 3)
+
+
+def test_cli_export_onnx_matches_pytorch(smoke_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    checkpoint = smoke_run / "best.pt"
+    proc = cli("export", "--checkpoint", str(checkpoint), "--onnx", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 0, proc.stderr
+    assert "max abs difference" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr  # torch's own exporter warnings are not the user's concern
+    model, meta = load_model(checkpoint)
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, meta["image_size"], meta["image_size"])  # another batch size than the export's
+    got = session.run(None, {"image": x.numpy()})[0]
+    with torch.inference_mode():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=1e-4)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_cli_latency(smoke_run):
+    proc = cli("latency", "--checkpoint", smoke_run / "best.pt", "--image-size", "32", "--iters", "3", "--warmup", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("fp32", "bf16"))]
+    assert [r[0] for r in rows] == ["fp32", "bf16"] and all(float(r[1]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize("name", ["pennfudan", "tiktok", "camvid", "msrc", "bsds500"])
+def test_evaluate_and_predict_on_each_real_dataset_in_its_original_layout(real_data, tmp_path, name):
+    ds = load_dataset(name, "val", real_data, max_samples=2)
+    model = create_model("unet", ds.num_classes, base_channels=8, depth=2)
+    meta = {"model": "unet", "num_classes": ds.num_classes, "image_size": 32, "dataset": name,
+            "class_names": list(ds.class_names), "model_options": {"base_channels": 8, "depth": 2}}
+    save_checkpoint({"model": model.state_dict(), "meta": meta}, tmp_path / "best.pt")
+    report = evaluate_dataset(Predictor.from_checkpoint(tmp_path / "best.pt", device="cpu"), ds, progress=False)
+    labels = [ds.load(i)[1] for i in range(len(ds))]
+    assert sum(c["pixels"] for c in report["classes"]) == sum(int((m != 255).sum()) for m in labels)
+    proc = cli("predict", "--checkpoint", str(tmp_path / "best.pt"), "--input", str(ds.items[0].image),
+               "--output", str(tmp_path / "pred"))
+    assert proc.returncode == 0, proc.stderr
+    written = np.array(Image.open(tmp_path / "pred" / f"{ds.items[0].image.stem}.png"))
+    assert written.shape == labels[0].shape and written.max() < ds.num_classes
