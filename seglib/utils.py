@@ -94,8 +94,10 @@ def _move_into_place(tmp: Path, path: Path) -> None:
         os.replace(path, old)
         try:
             os.replace(tmp, path)
-        finally:
-            _remove(old)
+        except OSError:
+            os.replace(old, path)  # put the old folder back: a failed write loses nothing
+            raise
+        _remove(old)
 
 
 @contextlib.contextmanager
