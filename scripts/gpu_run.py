@@ -102,18 +102,14 @@ def restore_data(bundle: Path, dest: Path) -> dict:
 
     manifest = json.loads((bundle / "bundle.json").read_text())
     jobs = []
-    for path in sorted((bundle / "data").rglob("*")):
+    for path in sorted(p for p in (bundle / "data").rglob("*") if p.is_file()):
         rel = path.relative_to(bundle / "data").as_posix()
-        if not path.is_file():
-            continue
-        if rel.removesuffix(SUFFIX) in manifest["reencoded"]:
-            target = dest / rel.removesuffix(SUFFIX)
-            jobs.append((str(path), str(target)))
-        else:
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+        target = dest / rel.removesuffix(SUFFIX) if rel.removesuffix(SUFFIX) in manifest["reencoded"] else dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.name == path.name:
+            shutil.copy2(path, target)
+        else:
+            jobs.append((str(path), str(target)))
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # PIL decodes and zlib encodes without the GIL
         list(pool.map(_decode, jobs, chunksize=16))
     return manifest
