@@ -26,3 +26,14 @@ def work_dir() -> Path:
     """
     env = os.environ.get("SEGLIB_WORK_DIR")
     return Path(env).expanduser().resolve() if env else REPO_ROOT / "data"
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as a reader of committed outputs should see it: under the data folder as
+    ``$SEGLIB_DATA_DIR/...``, under the work folder as ``$SEGLIB_WORK_DIR/...``, inside the repository
+    relative to it; anything else (a temporary folder, say) as its name alone."""
+    path = Path(path).expanduser().resolve()
+    for root, shown in ((data_dir(), "$SEGLIB_DATA_DIR"), (work_dir(), "$SEGLIB_WORK_DIR"), (REPO_ROOT, ".")):
+        if path == root or root in path.parents:
+            return str(Path(shown) / path.relative_to(root))
+    return f"<...>/{path.name}"

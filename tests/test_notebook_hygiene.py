@@ -51,3 +51,13 @@ def test_shape_title_setup_recap_exercises(notebook):
     for heading in ("Learning objectives", "## 0. Setup", "## Recap", "## Exercises"):
         assert heading in markdown, f"{path.name}: missing {heading!r}"
     assert "settings_from_env()" in "".join(code_cells(nb)[0]["source"]), "first code cell: setup"
+
+
+def test_outputs_hold_no_machine_paths(notebook):
+    """What one machine's folders look like means nothing to a reader (print seglib.paths.display_path)."""
+    nb, path = notebook
+    for cell in code_cells(nb):
+        text = json.dumps(cell["outputs"])
+        for prefix in ("/work/", "/tmp/", "/home/", "/root/", "/Users/", "C:\\\\"):
+            source = "".join(cell["source"])[:60]
+            assert prefix not in text, f"{path.name}: an output holds a path under {prefix}: {source}"
