@@ -146,6 +146,15 @@ SOURCES: dict[str, list[DatasetSource]] = _by_dataset(
         # MIT) for this URL; tensorpack's BSDS500 dataflow pins the size, 70763455 bytes.
         md5="0b17383ff0b21fe43d2f28e624203169",
         licence="non-commercial research and education"),
+    # Oxford-IIIT Pet: two archives whose top level is images/ and annotations/, placed in oxford_iiit_pet/.
+    # md5 pinned by torchvision (torchvision/datasets/oxford_iiit_pet.py, class OxfordIIITPet, _RESOURCES);
+    # the publisher gives no checksum. pets_trimap reads the same files.
+    *(DatasetSource(name, url=f"https://www.robots.ox.ac.uk/~vgg/data/pets/data/{filename}", filename=filename,
+                    sha256=None, md5=md5, licence="CC BY-SA 4.0; copyright remains with the owners of the images",
+                    archive_folder="")
+      for name in ("pets", "pets_trimap")
+      for filename, md5 in (("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
+                            ("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"))),
 )
 
 
@@ -249,6 +258,10 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
         except DownloadError as exc:
             raise DownloadError(exc.where, exc.problem, f"{exc.fix} (dataset page: {entry.homepage})") from exc
         _unpack(archive, entry, spec, root)
+    if not spec.is_present(target) and source is not None and len(entries) > 1:
+        others = ", ".join(e.filename for e in entries if e.filename != source_filename(source))
+        raise DownloadError(target, f"{source_filename(source)} is extracted, but {spec.title} is not complete",
+                            f"pass its other archive too with --source ({others} from {entries[0].homepage})")
     if not spec.is_present(target):
         raise DownloadError(target, f"extracted, but '{spec.marker}' is not there, so this is not the "
                             f"{spec.title} layout", f"check the archive (official: "

@@ -11,6 +11,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIGURES_DIR = REPO_ROOT / "figures"
+SAMPLE_DATA_DIR = Path(__file__).resolve().parent / "sample_data"  # small datasets shipped with the package
 
 
 def data_dir() -> Path:

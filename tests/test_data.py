@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seglib.data import SPECS, find_folder, load_dataset
+import seglib.data
+from seglib.data import SPECS, find_folder, load_dataset, shipped_sample
 from seglib.data.prepare import prepare
 from seglib.data.splits import assign, in_val
 from seglib.errors import ConfigError, DataError
@@ -27,6 +28,7 @@ def need(folder, sub):
 EXPECTED_COUNTS = {  # what ../shared/data/README.md says each folder holds
     "pennfudan": {"all": 140}, "tiktok": {"all": 907}, "camvid": {"train": 184, "val": 101},
     "msrc": {"all": 100}, "bsds500": {"train": 67, "val": 34},
+    "pets": {"all": 211},  # 212 photos, less Abyssinian_34 (left out: its trimap holds no pet)
 }
 
 
@@ -99,6 +101,16 @@ def test_bsds500_boundaries_are_the_union_of_annotators(real_data):
     _, labels = ds.load(0)
     assert len(annotations) >= 4
     np.testing.assert_array_equal(labels, np.any([b for _, b in annotations], axis=0))
+
+
+def test_real_pets_defects_are_decoded_by_content_or_left_out(real_data):
+    need(real_data, "oxford_iiit_pet")
+    ds = load_dataset("pets", "all", real_data)
+    assert "Abyssinian_34" not in ds.ids and (ds.folder / "images" / "Abyssinian_34.jpg").is_file()
+    image, labels = ds.load(ds.ids.index("Abyssinian_5"))  # a PNG with alpha, named .jpg
+    assert image.shape == (150, 200, 3) and set(np.unique(labels)) == {0, 1, 255}
+    assert ds.report == {"PNG files named .jpg (decoded by content)": 1}
+    assert load_dataset("pets_trimap", "val", real_data).ids == load_dataset("pets", "val", real_data).ids
 
 
 def test_prepare_reports_counts_and_saves_the_split(real_data, tmp_path):
@@ -236,3 +248,69 @@ def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):
     assert photo.shape == (64, 64, 3)
     assert (decoded == labels).mean() > 0.97
 
+
+
+def write_pets(root, trimaps: dict, kinds: dict):
+    """``root/oxford_iiit_pet`` in the official layout: for each id a trimap (values 1/2/3) and a photo saved
+    as ``kinds[id]`` ("JPEG", "GIF" or "RGBA" PNG) under a ``.jpg`` name."""
+    folder = root / "oxford_iiit_pet"
+    (folder / "images").mkdir(parents=True)
+    (folder / "annotations" / "trimaps").mkdir(parents=True)
+    for item, trimap in trimaps.items():
+        photo = Image.fromarray(make_sample(len(item), trimap.shape)[0])
+        photo = {"GIF": photo.convert("P"), "RGBA": photo.convert("RGBA")}.get(kinds.get(item), photo)
+        photo.save(folder / "images" / f"{item}.jpg", format={"RGBA": "PNG"}.get(kinds.get(item), kinds.get(item, "JPEG")))
+        Image.fromarray(trimap).save(folder / "annotations" / "trimaps" / f"{item}.png")
+    (folder / "annotations" / "trimaps" / "._Bengal_1.png").write_bytes(b"AppleDouble")  # as in the release
+    return folder
+
+
+def test_pets_trimaps_map_by_name_and_photos_decode_by_content(tmp_path):
+    trimap = np.array([[1, 1, 3, 2], [1, 3, 2, 2], [3, 2, 2, 2]], np.uint8)
+    write_pets(tmp_path, {"Bengal_1": trimap, "Abyssinian_5": trimap, "Abyssinian_7": trimap,
+                          "Abyssinian_34": np.full((3, 4), 2, np.uint8)},
+               {"Abyssinian_5": "RGBA", "Abyssinian_7": "GIF"})
+    pets, trimaps = load_dataset("pets", "all", tmp_path), load_dataset("pets_trimap", "all", tmp_path)
+    assert pets.ids == trimaps.ids == ["Abyssinian_5", "Abyssinian_7", "Bengal_1"]  # Abyssinian_34 left out
+    for i in range(len(pets)):
+        image, labels = pets.load(i)
+        assert image.shape == (3, 4, 3) and image.dtype == np.uint8
+        np.testing.assert_array_equal(labels, np.array([1, 0, 255], np.uint8)[trimap - 1])  # border ignored
+        np.testing.assert_array_equal(trimaps.load(i)[1], np.array([1, 0, 2], np.uint8)[trimap - 1])
+    assert pets.report == {"PNG files named .jpg (decoded by content)": 1, "GIF files named .jpg (decoded by content)": 1}
+    for split in ("train", "val"):
+        assert load_dataset("pets", split, tmp_path).ids == load_dataset("pets_trimap", split, tmp_path).ids
+
+
+def test_pets_trimap_with_other_values_is_refused(tmp_path):
+    write_pets(tmp_path, {"Bengal_2": np.array([[0, 1], [2, 255]], np.uint8)}, {})
+    with pytest.raises(DataError, match="Bengal_2.png.*values 0, 255"):
+        load_dataset("pets", "all", tmp_path).load(0)
+
+
+def test_pets_fall_back_to_the_shipped_sample(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEGLIB_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(seglib.data, "_ANNOUNCED", set())
+    sample = shipped_sample("pets")
+    assert find_folder("pets") == find_folder("pets_trimap") == sample
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 2 and all("60-photo sample shipped with seglib" in line for line in said)
+    find_folder("pets")
+    assert capsys.readouterr().out == ""  # once per dataset and process
+    with pytest.raises(DataError, match="Oxford-IIIT Pet"):
+        find_folder("pets", tmp_path)  # a folder named explicitly has no fallback
+    with pytest.raises(DataError):
+        find_folder("pets", sample=False)
+
+
+def test_the_shipped_pets_sample_is_small_licensed_and_split_by_breed():
+    sample = shipped_sample("pets")
+    files = [p for p in sample.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 2 * 2**20
+    assert "Oxford-IIIT Pet Dataset (Parkhi et al., CVPR 2012), CC BY-SA 4.0" in (sample / "LICENSE").read_text()
+    breeds = {s: {i.rsplit("_", 1)[0] for i in load_dataset("pets", s, sample).ids} for s in ("train", "val")}
+    assert breeds["train"] == breeds["val"] == {"Abyssinian", "Bengal", "american_bulldog"}
+    assert len(load_dataset("pets", "train", sample)) == 48 and len(load_dataset("pets", "val", sample)) == 12
+    for image in (sample / "images").glob("*.jpg"):
+        with Image.open(image) as img:
+            assert img.format == "JPEG" and img.mode == "RGB" and max(img.size) <= 256

@@ -337,13 +337,17 @@ def test_sources_cover_every_downloadable_dataset():
                 assert e.manual and e.sha256 is None and e.md5 is None, name
             else:
                 assert e.url.startswith("https://"), name
-            assert e.filename.endswith((".zip", ".tgz")), name
+            assert e.filename.endswith((".zip", ".tgz", ".tar.gz")), name
             assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)
             assert e.md5 is None or re.fullmatch(r"[0-9a-f]{32}", e.md5)
     penn = SOURCES["pennfudan"][0]
     assert penn.url == "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
     assert {e.filename for e in SOURCES["cityscapes"]} == {"gtFine_trainvaltest.zip",
                                                            "leftImg8bit_trainvaltest.zip"}
+    for name in ("pets", "pets_trimap"):  # the publisher's two archives, md5 as torchvision pins them
+        assert {e.url: e.md5 for e in SOURCES[name]} == {
+            "https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz": "5c4f3ee8e5d25df40f4fd59a7f44e54c",
+            "https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz": "95a8c909bbe2e81eed6a22bccdf3f68f"}
 
 
 def test_download_dataset_from_local_archive(tmp_path):
@@ -435,6 +439,17 @@ def test_cityscapes_two_archives_merge(tmp_path):
     folder = download_dataset("cityscapes", root, source=left)
     assert folder == root / "cityscapes"
     assert sorted(leftovers(folder)) == ["gtFine", "leftImg8bit", "license.txt"]
+
+
+def test_pets_archives_merge_and_the_first_asks_for_the_second(tmp_path):
+    images = make_tar(tmp_path / "my_images.tar.gz", [tar_file("images/Bengal_1.jpg", b"i")])
+    annotations = make_tar(tmp_path / "my_annotations.tar.gz", [tar_file("annotations/trimaps/Bengal_1.png", b"t"),
+                                                                tar_file("annotations/list.txt", b"l")])
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="not complete.*annotations.tar.gz"):
+        download_dataset("pets", root, source=images)
+    folder = download_dataset("pets", root, source=annotations)
+    assert folder == root / "oxford_iiit_pet" and sorted(leftovers(folder)) == ["annotations", "images"]
 
 
 @pytest.mark.parametrize("name, needles", [

@@ -2,6 +2,7 @@
 
 >>> ds = load_dataset("camvid", "train")          # finds $SEGLIB_DATA_DIR/CamVid
 >>> image, labels = ds.load(0)                     # HxWx3 uint8, HxW uint8 (255 = ignore)
+>>> pets = load_dataset("pets", "val")             # the full copy if found, else the sample shipped with seglib
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from seglib.data.base import IGNORE_INDEX, DatasetSpec, Item, SegmentationDatase
 from seglib.data.specs import SPECS, read_bsds_ground_truth
 from seglib.data.splits import read_split_file
 from seglib.errors import ConfigError, DataError
-from seglib.paths import data_dir, work_dir
+from seglib.paths import SAMPLE_DATA_DIR, data_dir, display_path, work_dir
 
 DATASET_NAMES = tuple(SPECS)
 
 __all__ = ["DATASET_NAMES", "IGNORE_INDEX", "SPECS", "DatasetSpec", "Item", "SegmentationDataset",
-           "find_folder", "get_spec", "load_dataset", "read_bsds_ground_truth"]
+           "find_folder", "get_spec", "load_dataset", "read_bsds_ground_truth", "shipped_sample"]
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -29,12 +30,33 @@ def get_spec(name: str) -> DatasetSpec:
         raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(SPECS)}") from None
 
 
-def find_folder(name: str, root: str | Path | None = None) -> Path:
+def shipped_sample(name: str) -> Path | None:
+    """The folder of the small copy of dataset ``name`` shipped with seglib (publisher's layout), if any."""
+    spec = get_spec(name)
+    return SAMPLE_DATA_DIR / spec.sample if spec.sample else None
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def _take_sample(spec: DatasetSpec, base: Path) -> Path:
+    """The shipped sample, announced in one line, once per dataset and process."""
+    folder = shipped_sample(spec.name)
+    if spec.name not in _ANNOUNCED:
+        _ANNOUNCED.add(spec.name)
+        count = sum(1 for _ in spec.list_items(folder, "all"))
+        print(f"{spec.name}: no full copy in {display_path(base / spec.folder)}: using the {count}-photo sample "
+              f"shipped with seglib ({display_path(folder)})")
+    return folder
+
+
+def find_folder(name: str, root: str | Path | None = None, *, sample: bool = True) -> Path:
     """The dataset's folder in its publisher's layout.
 
     ``root`` may be the dataset folder itself or a folder holding it under its original name;
-    without it, ``$SEGLIB_DATA_DIR`` (or ``<repo>/data``) is searched. The synthetic dataset is
-    generated on first use.
+    without it, ``$SEGLIB_DATA_DIR`` (or ``<repo>/data``) is searched, and a dataset with a sample
+    shipped with seglib (``pets``) falls back to it unless ``sample`` is false. The synthetic dataset
+    is generated on first use.
     """
     spec = get_spec(name)
     if spec.name == "synthetic":
@@ -50,6 +72,8 @@ def find_folder(name: str, root: str | Path | None = None) -> Path:
     for candidate in (base / spec.folder, base):
         if spec.is_present(candidate):
             return candidate
+    if spec.sample and sample and not root:
+        return _take_sample(spec, base)
     raise DataError(base / spec.folder, f"{spec.title} not found",
                     f"get it from {spec.homepage} (python -m seglib prepare {name} downloads it "
                     f"where a public URL exists) and put its '{spec.folder}' folder under "

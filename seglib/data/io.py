@@ -56,3 +56,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` read from the header only (cheap)."""
     with Image.open(path) as img:
         return img.height, img.width
+
+
+def image_format(path: str | Path) -> str:
+    """The format the file holds ("JPEG", "PNG", "GIF", ...), read from its header whatever its name says."""
+    with Image.open(path) as img:
+        return img.format

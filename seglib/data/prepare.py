@@ -70,6 +70,7 @@ def format_stats(name: str, results: list[SplitStats]) -> str:
     spec = get_spec(name)
     lines = [f"{spec.title} ({name}): {spec.task}, {spec.num_classes} classes, "
              f"split rule: {spec.split_rule}"]
+    lines += [f"  left out: {item} ({why})" for item, why in spec.left_out.items()]
     for r in results:
         if r.count == 0:
             lines.append(f"  {r.split:5s}: not present")

@@ -9,7 +9,7 @@ import numpy as np
 
 from seglib import masks, synthetic
 from seglib.data.base import IGNORE_INDEX, DatasetSpec, Item
-from seglib.data.io import read_image
+from seglib.data.io import image_format, read_image
 from seglib.data.splits import assign
 from seglib.errors import DataError
 from seglib.utils import atomic_path
@@ -22,19 +22,20 @@ def pair_files(image_dir: Path, mask_dir: Path, pattern: str,
                mask_name: Callable[[Path], str]) -> list[Item]:
     """Items for every image in ``image_dir`` whose mask is ``mask_dir / mask_name(image)``.
 
-    An image without a mask, or a mask without an image, is an error that names the files.
+    An image without a mask, or a mask without an image, is an error that names the files. Hidden
+    files (``.DS_Store``, the ``._NAME`` AppleDouble files of archives made on a Mac) are not samples.
     """
     for d in (image_dir, mask_dir):
         if not d.is_dir():
             raise DataError(d, "folder not found", "check the dataset layout (see data/README.md)")
-    images = sorted(image_dir.glob(pattern))
+    images = sorted(p for p in image_dir.glob(pattern) if not p.name.startswith("."))
     wanted = {mask_name(p): p for p in images}
-    present = {p.name for p in mask_dir.iterdir() if p.is_file()}
+    present = {p.name for p in mask_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
     no_mask = [str(p) for name, p in wanted.items() if name not in present]
     if no_mask:
         raise DataError(mask_dir, f"{len(no_mask)} images have no mask here, e.g. {no_mask[:3]}",
                         "restore the missing masks or remove those images")
-    orphans = sorted(present - set(wanted) - {"Thumbs.db", ".DS_Store"})
+    orphans = sorted(present - set(wanted) - {"Thumbs.db"})
     if orphans:
         raise DataError(mask_dir, f"{len(orphans)} masks have no image, e.g. {orphans[:3]}",
                         f"restore the missing images in {image_dir} or remove those masks")
@@ -46,6 +47,7 @@ class _HashSplit(DatasetSpec):
 
     val_fraction = 0.2
     split_rule = "hash of the image id, 20% val"
+    split_key = ""  # the name the hash takes, when not the spec's own (datasets that share their files)
 
     def group_of(self, item_id: str) -> str:
         return item_id
@@ -56,8 +58,8 @@ class _HashSplit(DatasetSpec):
     split_dir = ""
 
     def list_items(self, folder: Path, split: str) -> list[Item]:
-        items = {item.id: item for item in self.all_items(folder)}
-        return [items[i] for i in assign(self.name, items, split, self.val_fraction, self.group_of)]
+        items = {item.id: item for item in self.all_items(folder) if item.id not in self.left_out}
+        return [items[i] for i in assign(self.split_key or self.name, items, split, self.val_fraction, self.group_of)]
 
 
 class PennFudan(_HashSplit):
@@ -242,6 +244,65 @@ def read_bsds_ground_truth(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
                         "re-download BSR_bsds500.tgz or replace this file") from exc
 
 
+TRIMAP_VALUES = {"pet": 1, "background": 2, "border": 3}  # the Oxford-IIIT Pet trimap encoding (from 1, not 0)
+
+
+def trimap_to_labels(raw: np.ndarray, class_names: tuple[str, ...], path: Path | None = None) -> np.ndarray:
+    """An Oxford-IIIT Pet trimap → class indices, each trimap value mapped by its name to the class of that
+    name; a value whose name is not a class (the border, for pet vs background) becomes ignore (255)."""
+    unknown = sorted(set(np.unique(raw).tolist()) - set(TRIMAP_VALUES.values()))
+    if raw.ndim != 2 or unknown:
+        raise DataError(path, f"is not a trimap (values {', '.join(map(str, unknown)) or 'in colour'}; a trimap "
+                        "holds 1 pet, 2 background, 3 border)", "use the file from annotations/trimaps/")
+    table = np.full(256, IGNORE_INDEX, np.uint8)
+    for name, value in TRIMAP_VALUES.items():
+        if name in class_names:
+            table[value] = class_names.index(name)
+    return table[raw]
+
+
+class Pets(_HashSplit):
+    """Oxford-IIIT Pet, pet vs background: the trimap's border band is ignored (255).
+
+    Two files of the official release are not what their ``.jpg`` name says (``Abyssinian_34`` is a GIF,
+    ``Abyssinian_5`` a PNG with alpha); images are decoded by content, and the count shows in ``prepare``.
+    Without a full copy, :func:`seglib.data.find_folder` takes the sample shipped with seglib.
+    """
+
+    name, title, folder, marker = "pets", "Oxford-IIIT Pet (pet vs background)", "oxford_iiit_pet", "annotations/trimaps"
+    task, class_names = "binary", ("background", "pet")
+    palette = np.array([(0, 0, 0), (255, 127, 14)], np.uint8)
+    redistributable = True  # CC BY-SA 4.0, with attribution
+    homepage = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
+    split_key = "pets"
+    sample = "pets"  # seglib/sample_data/pets
+    left_out = {"Abyssinian_34": "its trimap is all background, but the photo shows a cat"}
+
+    def is_present(self, folder):
+        return (folder / "images").is_dir() and super().is_present(folder)  # one archive each
+
+    def all_items(self, folder):
+        return pair_files(folder / "images", folder / "annotations" / "trimaps", "*.jpg", lambda p: f"{p.stem}.png")
+
+    def load(self, item, report=None):
+        image, labels = super().load(item, report)
+        kind = image_format(item.image)
+        if report is not None and kind != "JPEG":
+            report[f"{kind} files named .jpg (decoded by content)"] += 1
+        return image, labels
+
+    def decode(self, raw, item, image_hw, report):
+        return trimap_to_labels(raw, self.class_names, path=item.mask)
+
+
+class PetsTrimap(Pets):
+    """Oxford-IIIT Pet with the trimap's three classes as given; the same files and split as ``pets``."""
+
+    name, title = "pets_trimap", "Oxford-IIIT Pet (trimap: pet, background, border)"
+    task, class_names = "multiclass", ("background", "pet", "border")
+    palette = np.array([(0, 0, 0), (255, 127, 14), (31, 119, 180)], np.uint8)
+
+
 class Synthetic(_HashSplit):
     """Generated shapes (see ``seglib.synthetic``): always available, free to share."""
 
@@ -267,5 +328,6 @@ class Synthetic(_HashSplit):
 
 
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
-    PennFudan(), TikTok(), CamVid(), MSRC(), CityscapesPairs(), Cityscapes(), BSDS500(), Synthetic()
+    PennFudan(), TikTok(), CamVid(), MSRC(), CityscapesPairs(), Cityscapes(), BSDS500(), Pets(), PetsTrimap(),
+    Synthetic()
 )}
