@@ -58,3 +58,11 @@ def test_pre_commit_runs_ruff_and_nbstripout_with_the_project_options():
     assert {"ruff-check", "nbstripout"} <= set(hooks)
     assert hooks["nbstripout"]["args"] == ["--keep-output", "--keep-count"]  # as scripts/run_notebooks.py runs it
     assert all(re.fullmatch(r"v?\d+\.\d+\.\d+", repo["rev"]) for repo in repos)  # pinned to released tags
+
+
+def test_package_data_ships_every_file_of_the_samples():
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["seglib"]
+    package = ROOT / "seglib"
+    shipped = {p for pattern in patterns for p in package.glob(pattern)}
+    files = {p for p in (package / "sample_data").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert files and files <= shipped
