@@ -16,7 +16,7 @@ from seglib.errors import ConfigError, DataError, SeglibError
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     """List the known datasets and which are found locally, with sample counts."""
-    from seglib.data import SPECS, find_folder
+    from seglib.data import SPECS, find_folder, shipped_sample
     from seglib.paths import data_dir
 
     if args.root is not None and not Path(args.root).is_dir():
@@ -34,19 +34,21 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                                if spec.has_split(folder, s))
         except SeglibError as exc:
             counts = f"broken: {exc}"
-        print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {str(folder)[-32:]:32s} {counts}")
+        where = "the sample shipped with seglib" if folder == shipped_sample(name) else str(folder)[-32:]
+        print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {where:32s} {counts}")
     return 0
 
 
 def ensure_dataset(name: str, root: str | None, source: str | None = None):
-    """The dataset's folder: found locally, or downloaded (from ``source`` or the official URL)."""
+    """The dataset's folder: found locally (a shipped sample too, unless ``source`` is given), or downloaded
+    (from ``source`` or the official URL)."""
     from seglib.data import find_folder, get_spec
     from seglib.download import download_dataset
     from seglib.paths import data_dir
 
     get_spec(name)
     try:
-        return find_folder(name, root)
+        return find_folder(name, root, sample=source is None)
     except SeglibError:
         if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
@@ -96,10 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}")
     cfg = TrainConfig(**cfg_fields, model_options=options)
     out = Path(cfg.out)
-    earlier = [name for name in ("best.pt", "last.pt", "metrics.json") if (out / name).exists()]
-    if earlier and not (args.resume or args.overwrite):
-        raise ConfigError(f"{out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, "
-                          "--overwrite to replace it, or another --out")
+    if not (args.resume or args.overwrite):
+        _refuse_earlier_run(out, "pass --resume to continue it, --overwrite to replace it, or another --out")
     if args.resume and not (out / "last.pt").exists():
         print(f"note: {out / 'last.pt'} does not exist: starting a new run", file=sys.stderr)
     cfg.root = str(ensure_dataset(cfg.dataset, cfg.root))
@@ -113,6 +113,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best val mIoU {best['val_miou']:.4f} at epoch {best['epoch']} "
               f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")
+    return 0
+
+
+def _refuse_earlier_run(out: Path, fix: str) -> None:
+    """A run already in ``out`` is never replaced unasked."""
+    earlier = [name for name in ("best.pt", "last.pt", "metrics.json") if (out / name).exists()]
+    if earlier:
+        raise ConfigError(f"{out} already holds a run ({', '.join(earlier)}); {fix}")
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """A first result offline: train a small UNet on the pets sample shipped with seglib, score it, draw it."""
+    from seglib.evaluation import format_report
+    from seglib.quickstart import run_quickstart
+
+    out = Path(args.out)
+    if not args.overwrite:
+        _refuse_earlier_run(out, "pass --overwrite to replace it, or another --out")
+    result = run_quickstart(out, smoke=args.smoke, device=args.device, progress=sys.stderr.isatty())
+    print(format_report(result["report"]))
+    print(f"trained in {result['seconds']:.0f} s; figure: {result['figure']} (the run and evaluation.json beside it)")
     return 0
 
 
@@ -389,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="a URL or a local archive to take instead of the official URL")
     p.add_argument("--max-samples", type=_positive_int, help="check only this many samples per split")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("quickstart", help=cmd_quickstart.__doc__, description=cmd_quickstart.__doc__)
+    p.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--smoke", action="store_true", help="a tiny run of a few seconds (the tests)")
+    p.set_defaults(func=cmd_quickstart)
 
     add_train_parser(sub)
     add_inference_parsers(sub)

@@ -61,6 +61,26 @@ def test_cli_trunk_lr_mult_and_grad_clip_reach_the_run(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "deeplabv3plus" in bad.stderr
 
 
+# ------------------------------------------------------------------ quickstart
+
+
+def test_cli_quickstart_smoke_writes_the_figure_and_the_pet_iou(tmp_path, capsys):
+    """The README's first command, tiny (32 px, 2 steps): in this process, as it is the slow part of the file."""
+    from seglib.cli import main
+
+    out = tmp_path / "quickstart"
+    assert main(["quickstart", "--smoke", "--out", str(out), "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert f"figure: {out / 'quickstart_pets.png'}" in said and "pets/val: " in said
+    report = json.loads((out / "evaluation.json").read_text())
+    pet = next(c for c in report["classes"] if c["name"] == "pet")
+    assert report["split"] == "val" and 0 <= pet["iou"] <= 1 and pet["iou"] == report["foreground_iou"]
+    with Image.open(out / "quickstart_pets.png") as figure:
+        assert figure.format == "PNG" and figure.width > 3 * figure.height  # four panels in a row
+    assert main(["quickstart", "--smoke", "--out", str(out)]) == 2  # never replaced unasked
+    assert "already holds a run" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ evaluate, predict, export, latency
 
 
