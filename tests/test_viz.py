@@ -128,6 +128,16 @@ def test_four_panel_multiclass_softmax():
     assert "confidence" in axes[3].get_title()
 
 
+def test_four_panel_overlay_last():
+    image, prob = rgb_image(), np.array([[0.9] * 5, [0.1] * 5] * 2)
+    fig = viz.four_panel(image, np.zeros((4, 5), np.uint8), prob, palette=PALETTE, last="overlay")
+    axes = image_axes(fig)
+    assert (image_data(axes[3]) == viz.overlay(image, (prob > 0.5).astype(np.uint8), PALETTE)).all()
+    assert axes[3].get_title() == "prediction over the image" and len(fig.axes) == 4  # no colour bar
+    with pytest.raises(ValueError, match="'probability' or 'overlay'"):
+        viz.four_panel(image, np.zeros((4, 5), np.uint8), prob, last="error map")
+
+
 def test_four_panel_default_palette_and_titles():
     titles = ("a", "b", "c", "d")
     axes = image_axes(viz.four_panel(rgb_image(), np.zeros((4, 5), np.uint8), np.zeros((4, 5)), titles=titles))
