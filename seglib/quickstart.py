@@ -91,9 +91,10 @@ def run_quickstart(out: str | Path, *, smoke: bool = False, device=None, progres
     val = load_dataset(cfg.dataset, "val", cfg.root, max_samples=cfg.max_samples)
     report = evaluate_dataset(predictor, val, progress=progress)
     write_atomic(run["out"] / REPORT, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+    train = load_dataset(cfg.dataset, "train", cfg.root, max_samples=cfg.max_samples)
     headline = (f"UNet (base width {cfg.model_options['base_channels']}, {cfg.image_size} px) trained from scratch "
-                f"for {run['wall_seconds']:.0f} s on the {len(load_dataset(cfg.dataset, 'train', cfg.root, max_samples=cfg.max_samples))} "
-                "training photos of the pets sample shipped with seglib")
+                f"for {run['wall_seconds']:.0f} s on the {len(train)} training photos of the pets sample shipped "
+                "with seglib")
     fig = quickstart_figure(predictor, val, report, headline)
     figure = run["out"] / FIGURE
     write_atomic(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

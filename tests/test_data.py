@@ -258,8 +258,9 @@ def write_pets(root, trimaps: dict, kinds: dict):
     (folder / "annotations" / "trimaps").mkdir(parents=True)
     for item, trimap in trimaps.items():
         photo = Image.fromarray(make_sample(len(item), trimap.shape)[0])
-        photo = {"GIF": photo.convert("P"), "RGBA": photo.convert("RGBA")}.get(kinds.get(item), photo)
-        photo.save(folder / "images" / f"{item}.jpg", format={"RGBA": "PNG"}.get(kinds.get(item), kinds.get(item, "JPEG")))
+        kind = kinds.get(item, "JPEG")
+        photo = {"GIF": photo.convert("P"), "RGBA": photo.convert("RGBA")}.get(kind, photo)
+        photo.save(folder / "images" / f"{item}.jpg", format="PNG" if kind == "RGBA" else kind)
         Image.fromarray(trimap).save(folder / "annotations" / "trimaps" / f"{item}.png")
     (folder / "annotations" / "trimaps" / "._Bengal_1.png").write_bytes(b"AppleDouble")  # as in the release
     return folder
@@ -277,7 +278,7 @@ def test_pets_trimaps_map_by_name_and_photos_decode_by_content(tmp_path):
         assert image.shape == (3, 4, 3) and image.dtype == np.uint8
         np.testing.assert_array_equal(labels, np.array([1, 0, 255], np.uint8)[trimap - 1])  # border ignored
         np.testing.assert_array_equal(trimaps.load(i)[1], np.array([1, 0, 2], np.uint8)[trimap - 1])
-    assert pets.report == {"PNG files named .jpg (decoded by content)": 1, "GIF files named .jpg (decoded by content)": 1}
+    assert pets.report == {f"{kind} files named .jpg (decoded by content)": 1 for kind in ("PNG", "GIF")}
     for split in ("train", "val"):
         assert load_dataset("pets", split, tmp_path).ids == load_dataset("pets_trimap", split, tmp_path).ids
 

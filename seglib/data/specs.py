@@ -269,7 +269,8 @@ class Pets(_HashSplit):
     Without a full copy, :func:`seglib.data.find_folder` takes the sample shipped with seglib.
     """
 
-    name, title, folder, marker = "pets", "Oxford-IIIT Pet (pet vs background)", "oxford_iiit_pet", "annotations/trimaps"
+    name, title = "pets", "Oxford-IIIT Pet (pet vs background)"
+    folder, marker = "oxford_iiit_pet", "annotations/trimaps"
     task, class_names = "binary", ("background", "pet")
     palette = np.array([(0, 0, 0), (255, 127, 14)], np.uint8)
     redistributable = True  # CC BY-SA 4.0, with attribution
