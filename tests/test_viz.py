@@ -128,6 +128,18 @@ def test_four_panel_multiclass_softmax():
     assert "confidence" in axes[3].get_title()
 
 
+def test_four_panel_overlay_last():
+    rng = np.random.default_rng(3)
+    image, prob = rgb_image(), rng.random((4, 5)).astype(np.float32)
+    fig = viz.four_panel(image, np.zeros((4, 5), np.uint8), prob, palette=PALETTE, last="overlay")
+    axes = image_axes(fig)
+    pred = (prob > 0.5).astype(np.uint8)
+    assert (image_data(axes[3]) == viz.overlay(image, pred, PALETTE)).all()
+    assert axes[3].get_title() == "overlay" and not any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    with pytest.raises(ValueError, match="overlay"):
+        viz.four_panel(image, np.zeros((4, 5), np.uint8), prob, last="probabilities")
+
+
 def test_four_panel_default_palette_and_titles():
     titles = ("a", "b", "c", "d")
     axes = image_axes(viz.four_panel(rgb_image(), np.zeros((4, 5), np.uint8), np.zeros((4, 5)), titles=titles))
