@@ -74,6 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from seglib.engine import fit
+    from seglib.models import check_options
     from seglib.parallel import is_distributed
     from seglib.train_config import TrainConfig, given_options
 
@@ -89,10 +90,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["big"] = True
     if args.backbone:
         options["backbone"] = args.backbone
+    if args.pretrained:
+        options["pretrained"] = args.pretrained
     if model == "deeplabv3plus":
         options["train_trunk"] = args.train_trunk
-        if args.pretrained:
-            options["pretrained"] = args.pretrained
+    check_options(model, options)  # before the data is searched or downloaded
     cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}")
     cfg = TrainConfig(**cfg_fields, model_options=options)
     out = Path(cfg.out)
@@ -305,7 +307,9 @@ def add_train_parser(sub) -> None:
     models = p.add_argument_group("model options")
     models.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64 (31M parameters)")
     models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18, resnet34 or resnet50")
-    models.add_argument("--pretrained", help="DeepLabV3+: 'imagenet' (from torchvision's cache) or a path")
+    models.add_argument("--pretrained", metavar="imagenet|PATH",
+                        help="DeepLabV3+ trunk: torchvision's ImageNet weights (from the torch hub cache, "
+                        "downloaded there once if missing) or a ResNet state-dict file (default: from scratch)")
     models.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction, default=True,
                         help="train the DeepLabV3+ trunk (default) or freeze it")
     run = p.add_argument_group("the run")
