@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seglib.data import SPECS, find_folder, load_dataset
+from seglib.data import PERSON_DATASETS, SPECS, find_folder, load_dataset, person_dataset
 from seglib.data.prepare import prepare
 from seglib.data.splits import assign, in_val
 from seglib.errors import ConfigError, DataError
 from seglib.masks import labelids_to_trainids
 from seglib.synthetic import make_sample
 
+from helpers import groups_in_both_splits, write_png_pairs
 
 
 def need(folder, sub):
@@ -236,3 +237,37 @@ def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):
     assert photo.shape == (64, 64, 3)
     assert (decoded == labels).mean() > 0.97
 
+
+
+# ---------------------------------------------------------------- the person-data fallback
+
+
+def tiny_tiktok(root):
+    stems = [f"{video}_{frame:04d}" for video in groups_in_both_splits("tiktok", [f"{v:05d}" for v in range(3, 60)])
+             for frame in (1, 9)]
+    write_png_pairs(root / "tiktok_person" / "images", root / "tiktok_person" / "masks", stems)
+
+
+def tiny_pennfudan(root):
+    stems = groups_in_both_splits("pennfudan", [f"PennPed{i:05d}" for i in range(1, 60)])
+    write_png_pairs(root / "PennFudanPed" / "PNGImages", root / "PennFudanPed" / "PedMasks", stems, "{}_mask.png")
+
+
+def test_person_data_falls_back_from_tiktok_to_pennfudan_to_synthetic(tmp_path, capsys):
+    assert PERSON_DATASETS == ("tiktok", "pennfudan", "synthetic")
+    assert person_dataset(tmp_path) == ("synthetic", find_folder("synthetic", tmp_path))
+    assert capsys.readouterr().out.splitlines() == [
+        "person data: tiktok skipped (TikTok dancing-person masks not found)",
+        "person data: pennfudan skipped (Penn-Fudan Pedestrian not found)",
+        "person data: synthetic ($SEGLIB_WORK_DIR/synthetic_shapes)"]
+    tiny_pennfudan(tmp_path)
+    assert person_dataset(tmp_path, verbose=False) == ("pennfudan", tmp_path / "PennFudanPed")
+    (tmp_path / "tiktok_person" / "masks").mkdir(parents=True)  # present, but broken: skipped with the reason
+    (tmp_path / "tiktok_person" / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiktok_person" / "images" / "00003_0001.png")
+    assert person_dataset(tmp_path).name == "pennfudan"
+    assert "person data: tiktok skipped (1 images have no mask here" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "tiktok_person")
+    tiny_tiktok(tmp_path)
+    assert person_dataset(tmp_path) == ("tiktok", tmp_path / "tiktok_person")
+    assert capsys.readouterr().out == "person data: tiktok (<...>/tiktok_person)\n"
