@@ -46,12 +46,16 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
 
     get_spec(name)
     try:
-        return find_folder(name, root)
+        folder = find_folder(name, root)
     except SeglibError:
         if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
         print(f"{name} not found locally: downloading it (or taking --source)", flush=True)
         return download_dataset(name, root or data_dir(), source=source)
+    if source is not None:
+        print(f"note: {name} is already in {folder}, which prepare never replaces: --source was not used "
+              "(move that folder away, or pass another --root, to prepare from --source)", file=sys.stderr)
+    return folder
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -390,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help=cmd_prepare.__doc__)
     p.add_argument("dataset", nargs="?", default="pennfudan", help="dataset name (default pennfudan)")
     p.add_argument("--root", help="the dataset folder, or a folder holding it")
-    p.add_argument("--source", help="a URL or a local archive to take instead of the official URL")
+    p.add_argument("--source", help="a URL or a local archive to take instead of the official URL, or a folder "
+                   "(tiktok: the release's per-video folders <video>/{images,masks}/, copied into "
+                   "tiktok_person/{images,masks}/<video>_<frame>.png)")
     p.add_argument("--max-samples", type=_positive_int, help="check only this many samples per split")
     p.set_defaults(func=cmd_prepare)
 
