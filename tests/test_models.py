@@ -13,6 +13,7 @@ from torch import nn
 from seglib.errors import ConfigError
 from seglib.models import MODEL_NAMES, create_model, model_options
 from seglib.models.blocks import pad_to_multiple
+from seglib.models.deeplabv3plus import ResNetTrunk
 from seglib.models.pretrained import CONNECT_TIMEOUT, imagenet_weights_file
 from seglib.utils import count_parameters
 
@@ -194,8 +195,8 @@ def official_weights_file(backbone: str, seed: int) -> tuple[Path, dict]:
     return path, state
 
 
-def assert_trunk_holds(model, state: dict) -> None:
-    trunk = model.backbone.state_dict()
+def assert_trunk_holds(trunk: nn.Module, state: dict) -> None:
+    trunk = trunk.state_dict()
     for key, value in state.items():
         if not key.startswith("fc."):
             torch.testing.assert_close(trunk[key], value, msg=key)
@@ -209,9 +210,9 @@ def test_imagenet_weights_are_the_official_files_in_torch_home(hub_dir):
 def test_imagenet_weights_are_read_from_the_cache_without_a_download(hub_dir, monkeypatch):
     path, state = official_weights_file("resnet18", seed=1)
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
-    assert_trunk_holds(create_model("deeplabv3plus", 2, pretrained="imagenet"), state)
-    assert_trunk_holds(create_model("deeplabv3plus", 2, pretrained=path), state)  # the same file by path
-    assert_trunk_holds(create_model("deeplabv3plus", 2, pretrained=str(path)), state)
+    assert_trunk_holds(create_model("deeplabv3plus", 2, pretrained="imagenet").backbone, state)
+    for given in (path, str(path)):  # the same file by path
+        assert_trunk_holds(ResNetTrunk("resnet18", 16, given), state)
 
 
 def test_missing_imagenet_weights_are_downloaded_into_the_cache_with_a_progress_bar(hub_dir, monkeypatch,
@@ -225,7 +226,7 @@ def test_missing_imagenet_weights_are_downloaded_into_the_cache_with_a_progress_
         shutil.copy(source, dst)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    assert_trunk_holds(create_model("deeplabv3plus", 2, pretrained="imagenet"), state)
+    assert_trunk_holds(ResNetTrunk("resnet18", 16, "imagenet"), state)
     url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
     assert calls == [(url, "f37072fd", True, CONNECT_TIMEOUT)]  # hash checked, bar shown, no endless wait
     assert socket.getdefaulttimeout() is None and imagenet_weights_file("resnet18").is_file()
