@@ -46,12 +46,16 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
 
     get_spec(name)
     try:
-        return find_folder(name, root)
+        folder = find_folder(name, root)
     except SeglibError:
         if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
         print(f"{name} not found locally: downloading it (or taking --source)", flush=True)
         return download_dataset(name, root or data_dir(), source=source)
+    if source is not None:
+        print(f"note: {name} is already in {folder}, which prepare never replaces: --source was not used "
+              "(move that folder away, or pass another --root, to prepare from --source)", file=sys.stderr)
+    return folder
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -71,10 +75,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
-    import torch
-
-    from seglib.engine import fit
-    from seglib.parallel import is_distributed
+    from seglib.models import check_options
     from seglib.train_config import TrainConfig, given_options
 
     cfg_fields = given_options(args)
@@ -89,20 +90,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["big"] = True
     if args.backbone:
         options["backbone"] = args.backbone
+    if args.pretrained:
+        options["pretrained"] = args.pretrained
     if model == "deeplabv3plus":
         options["train_trunk"] = args.train_trunk
-        if args.pretrained:
-            options["pretrained"] = args.pretrained
+    check_options(model, options)  # before the data is searched or downloaded
     cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}")
     cfg = TrainConfig(**cfg_fields, model_options=options)
     out = Path(cfg.out)
+    if args.test_only:
+        if not (out / "best.pt").is_file():
+            raise DataError(out / "best.pt", "not found: there is no trained run to test here",
+                            "train first (--train, or python -m seglib train), or pass the run's --out")
+        return evaluate_run(cfg, ensure_dataset(cfg.dataset, cfg.root))
     earlier = [name for name in ("best.pt", "last.pt", "metrics.json") if (out / name).exists()]
     if earlier and not (args.resume or args.overwrite):
         raise ConfigError(f"{out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, "
                           "--overwrite to replace it, or another --out")
     if args.resume and not (out / "last.pt").exists():
         print(f"note: {out / 'last.pt'} does not exist: starting a new run", file=sys.stderr)
-    cfg.root = str(ensure_dataset(cfg.dataset, cfg.root))
+    folder = ensure_dataset(cfg.dataset, cfg.root)
+    cfg.root = str(folder)
+    run_training(cfg, args)
+    if args.test and int(os.environ.get("RANK", "0")) == 0:
+        return evaluate_run(cfg, folder)
+    return 0
+
+
+def run_training(cfg, args: argparse.Namespace) -> None:
+    """``fit(cfg)``, printing the best validation mIoU (on the first process only, under torchrun)."""
+    import torch
+
+    from seglib.engine import fit
+    from seglib.parallel import is_distributed
+
     # progress bars on a terminal only: in a log they are thousands of carriage returns
     try:
         result = fit(cfg, resume=args.resume, init_from=args.init_from, progress=sys.stderr.isatty())
@@ -113,7 +134,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best val mIoU {best['val_miou']:.4f} at epoch {best['epoch']} "
               f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")
-    return 0
+
+
+def evaluate_run(cfg, folder: Path) -> int:
+    """The person-mask project's ``--test``: ``evaluate`` OUT/best.pt on the held-out split, which is the
+    dataset's test split where it publishes one (and it is on disk), else val."""
+    from seglib.data import get_spec
+
+    spec = get_spec(cfg.dataset)
+    split = "test" if "test" in spec.splits and spec.has_split(folder, "test") else "val"
+    if split == "val":
+        print(f"note: {cfg.dataset} has no test split here: testing on val", file=sys.stderr)
+    return main(["evaluate", "--checkpoint", str(Path(cfg.out) / "best.pt"), "--dataset", cfg.dataset,
+                 "--split", split, "--root", str(folder)])
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -303,9 +336,12 @@ def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     add_train_arguments(p)  # one flag per TrainConfig field: seglib/train_config.py
     models = p.add_argument_group("model options")
-    models.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64 (31M parameters)")
+    models.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64, the paper's widths "
+                        "64..1024 (31M parameters); also the person-mask project's --big (its big UNet)")
     models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18, resnet34 or resnet50")
-    models.add_argument("--pretrained", help="DeepLabV3+: 'imagenet' (from torchvision's cache) or a path")
+    models.add_argument("--pretrained", metavar="imagenet|PATH",
+                        help="DeepLabV3+ trunk: torchvision's ImageNet weights (from the torch hub cache, "
+                        "downloaded there once if missing) or a ResNet state-dict file (default: from scratch)")
     models.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction, default=True,
                         help="train the DeepLabV3+ trunk (default) or freeze it")
     run = p.add_argument_group("the run")
@@ -313,6 +349,13 @@ def add_train_parser(sub) -> None:
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     run.add_argument("--init-from", "--loadCheckpoint", help="start from the weights of a checkpoint")
     run.add_argument("--smoke", action="store_true", help="tiny CPU configuration (CI): TrainConfig.smoke()")
+    run.add_argument("--test", action="store_true", help="then evaluate best.pt on the held-out split (test where "
+                     "the dataset publishes one, else val)")
+    run.add_argument("--test-only", action="store_true", help="only evaluate the run already in --out (as --test "
+                     "would), without training")
+    ref = p.add_argument_group("spellings from the reference projects", REFERENCE_SPELLINGS)
+    for flag, name in MODEL_FLAGS.items():
+        ref.add_argument(flag, dest="model", action="store_const", const=name, help=f"= --model {name}")
     p.set_defaults(func=cmd_train)
 
 
@@ -367,6 +410,27 @@ def add_inference_parsers(sub) -> None:
     p.set_defaults(func=cmd_latency)
 
 
+# The person-mask project (main.py --train|--test --unet|--hourglass [--big]): its flags, seglib's meaning
+REFERENCE_MODES = {("--train",): [], ("--test",): ["--test-only"], ("--train", "--test"): ["--test"]}
+MODEL_FLAGS = {"--unet": "unet", "--hourglass": "hourglass"}
+REFERENCE_SPELLINGS = (
+    "The person-mask project's main.py flags work as they did there: `python -m seglib --train` = `train`, "
+    "`--test` = `train --test-only`, `--train --test` = `train --test`; --unet / --hourglass = --model unet / "
+    "hourglass; --big as above. The MSRC project's --loadCheckpoint, --saveFreq, --valImages, --logFreq, "
+    "--weightDecay and --trainTrunk are listed beside their seglib names.")
+
+
+def reference_argv(argv: list[str]) -> list[str]:
+    """A command line in the person-mask project's form (``--train`` and/or ``--test`` instead of a command,
+    ``--debug`` may come first) rewritten as seglib's ``train`` command; any other command line as it is."""
+    debug = argv[:1] == ["--debug"]
+    rest = argv[debug:]
+    modes = tuple(flag for flag in ("--train", "--test") if flag in rest)
+    if not rest or rest[0] not in ("--train", "--test"):
+        return argv
+    return [*argv[:debug], "train", *REFERENCE_MODES[modes], *(a for a in rest if a not in modes)]
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``error: <prog>: <problem>. Fix: ...``, exit status 2."""
 
@@ -375,7 +439,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="seglib", description="The segmentation workbook's tools.")
+    parser = _Parser(prog="seglib", description="The segmentation workbook's tools.",
+                     epilog="Spellings from the reference projects: `seglib --train|--test [--unet|--hourglass] "
+                     "[--big] ...` is the person-mask project's main.py; see `seglib train --help`.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -386,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help=cmd_prepare.__doc__)
     p.add_argument("dataset", nargs="?", default="pennfudan", help="dataset name (default pennfudan)")
     p.add_argument("--root", help="the dataset folder, or a folder holding it")
-    p.add_argument("--source", help="a URL or a local archive to take instead of the official URL")
+    p.add_argument("--source", help="a URL or a local archive to take instead of the official URL, or a folder "
+                   "(tiktok: the release's per-video folders <video>/{images,masks}/, copied into "
+                   "tiktok_person/{images,masks}/<video>_<frame>.png)")
     p.add_argument("--max-samples", type=_positive_int, help="check only this many samples per split")
     p.set_defaults(func=cmd_prepare)
 
@@ -396,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(reference_argv(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.func(args)
     except (SeglibError, OSError) as exc:  # expected failures: one line, no traceback

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from seglib.data import DatasetSpec, get_spec
+from seglib.data.convert import flatten_tiktok_videos
 from seglib.errors import ConfigError, DataError, DownloadError
 from seglib.secure_io import (fetch, file_digest, is_url, move_entries, safe_extract, source_filename,
                               verify_checksum)
@@ -88,8 +89,8 @@ _TIKTOK_MANUAL = (
     "{homepage} for research use only. The workbook uses a subset in "
     "its own layout: {root}/{folder}/images/<video>_<frame>.png and "
     "{root}/{folder}/masks/<video>_<frame>.png with the same file names (masks 0-255). "
-    "Copy the frames you want from the release (each video folder there holds images/ and "
-    "masks/) under those names, or pass a zip (or folder) of {folder}/ with --source")
+    "Pass the release's folder of videos (each holding images/ and masks/) with --source: "
+    "prepare copies it into that layout. Or pass a zip (or folder) of {folder}/ with --source")
 
 SOURCES: dict[str, list[DatasetSource]] = _by_dataset(
     DatasetSource(
@@ -179,11 +180,18 @@ def _find_dataset_dir(staging: Path, entry: DatasetSource, spec: DatasetSpec, de
     return None
 
 
-def _local_folder(folder: Path, spec: DatasetSpec) -> Path:
-    """The dataset in a folder the user passed as ``source`` (it, or its ``spec.folder``)."""
+# release layouts that prepare converts into the spec's layout: converter(source folder, target folder)
+CONVERTERS = {"tiktok": flatten_tiktok_videos}
+
+
+def _local_folder(folder: Path, spec: DatasetSpec, root: Path) -> Path:
+    """The dataset in a folder the user passed as ``source`` (it, or its ``spec.folder``), or, for a release
+    layout in :data:`CONVERTERS`, its conversion into ``root / spec.folder``."""
     for candidate in (folder / spec.folder, folder):
         if spec.is_present(candidate):
             return candidate
+    if spec.name in CONVERTERS:
+        return CONVERTERS[spec.name](folder, root / spec.folder)
     raise DataError(folder, f"not a {spec.title} folder in its original layout (no "
                     f"'{spec.marker}' inside it or in '{spec.folder}/')",
                     f"pass the folder that holds '{spec.marker}', or the downloaded archive")
@@ -216,7 +224,8 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
 
     ``source`` may be a URL or a local archive to use instead of the official URL (the official
     checksum applies when the file name is the official one), or a local folder already in the
-    original layout, which is returned as it is. Archives are kept in ``<root>/downloads``.
+    original layout, which is returned as it is (or a release layout of :data:`CONVERTERS`, converted into
+    ``root``). Archives are kept in ``<root>/downloads``.
     Datasets behind a login raise DownloadError saying where to get them and how to lay them out.
     """
     spec = get_spec(name)
@@ -228,7 +237,7 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
     target = root / spec.folder
 
     if source is not None and not is_url(source) and Path(source).expanduser().is_dir():
-        return _local_folder(Path(source).expanduser(), spec)
+        return _local_folder(Path(source).expanduser(), spec, root)
     if spec.is_present(target) and (source is None or len(entries) == 1):
         return target
     if source is None:
