@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from seglib.cli import main
-from seglib.data import PERSON_DATASETS, SPECS, find_folder, load_dataset, person_dataset
+from seglib.data import PERSON_DATASETS, SPECS, available_datasets, find_folder, load_dataset, person_dataset
 from seglib.data.convert import flatten_tiktok_videos
 from seglib.data.prepare import prepare
 from seglib.data.splits import assign, in_val
@@ -273,6 +273,15 @@ def test_person_data_falls_back_from_tiktok_to_pennfudan_to_synthetic(tmp_path, 
     tiny_tiktok(tmp_path)
     assert person_dataset(tmp_path) == ("tiktok", tmp_path / "tiktok_person")
     assert capsys.readouterr().out == "person data: tiktok (<...>/tiktok_person)\n"
+
+
+def test_available_datasets_keeps_the_order_and_names_what_is_missing(tmp_path, capsys):
+    tiny_pennfudan(tmp_path)
+    assert available_datasets("camvid", "pennfudan", "msrc", root=tmp_path) == ("pennfudan",)
+    assert capsys.readouterr().out.splitlines() == ["camvid: not available (CamVid (SegNet 11 classes) not found)",
+                                                    "msrc: not available (MSRC-v2 object classes not found)"]
+    assert available_datasets("camvid", root=tmp_path, verbose=False) == ()
+    assert capsys.readouterr().out == ""
 
 
 # ---------------------------------------------------------------- prepare tiktok --source: the release's layout

@@ -20,7 +20,7 @@ DATASET_NAMES = tuple(SPECS)
 PERSON_DATASETS = ("tiktok", "pennfudan", "synthetic")  # person/background data, best first
 
 __all__ = ["DATASET_NAMES", "IGNORE_INDEX", "SPECS", "DatasetSpec", "Item", "SegmentationDataset",
-           "PERSON_DATASETS", "PersonData", "find_folder", "get_spec", "load_dataset", "person_dataset",
+           "PERSON_DATASETS", "PersonData", "available_datasets", "find_folder", "get_spec", "load_dataset", "person_dataset",
            "read_bsds_ground_truth"]
 
 
@@ -99,6 +99,22 @@ def _train_and_val_folder(name: str, root: str | Path | None) -> Path:
     folder = load_dataset(name, "train", root, max_samples=1).folder
     load_dataset(name, "val", root, max_samples=1)
     return folder
+
+
+def available_datasets(*names: str, root: str | Path | None = None, verbose: bool = True) -> tuple[str, ...]:
+    """Those of ``names`` whose train and val splits load, printing one line per dataset missing.
+
+    >>> scenes = available_datasets("camvid", "msrc")   # the sections on the others are skipped
+    """
+    found = []
+    for name in names:
+        try:
+            _train_and_val_folder(name, root)
+            found.append(name)
+        except DataError as err:
+            if verbose:
+                print(f"{name}: not available ({err.problem})")
+    return tuple(found)
 
 
 def person_dataset(root: str | Path | None = None, *, verbose: bool = True) -> PersonData:
