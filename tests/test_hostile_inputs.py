@@ -1,0 +1,95 @@
+"""Hostile inputs (issue 17): images that would exhaust memory or decode to garbage, 16-bit masks, files that are
+not checkpoints and checkpoints whose metadata lies, out-of-range flags and labels, archives that fail to extract.
+
+Everything runs in this process on tiny files written here; the command line through ``seglib.cli.main``.
+"""
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seglib.cli import main
+from seglib.data.io import read_image, read_label
+from seglib.errors import DataError
+from seglib.masks import binarize
+from seglib.synthetic import make_sample
+
+
+def seglib(capsys, *args) -> tuple[int, str]:
+    """Exit status and stderr of ``python -m seglib ARGS``, run in this process."""
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ images: pixel cap, damaged JPEG
+
+
+@pytest.mark.parametrize("side", [40, 100])  # above PIL's cap (a warning today), above twice the cap (its error)
+def test_an_image_above_the_pixel_cap_is_refused_by_name(tmp_path, monkeypatch, side):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (side, side)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as err:
+            read_image(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and f"{side * side:,} pixels" in text and "1,000" in text
+    assert "SEGLIB_MAX_IMAGE_PIXELS" in text
+    monkeypatch.setenv("SEGLIB_MAX_IMAGE_PIXELS", str(side * side))  # the documented way to raise the cap
+    assert read_image(path).shape == (side, side, 3)
+
+
+def damaged_jpeg(path, seed=0):
+    """A photo-like JPEG with 64 bytes in the middle of its compressed data zeroed."""
+    pixels = (np.random.default_rng(seed).random((96, 128, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    data = bytearray(buffer.getvalue())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_jpeg_damaged_in_the_middle_cannot_be_decoded(tmp_path):
+    path = damaged_jpeg(tmp_path / "photo.jpg")
+    with pytest.raises(DataError, match=r"cannot be decoded as an image \(Corrupt JPEG data") as err:
+        read_image(path)
+    assert str(err.value).startswith(f"{path}: ") and "Fix: " in str(err.value)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(make_sample(0, (40, 48))[0]).save(good, quality=90)
+    assert read_image(good).shape == (40, 48, 3)
+
+
+def test_predict_skips_a_bomb_and_a_damaged_jpeg_and_exits_1(smoke_run, tmp_path, capsys, monkeypatch):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    Image.fromarray(make_sample(0, (24, 30))[0]).save(inputs / "a_good.png")
+    Image.new("L", (100, 100)).save(inputs / "b_bomb.png")
+    damaged_jpeg(inputs / "c_damaged.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    status, err = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", inputs,
+                         "--output", out, "--batch-size", 1)
+    assert status == 1 and "Traceback" not in err
+    assert f"skipped: {inputs / 'b_bomb.png'}: " in err and f"skipped: {inputs / 'c_damaged.jpg'}: " in err
+    assert err.strip().splitlines()[-1].startswith("error: 2 of 3 inputs could not be read")
+    assert sorted(p.name for p in out.iterdir()) == ["a_good.png"]
+
+
+# ------------------------------------------------------------------ 16-bit person masks
+
+
+def test_16_bit_person_masks_are_thresholded_on_their_own_scale(tmp_path):
+    soft = np.array([[0, 20000, 40000, 65535]], np.uint16)  # a TikTok-style soft mask saved with 16 bits
+    Image.fromarray(soft).save(tmp_path / "mask.png")
+    raw = read_label(tmp_path / "mask.png")
+    assert raw.dtype == np.uint16
+    assert binarize(raw).tolist() == [[0, 0, 1, 1]]  # on the 8-bit scale every pixel above 127 was a person
+    Image.fromarray(np.array([[0, 200, 255]], np.uint16)).save(tmp_path / "narrow.png")
+    with pytest.raises(DataError, match="16-bit mask whose values stay within 0..255") as err:
+        binarize(read_label(tmp_path / "narrow.png"), path=tmp_path / "narrow.png")
+    assert str(err.value).startswith(f"{tmp_path / 'narrow.png'}: ") and "Fix: " in str(err.value)
