@@ -9,11 +9,14 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from seglib.checkpoint import load_checkpoint
 from seglib.cli import main
 from seglib.data.io import read_image, read_label
 from seglib.errors import DataError
+from seglib.inference import load_model
 from seglib.masks import binarize
 from seglib.synthetic import make_sample
 
@@ -93,3 +96,55 @@ def test_16_bit_person_masks_are_thresholded_on_their_own_scale(tmp_path):
     with pytest.raises(DataError, match="16-bit mask whose values stay within 0..255") as err:
         binarize(read_label(tmp_path / "narrow.png"), path=tmp_path / "narrow.png")
     assert str(err.value).startswith(f"{tmp_path / 'narrow.png'}: ") and "Fix: " in str(err.value)
+
+
+# ------------------------------------------------------------------ files given as a checkpoint, lying metadata
+
+
+@pytest.mark.parametrize("name, content, kind", [
+    ("config.json", b'{"model": "unet", "num_classes": 2}\n', "JSON"),
+    ("notes.txt", "weights: see the other file \u00e9\n".encode(), "text"),
+    ("mask.png", None, "a PNG image"),
+])
+def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path, name, content, kind):
+    path = tmp_path / name
+    if content is None:
+        Image.new("L", (4, 4)).save(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_checkpoint(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: not a PyTorch checkpoint: it looks like {kind}") and "Fix: " in text
+    assert "pickled" not in text
+
+
+BAD_META = {  # case: (what the meta changes, the key the error names)
+    "unknown model": ({"model": "segformer"}, "meta['model'] is 'segformer'"),
+    "model not a string": ({"model": ["unet"]}, "meta['model'] is ['unet']"),
+    "class count a string": ({"num_classes": "2"}, "meta['num_classes'] is '2'"),
+    "a billion classes": ({"num_classes": 10**9}, "meta['num_classes'] is 1000000000"),
+    "zero classes": ({"num_classes": 0}, "meta['num_classes'] is 0"),
+    "bool image size": ({"image_size": True}, "meta['image_size'] is True"),
+    "huge image size": ({"image_size": 10**6}, "meta['image_size'] is 1000000"),
+    "options a list": ({"model_options": [1]}, "meta['model_options'] is [1]"),
+    "huge width": ({"model_options": {"base_channels": 2**20}}, "meta['model_options']['base_channels'] is 1048576"),
+    "deep": ({"model_options": {"depth": 40}}, "meta['model_options']['depth'] is 40"),
+    "unknown option": ({"model_options": {"backdoor": 1}}, "meta['model_options']['backdoor'] is 1"),
+    "class names not strings": ({"class_names": [1, 2]}, "meta['class_names'] is [1, 2]"),
+    "meta a list": (None, "'meta' is a list"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_META)
+def test_checkpoint_metadata_is_checked_before_any_model_is_built(tmp_path, monkeypatch, case):
+    changes, key = BAD_META[case]
+    meta = {"model": "unet", "num_classes": 2, "image_size": 32, "dataset": "synthetic",
+            "class_names": ["background", "person"], "model_options": {"base_channels": 8, "depth": 2}}
+    path = tmp_path / "best.pt"
+    torch.save({"model": {}, "meta": [meta] if changes is None else {**meta, **changes}}, path)
+    monkeypatch.setattr("seglib.models.create_model", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(DataError) as err:
+        load_model(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and key in text and "Fix: " in text
