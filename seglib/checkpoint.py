@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from seglib.errors import DataError
+from seglib.train_config import image_side
 from seglib.utils import atomic_path
 
 
@@ -136,7 +137,7 @@ MAX_CLASSES = 1024
 META_RULES = {  # what seglib reads from a checkpoint's meta, checked before any model is built
     "model": _model_name,
     "num_classes": _whole(1, MAX_CLASSES),
-    "image_size": _whole(16, 8192),
+    "image_size": lambda v: _whole(1, 2**31)(v) or image_side(v),
     "dataset": lambda v: None if v is None or isinstance(v, str) else "must be a dataset name",
     "class_names": _class_names,
     "model_options": lambda v: None if isinstance(v, dict) else "must be a dict of model options",

@@ -267,13 +267,6 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def _check_output(path: str, checkpoint: str, flag: str) -> None:
     """Refuse, before any work, an output that is the checkpoint itself or a folder."""
     target = Path(path)
@@ -283,18 +276,17 @@ def _check_output(path: str, checkpoint: str, flag: str) -> None:
         raise DataError(target, "is a folder", f"pass a file name to {flag}")
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
-    return value
+def _numbers():
+    """The argparse types of the numeric flags, each checked by its rule (``seglib.train_config.flag_type``)."""
+    from seglib.checkpoint import MAX_CLASSES
+    from seglib.train_config import at_least, between, flag_type, image_side
 
-
-def _opset(text: str) -> int:
-    value = int(text)
-    if value < 18:
-        raise argparse.ArgumentTypeError(f"{value} is older than torch's ONNX exporter writes (18 and newer)")
-    return value
+    return argparse.Namespace(
+        count=flag_type(int, at_least(1)), image_side=flag_type(int, image_side),
+        classes=flag_type(int, between(1, MAX_CLASSES)),
+        probability=flag_type(float, lambda v: None if 0 < v < 1 else f"must be between 0 and 1, not {v}"),
+        opset=flag_type(int, lambda v: None if v >= 18 else
+                        f"{v} is older than torch's ONNX exporter writes (18 and newer)"))
 
 
 def add_train_parser(sub) -> None:
@@ -316,40 +308,41 @@ def add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _add_inference_options(p: argparse.ArgumentParser) -> None:
+def _add_inference_options(p: argparse.ArgumentParser, number) -> None:
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by seglib train")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: flip and scales 0.75/1/1.25")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--batch-size", type=number.count, default=8)
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="bf16", help="autocast on CUDA")
 
 
 def add_inference_parsers(sub) -> None:
+    number = _numbers()
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
-    _add_inference_options(p)
+    _add_inference_options(p, number)
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--root", help="the dataset folder (original layout), or a folder holding it")
     p.add_argument("--split", default="val", help="train, val, test where published, or all")
-    p.add_argument("--max-images", type=_positive_int, help="evaluate N images spread over the split")
-    p.add_argument("--boundary-width", type=_positive_int, help="boundary band in pixels (default 2%% of "
+    p.add_argument("--max-images", type=number.count, help="evaluate N images spread over the split")
+    p.add_argument("--boundary-width", type=number.count, help="boundary band in pixels (default 2%% of "
                    "the image diagonal)")
     p.add_argument("--json", help="write the report (per-class rows, confusion matrix) to this file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
-    _add_inference_options(p)
+    _add_inference_options(p, number)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for the label PNGs")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png in class colours")
-    p.add_argument("--threshold", type=_probability, help="two-class models: foreground when p > T (default argmax)")
+    p.add_argument("--threshold", type=number.probability, help="two-class models: foreground when p > T (default argmax)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --output")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--image-size", type=_positive_int, help="input side (default: the training size)")
-    p.add_argument("--opset", type=_opset, default=18, help="ONNX opset, 18 or newer")
+    p.add_argument("--image-size", type=number.image_side, help="input side (default: the training size)")
+    p.add_argument("--opset", type=number.opset, default=18, help="ONNX opset, 18 or newer")
     p.set_defaults(func=cmd_export)
 
     from seglib.models import MODEL_NAMES
@@ -358,11 +351,11 @@ def add_inference_parsers(sub) -> None:
     p.add_argument("--checkpoint", help="a trained model (default: --model with random weights)")
     p.add_argument("--model", default="unet", choices=MODEL_NAMES)
     p.add_argument("--big", action="store_true")
-    p.add_argument("--num-classes", type=_positive_int, default=2)
-    p.add_argument("--image-size", type=_positive_int, default=512)
-    p.add_argument("--batch-size", type=_positive_int, default=1)
-    p.add_argument("--warmup", type=_positive_int, default=10)
-    p.add_argument("--iters", type=_positive_int, default=50)
+    p.add_argument("--num-classes", type=number.classes, default=2)
+    p.add_argument("--image-size", type=number.image_side, default=512)
+    p.add_argument("--batch-size", type=number.count, default=1)
+    p.add_argument("--warmup", type=number.count, default=10)
+    p.add_argument("--iters", type=number.count, default=50)
     p.add_argument("--device")
     p.set_defaults(func=cmd_latency)
 
@@ -387,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", nargs="?", default="pennfudan", help="dataset name (default pennfudan)")
     p.add_argument("--root", help="the dataset folder, or a folder holding it")
     p.add_argument("--source", help="a URL or a local archive to take instead of the official URL")
-    p.add_argument("--max-samples", type=_positive_int, help="check only this many samples per split")
+    p.add_argument("--max-samples", type=_numbers().count, help="check only this many samples per split")
     p.set_defaults(func=cmd_prepare)
 
     add_train_parser(sub)

@@ -148,3 +148,30 @@ def test_checkpoint_metadata_is_checked_before_any_model_is_built(tmp_path, monk
         load_model(path)
     text = str(err.value)
     assert text.startswith(f"{path}: ") and key in text and "Fix: " in text
+
+
+# ------------------------------------------------------------------ flags out of range
+
+
+BAD_FLAGS = [  # (command line, the flag the one-line error names)
+    *([["train", flag, value], flag] for flag, value in [
+        ("--seed", "-1"), ("--seed", str(2**64)), ("--warmup-epochs", "inf"), ("--lr", "inf"), ("--lr", "nan"),
+        ("--lr", "-1"), ("--epochs", "0"), ("--epochs", "-2"), ("--batch-size", "0"), ("--image-size", "8"),
+        ("--image-size", "100000"), ("--num-workers", "-1"), ("--num-workers", "100000"), ("--grad-clip", "inf"),
+        ("--weight-decay", "nan"), ("--trunk-lr-mult", "inf"), ("--log-freq", "0")]),
+    [["latency", "--image-size", "1"], "--image-size"],
+    [["latency", "--num-classes", str(10**9)], "--num-classes"],
+    [["latency", "--iters", "0"], "--iters"],
+    [["export", "--checkpoint", "x.pt", "--onnx", "m.onnx", "--image-size", "3"], "--image-size"],
+    [["predict", "--checkpoint", "x.pt", "--input", "i", "--output", "o", "--batch-size", "0"], "--batch-size"],
+    [["evaluate", "--checkpoint", "x.pt", "--max-images", "-1"], "--max-images"],
+]
+
+
+@pytest.mark.parametrize("args, flag", BAD_FLAGS, ids=[" ".join(a[-2:]) for a, _ in BAD_FLAGS])
+def test_every_numeric_flag_is_range_checked_by_argparse(capsys, args, flag):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: seglib {args[0]}: argument {flag}") and "Fix: " in err
