@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 
@@ -63,6 +64,13 @@ def decay(v) -> str | None:
     return None if 0 < v < 1 else f"must be between 0 and 1 (e.g. 0.999), not {v}"
 
 
+def default_workers(most: int = 4) -> int:
+    """DataLoader workers for this machine: ``most``, but at most the CPUs this process may use (its affinity,
+    as PyTorch counts them) minus one, left to the main process that steps the model; 0 on a single CPU."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(most, cpus - 1))
+
+
 def option(default, help: str, *, rule: Callable | None = None, choices: tuple | None = None,
            aliases: tuple[str, ...] = (), flag: bool = True):
     """A ``TrainConfig`` field: its default, help text, rule or choices, and extra flag spellings."""
@@ -103,7 +111,8 @@ class TrainConfig:
     loader: str = option("auto", "batches kept on the GPU and augmented there (gpu), CPU workers running "
                          "albumentations (workers), or gpu on CUDA else workers (auto)", choices=LOADERS,
                          aliases=("--data-path",))
-    num_workers: int = option(4, "DataLoader workers of the workers loader", rule=between(0, 256))
+    num_workers: int = option(default_workers(), "DataLoader workers of the workers loader: 4, or the usable CPUs "
+                              "minus one when fewer", rule=between(0, 256))
     seed: int = option(0, "seeds the weights, the order and the augmentations", rule=seed_range)
     deterministic: bool = option(False, "deterministic cuDNN kernels (slower)")
     ema_decay: float | None = option(None, "validate and save an exponential moving average of the weights "

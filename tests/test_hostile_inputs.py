@@ -175,3 +175,15 @@ def test_every_numeric_flag_is_range_checked_by_argparse(capsys, args, flag):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"error: seglib {args[0]}: argument {flag}") and "Fix: " in err
+
+
+# ------------------------------------------------------------------ the machine's defaults
+
+
+@pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 1), (3, 2), (16, 4)])
+def test_default_workers_leave_a_core_to_the_main_process(monkeypatch, cpus, workers):
+    from seglib import train_config
+
+    assert train_config.TrainConfig().num_workers == train_config.default_workers()  # this machine's
+    monkeypatch.setattr(train_config.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert train_config.default_workers() == workers  # PyTorch warns above the usable CPUs ("suggested max")
