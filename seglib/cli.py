@@ -250,8 +250,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
     if args.checkpoint:
         model, meta = load_model(args.checkpoint)
+        _refuse_another_model(args, meta)
         label = f"{meta['model']} from {args.checkpoint}"
     else:
+        args.model, args.num_classes = args.model or "unet", args.num_classes or 2
         model = create_model(args.model, args.num_classes, **({"big": True} if args.big else {}))
         label = f"{args.model}{' (big)' if args.big else ''}, random weights"
     device = get_device(args.device)
@@ -265,6 +267,20 @@ def cmd_latency(args: argparse.Namespace) -> int:
         print(f"{'fp32' if amp == 'off' else amp:10s} {r['ms_median']:10.2f} {r['ms_p90']:8.2f} "
               f"{r['images_per_s']:9.1f}")
     return 0
+
+
+def _refuse_another_model(args: argparse.Namespace, meta: dict) -> None:
+    """``latency --checkpoint``: a ``--model``, ``--num-classes`` or ``--big`` that is not the checkpoint's is refused."""
+    options = meta.get("model_options", {})
+    conflicts = [(flag, given) for flag, given, own in (
+        ("--model", args.model, meta["model"]), ("--num-classes", args.num_classes, meta["num_classes"]),
+        ("--big", args.big or None, options.get("big", False) or None)) if given is not None and given != own]
+    if conflicts:
+        flag, given = conflicts[0]
+        raise ConfigError(f"{flag if given is True else f'{flag} {given}'} describes another model than --checkpoint "
+                          f"{args.checkpoint}, a {meta['model']} with {meta['num_classes']} classes"
+                          f"{' (big)' if options.get('big') else ''}: leave {flag} out (the checkpoint says what it "
+                          "is), or leave out --checkpoint to time random weights")
 
 
 def _check_output(path: str, checkpoint: str, flag: str) -> None:
@@ -349,9 +365,10 @@ def add_inference_parsers(sub) -> None:
 
     p = sub.add_parser("latency", help=cmd_latency.__doc__, description=cmd_latency.__doc__)
     p.add_argument("--checkpoint", help="a trained model (default: --model with random weights)")
-    p.add_argument("--model", default="unet", choices=MODEL_NAMES)
+    p.add_argument("--model", choices=MODEL_NAMES, help="with random weights (default unet); with --checkpoint, "
+                   "only its own model")
     p.add_argument("--big", action="store_true")
-    p.add_argument("--num-classes", type=number.classes, default=2)
+    p.add_argument("--num-classes", type=number.classes, help="with random weights (default 2)")
     p.add_argument("--image-size", type=number.image_side, default=512)
     p.add_argument("--batch-size", type=number.count, default=1)
     p.add_argument("--warmup", type=number.count, default=10)

@@ -187,3 +187,17 @@ def test_default_workers_leave_a_core_to_the_main_process(monkeypatch, cpus, wor
     assert train_config.TrainConfig().num_workers == train_config.default_workers()  # this machine's
     monkeypatch.setattr(train_config.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     assert train_config.default_workers() == workers  # PyTorch warns above the usable CPUs ("suggested max")
+
+
+# ------------------------------------------------------------------ latency --checkpoint and --model
+
+
+def test_latency_refuses_a_model_that_is_not_the_checkpoints(smoke_run, capsys):
+    quick = ["--image-size", "32", "--warmup", "1", "--iters", "1", "--device", "cpu"]
+    checkpoint = smoke_run / "best.pt"
+    for conflict in (["--model", "hourglass"], ["--num-classes", "7"], ["--big"]):
+        status, err = seglib(capsys, "latency", "--checkpoint", checkpoint, *conflict, *quick)
+        assert status == 2 and err.startswith(f"error: {conflict[0]} ") and "a unet with 4 classes" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert main(["latency", "--checkpoint", str(checkpoint), "--model", "unet", *quick]) == 0  # the same: used
+    assert capsys.readouterr().out.startswith(f"unet from {checkpoint} | 32x32")
