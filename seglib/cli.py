@@ -6,7 +6,9 @@ Errors print as one line and exit with status 2; ``--debug`` shows the traceback
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -377,6 +379,32 @@ def add_inference_parsers(sub) -> None:
     p.set_defaults(func=cmd_latency)
 
 
+_OS_FIXES = {
+    errno.ENOENT: "check the path: the file, or a folder on the way to it, does not exist",
+    errno.EACCES: "check its permissions, or choose a file or folder you may use",
+    errno.EPERM: "check its permissions, or choose a file or folder you may use",
+    errno.EISDIR: "it is a folder: pass a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+}
+
+
+def _disk_full_fix(path: Path) -> str:
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path.cwd())
+    return f"free space on the disk holding {folder} (it has {shutil.disk_usage(folder).free / 2**20:,.0f} MiB " \
+           "left), or write somewhere else"
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <problem>. Fix: <what to do>`` for an OSError, without Python's ``[Errno N]``."""
+    where = exc.filename if exc.filename is not None else exc.filename2
+    problem = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        fix = _disk_full_fix(Path(os.fsdecode(where)) if where is not None else Path.cwd())
+    else:
+        fix = _OS_FIXES.get(exc.errno, "check the path, the disk and the permissions, then try again")
+    return str(DataError(where, problem, fix))
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``error: <prog>: <problem>. Fix: ...``, exit status 2."""
 
@@ -412,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SeglibError, OSError) as exc:  # expected failures: one line, no traceback
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc if isinstance(exc, SeglibError) else os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; last.pt (if any) holds the last finished epoch: use --resume", file=sys.stderr)

@@ -4,7 +4,9 @@ not checkpoints and checkpoints whose metadata lies, out-of-range flags and labe
 Everything runs in this process on tiny files written here; the command line through ``seglib.cli.main``.
 """
 
+import errno
 import io
+import os
 import warnings
 
 import numpy as np
@@ -201,3 +203,32 @@ def test_latency_refuses_a_model_that_is_not_the_checkpoints(smoke_run, capsys):
         assert len(err.strip().splitlines()) == 1
     assert main(["latency", "--checkpoint", str(checkpoint), "--model", "unet", *quick]) == 0  # the same: used
     assert capsys.readouterr().out.startswith(f"unet from {checkpoint} | 32x32")
+
+
+# ------------------------------------------------------------------ operating-system errors: one line with a fix
+
+
+@pytest.mark.parametrize("code, fix", [
+    (errno.ENOENT, "check the path"), (errno.EACCES, "check its permissions"), (errno.EPERM, "check its permissions"),
+    (errno.EISDIR, "is a folder"), (errno.ENOTDIR, "is a file, not a folder"),
+    (errno.ENOSPC, "free space on the disk holding {folder} (it has "), (errno.EIO, "try again")])
+def test_an_os_error_is_one_line_naming_the_file_and_the_fix(tmp_path, capsys, monkeypatch, code, fix):
+    from seglib import cli
+
+    target = tmp_path / "out" / "report.json"
+
+    def fail(args):
+        raise OSError(code, os.strerror(code), str(target))
+
+    monkeypatch.setattr(cli, "cmd_datasets", fail)
+    status, err = seglib(capsys, "datasets")
+    assert status == 2 and err.count("\n") == 1 and "[Errno" not in err
+    assert err.startswith(f"error: {target}: {os.strerror(code)}. Fix: ") and fix.format(folder=tmp_path) in err
+
+
+def test_predict_into_a_path_under_a_file_is_one_line(smoke_run, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("keep me")
+    Image.fromarray(make_sample(0, (24, 30))[0]).save(tmp_path / "x.png")
+    status, err = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", tmp_path / "x.png",
+                         "--output", tmp_path / "a_file" / "out")
+    assert status == 2 and err.startswith(f"error: {tmp_path / 'a_file' / 'out'}: Not a directory. Fix: "), err
