@@ -46,14 +46,18 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
     from seglib.download import download_dataset
     from seglib.paths import data_dir
 
-    get_spec(name)
+    spec = get_spec(name)
     try:
-        return find_folder(name, root)
+        folder = find_folder(name, root)
     except SeglibError:
         if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
         print(f"{name} not found locally: downloading it (or taking --source)", flush=True)
         return download_dataset(name, root or data_dir(), source=source)
+    if source is None:
+        return folder
+    # found, and --source given: download_dataset adds another archive of the dataset, or refuses; never ignores it
+    return download_dataset(name, folder.parents[len(Path(spec.folder).parts) - 1], source=source)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

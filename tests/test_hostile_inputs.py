@@ -8,6 +8,7 @@ import errno
 import io
 import os
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from PIL import Image
 from seglib.checkpoint import load_checkpoint
 from seglib.cli import main
 from seglib.data.io import read_image, read_label
-from seglib.errors import DataError
+from seglib.download import DOWNLOADS_SUBDIR, download_dataset
+from seglib.errors import DataError, DownloadError
 from seglib.inference import load_model
 from seglib.masks import binarize
 from seglib.synthetic import make_sample
@@ -232,3 +234,49 @@ def test_predict_into_a_path_under_a_file_is_one_line(smoke_run, tmp_path, capsy
     status, err = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", tmp_path / "x.png",
                          "--output", tmp_path / "a_file" / "out")
     assert status == 2 and err.startswith(f"error: {tmp_path / 'a_file' / 'out'}: Not a directory. Fix: "), err
+
+
+# ------------------------------------------------------------------ extraction: all or nothing, no copies left
+
+
+def zip_of(path, members: dict):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("content", ["no masks", "not an archive"])
+def test_a_failed_extraction_leaves_no_dataset_folder_and_no_copy(tmp_path, content):
+    source = tmp_path / "peds.zip"
+    if content == "no masks":  # the right top folder, without PedMasks: it used to be moved into place
+        zip_of(source, {"PennFudanPed/PNGImages/FudanPed00001.png": b"i"})
+    else:
+        source.write_bytes(b"damaged " * 100)
+    before = source.read_bytes()
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError) as err:
+        download_dataset("pennfudan", root, source=source)
+    assert str(err.value).startswith(f"{source}: ") or str(err.value).startswith(f"{root / DOWNLOADS_SUBDIR}")
+    assert not root.exists() or list(root.iterdir()) == []  # no partial folder, no copy in downloads/
+    assert source.read_bytes() == before  # the user's own file is never deleted
+
+
+def test_a_corrupt_copy_in_downloads_is_removed_but_a_source_there_is_kept(tmp_path):
+    root = tmp_path / "data"
+    (root / DOWNLOADS_SUBDIR).mkdir(parents=True)
+    own = root / DOWNLOADS_SUBDIR / "peds.zip"  # the user put the archive there and passes it as --source
+    own.write_bytes(b"damaged " * 100)
+    with pytest.raises(DownloadError):
+        download_dataset("pennfudan", root, source=own)
+    assert own.is_file()
+
+
+def test_source_given_for_a_dataset_already_there_is_not_ignored(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "PennFudanPed" / "PedMasks").mkdir(parents=True)
+    (root / "PennFudanPed" / "PNGImages").mkdir()
+    source = zip_of(tmp_path / "peds.zip", {"PennFudanPed/PedMasks/x_mask.png": b"m"})
+    status, err = seglib(capsys, "prepare", "pennfudan", "--root", root, "--source", source)
+    assert status == 2 and err.startswith(f"error: {root / 'PennFudanPed'}: already holds Penn-Fudan"), err
+    assert "--source" in err and "Fix: " in err and not (root / DOWNLOADS_SUBDIR).exists()
