@@ -276,7 +276,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 
 def _refuse_another_model(args: argparse.Namespace, meta: dict) -> None:
-    """``latency --checkpoint``: a ``--model``, ``--num-classes`` or ``--big`` that is not the checkpoint's is refused."""
+    """``latency --checkpoint``: a ``--model``, ``--num-classes`` or ``--big`` not the checkpoint's is refused."""
     options = meta.get("model_options", {})
     conflicts = [(flag, given) for flag, given, own in (
         ("--model", args.model, meta["model"]), ("--num-classes", args.num_classes, meta["num_classes"]),
@@ -356,7 +356,8 @@ def add_inference_parsers(sub) -> None:
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for the label PNGs")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png in class colours")
-    p.add_argument("--threshold", type=number.probability, help="two-class models: foreground when p > T (default argmax)")
+    p.add_argument("--threshold", type=number.probability,
+                   help="two-class models: foreground when p > T (default argmax)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --output")
     p.set_defaults(func=cmd_predict)
 
