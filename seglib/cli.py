@@ -6,7 +6,9 @@ Errors print as one line and exit with status 2; ``--debug`` shows the traceback
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -44,7 +46,7 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
     from seglib.download import download_dataset
     from seglib.paths import data_dir
 
-    get_spec(name)
+    spec = get_spec(name)
     try:
         folder = find_folder(name, root)
     except SeglibError:
@@ -52,10 +54,10 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
         print(f"{name} not found locally: downloading it (or taking --source)", flush=True)
         return download_dataset(name, root or data_dir(), source=source)
-    if source is not None:
-        print(f"note: {name} is already in {folder}, which prepare never replaces: --source was not used "
-              "(move that folder away, or pass another --root, to prepare from --source)", file=sys.stderr)
-    return folder
+    if source is None:
+        return folder
+    # found, and --source given: download_dataset adds another archive of the dataset, or refuses; never ignores it
+    return download_dataset(name, folder.parents[len(Path(spec.folder).parts) - 1], source=source)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -283,8 +285,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
     if args.checkpoint:
         model, meta = load_model(args.checkpoint)
+        _refuse_another_model(args, meta)
         label = f"{meta['model']} from {args.checkpoint}"
     else:
+        args.model, args.num_classes = args.model or "unet", args.num_classes or 2
         model = create_model(args.model, args.num_classes, **({"big": True} if args.big else {}))
         label = f"{args.model}{' (big)' if args.big else ''}, random weights"
     device = get_device(args.device)
@@ -300,11 +304,18 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _refuse_another_model(args: argparse.Namespace, meta: dict) -> None:
+    """``latency --checkpoint``: a ``--model``, ``--num-classes`` or ``--big`` not the checkpoint's is refused."""
+    options = meta.get("model_options", {})
+    conflicts = [(flag, given) for flag, given, own in (
+        ("--model", args.model, meta["model"]), ("--num-classes", args.num_classes, meta["num_classes"]),
+        ("--big", args.big or None, options.get("big", False) or None)) if given is not None and given != own]
+    if conflicts:
+        flag, given = conflicts[0]
+        raise ConfigError(f"{flag if given is True else f'{flag} {given}'} describes another model than --checkpoint "
+                          f"{args.checkpoint}, a {meta['model']} with {meta['num_classes']} classes"
+                          f"{' (big)' if options.get('big') else ''}: leave {flag} out (the checkpoint says what it "
+                          "is), or leave out --checkpoint to time random weights")
 
 
 def _check_output(path: str, checkpoint: str, flag: str) -> None:
@@ -316,18 +327,17 @@ def _check_output(path: str, checkpoint: str, flag: str) -> None:
         raise DataError(target, "is a folder", f"pass a file name to {flag}")
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
-    return value
+def _numbers():
+    """The argparse types of the numeric flags, each checked by its rule (``seglib.train_config.flag_type``)."""
+    from seglib.checkpoint import MAX_CLASSES
+    from seglib.train_config import at_least, between, flag_type, image_side
 
-
-def _opset(text: str) -> int:
-    value = int(text)
-    if value < 18:
-        raise argparse.ArgumentTypeError(f"{value} is older than torch's ONNX exporter writes (18 and newer)")
-    return value
+    return argparse.Namespace(
+        count=flag_type(int, at_least(1)), image_side=flag_type(int, image_side),
+        classes=flag_type(int, between(1, MAX_CLASSES)),
+        probability=flag_type(float, lambda v: None if 0 < v < 1 else f"must be between 0 and 1, not {v}"),
+        opset=flag_type(int, lambda v: None if v >= 18 else
+                        f"{v} is older than torch's ONNX exporter writes (18 and newer)"))
 
 
 def add_train_parser(sub) -> None:
@@ -359,53 +369,56 @@ def add_train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _add_inference_options(p: argparse.ArgumentParser) -> None:
+def _add_inference_options(p: argparse.ArgumentParser, number) -> None:
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by seglib train")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: flip and scales 0.75/1/1.25")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--batch-size", type=number.count, default=8)
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="bf16", help="autocast on CUDA")
 
 
 def add_inference_parsers(sub) -> None:
+    number = _numbers()
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
-    _add_inference_options(p)
+    _add_inference_options(p, number)
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--root", help="the dataset folder (original layout), or a folder holding it")
     p.add_argument("--split", default="val", help="train, val, test where published, or all")
-    p.add_argument("--max-images", type=_positive_int, help="evaluate N images spread over the split")
-    p.add_argument("--boundary-width", type=_positive_int, help="boundary band in pixels (default 2%% of "
+    p.add_argument("--max-images", type=number.count, help="evaluate N images spread over the split")
+    p.add_argument("--boundary-width", type=number.count, help="boundary band in pixels (default 2%% of "
                    "the image diagonal)")
     p.add_argument("--json", help="write the report (per-class rows, confusion matrix) to this file")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
-    _add_inference_options(p)
+    _add_inference_options(p, number)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for the label PNGs")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png in class colours")
-    p.add_argument("--threshold", type=_probability, help="two-class models: foreground when p > T (default argmax)")
+    p.add_argument("--threshold", type=number.probability,
+                   help="two-class models: foreground when p > T (default argmax)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --output")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--image-size", type=_positive_int, help="input side (default: the training size)")
-    p.add_argument("--opset", type=_opset, default=18, help="ONNX opset, 18 or newer")
+    p.add_argument("--image-size", type=number.image_side, help="input side (default: the training size)")
+    p.add_argument("--opset", type=number.opset, default=18, help="ONNX opset, 18 or newer")
     p.set_defaults(func=cmd_export)
 
     from seglib.models import MODEL_NAMES
 
     p = sub.add_parser("latency", help=cmd_latency.__doc__, description=cmd_latency.__doc__)
     p.add_argument("--checkpoint", help="a trained model (default: --model with random weights)")
-    p.add_argument("--model", default="unet", choices=MODEL_NAMES)
+    p.add_argument("--model", choices=MODEL_NAMES, help="with random weights (default unet); with --checkpoint, "
+                   "only its own model")
     p.add_argument("--big", action="store_true")
-    p.add_argument("--num-classes", type=_positive_int, default=2)
-    p.add_argument("--image-size", type=_positive_int, default=512)
-    p.add_argument("--batch-size", type=_positive_int, default=1)
-    p.add_argument("--warmup", type=_positive_int, default=10)
-    p.add_argument("--iters", type=_positive_int, default=50)
+    p.add_argument("--num-classes", type=number.classes, help="with random weights (default 2)")
+    p.add_argument("--image-size", type=number.image_side, default=512)
+    p.add_argument("--batch-size", type=number.count, default=1)
+    p.add_argument("--warmup", type=number.count, default=10)
+    p.add_argument("--iters", type=number.count, default=50)
     p.add_argument("--device")
     p.set_defaults(func=cmd_latency)
 
@@ -429,6 +442,32 @@ def reference_argv(argv: list[str]) -> list[str]:
     if not rest or rest[0] not in ("--train", "--test"):
         return argv
     return [*argv[:debug], "train", *REFERENCE_MODES[modes], *(a for a in rest if a not in modes)]
+
+
+_OS_FIXES = {
+    errno.ENOENT: "check the path: the file, or a folder on the way to it, does not exist",
+    errno.EACCES: "check its permissions, or choose a file or folder you may use",
+    errno.EPERM: "check its permissions, or choose a file or folder you may use",
+    errno.EISDIR: "it is a folder: pass a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+}
+
+
+def _disk_full_fix(path: Path) -> str:
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path.cwd())
+    return f"free space on the disk holding {folder} (it has {shutil.disk_usage(folder).free / 2**20:,.0f} MiB " \
+           "left), or write somewhere else"
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <problem>. Fix: <what to do>`` for an OSError, without Python's ``[Errno N]``."""
+    where = exc.filename if exc.filename is not None else exc.filename2
+    problem = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        fix = _disk_full_fix(Path(os.fsdecode(where)) if where is not None else Path.cwd())
+    else:
+        fix = _OS_FIXES.get(exc.errno, "check the path, the disk and the permissions, then try again")
+    return str(DataError(where, problem, fix))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -455,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="a URL or a local archive to take instead of the official URL, or a folder "
                    "(tiktok: the release's per-video folders <video>/{images,masks}/, copied into "
                    "tiktok_person/{images,masks}/<video>_<frame>.png)")
-    p.add_argument("--max-samples", type=_positive_int, help="check only this many samples per split")
+    p.add_argument("--max-samples", type=_numbers().count, help="check only this many samples per split")
     p.set_defaults(func=cmd_prepare)
 
     add_train_parser(sub)
@@ -470,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SeglibError, OSError) as exc:  # expected failures: one line, no traceback
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc if isinstance(exc, SeglibError) else os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; last.pt (if any) holds the last finished epoch: use --resume", file=sys.stderr)

@@ -311,11 +311,11 @@ def test_prepare_tiktok_converts_the_release_per_video_layout(tmp_path, capsys):
     assert sorted(by_split["train"] + by_split["val"]) == [n.removesuffix(".png") for n in names]
     for split, ids in by_split.items():  # both frames of a video in the same split
         assert len(ids) == 2 * len({i.split("_")[0] for i in ids}), split
-    # never replaced: the Python API refuses, the command line says it did not use --source
+    # never replaced, never ignored: the Python API and the command line refuse
     with pytest.raises(DataError, match="tiktok_person: exists already, and prepare never replaces"):
         flatten_tiktok_videos(release, flat)
-    assert main(["prepare", "tiktok", "--source", str(release), "--root", str(root)]) == 0
-    assert "--source was not used" in capsys.readouterr().err
+    assert main(["prepare", "tiktok", "--source", str(release), "--root", str(root)]) == 2
+    assert "exists already, and prepare never replaces" in capsys.readouterr().err
 
 
 def test_tiktok_release_with_a_bad_layout_names_the_folder_and_writes_nothing(tmp_path):
