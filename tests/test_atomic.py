@@ -44,7 +44,8 @@ def test_a_folder_whose_replacement_fails_is_put_back(tmp_path, monkeypatch):
         return real_replace(src, dst)
 
     monkeypatch.setattr(utils.os, "replace", replace)
-    with pytest.raises(DataError, match=f"{target}: no space left on the disk"), atomic_path(target, folder=True) as tmp:
+    full = pytest.raises(DataError, match=f"{target}: no space left on the disk")
+    with full, atomic_path(target, folder=True) as tmp:
         tmp.mkdir()
         (tmp / "new.npy").write_bytes(b"x")
     assert [p.name for p in target.iterdir()] == ["old"] and [p.name for p in tmp_path.iterdir()] == ["cache"]
