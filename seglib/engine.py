@@ -35,9 +35,9 @@ from seglib.losses import build_loss
 from seglib.metrics import ConfusionMatrix, logits_to_labels
 from seglib.optim import build_optimizer
 from seglib.parallel import init_distributed, is_distributed, unwrap, wrap_model
+from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
 from seglib.schedules import build_scheduler
-from seglib.paths import IMAGE_SUFFIXES
 from seglib.train_config import TrainConfig
 from seglib.utils import write_atomic
 
