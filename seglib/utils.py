@@ -122,6 +122,13 @@ def refuse_existing(path: Path) -> None:
         raise DataError(path, "exists", "pass --overwrite to replace it, or choose another name")
 
 
+def _check_target(path: Path, overwrite: bool) -> None:
+    """:func:`refuse_link`, and :func:`refuse_existing` unless ``overwrite``."""
+    refuse_link(path)
+    if not overwrite:
+        refuse_existing(path)
+
+
 def _free_space(path: Path) -> int:
     """Bytes free on the disk that holds ``path`` (or the nearest folder above it that exists)."""
     return shutil.disk_usage(next(p for p in [path, *path.parents] if p.exists())).free
@@ -173,9 +180,7 @@ def check_output(path: str | Path, flag: str, *, overwrite: bool = False, inputs
 
 def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     """``os.replace(tmp, path)``; a folder also replaces whatever is at ``path`` (moved aside, then deleted)."""
-    refuse_link(path)  # planted while the block ran
-    if not overwrite:
-        refuse_existing(path)
+    _check_target(path, overwrite)  # again: a link or file may have appeared while the block ran
     try:
         os.replace(tmp, path)
     except OSError:
@@ -210,9 +215,7 @@ def atomic_path(path: str | Path, *, fsync: bool = False, folder: bool = False, 
     ...     tmp.write_text("{}")
     """
     path = Path(path)
-    refuse_link(path)
-    if not overwrite:
-        refuse_existing(path)
+    _check_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp") if folder else _create_file(path)
     try:
