@@ -49,8 +49,8 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: temporary file, fsync, ``os.replace`` (:func:`atomic_path`)."""
     path = Path(path)
-    with atomic_path(path, fsync=True) as tmp:  # a plain open(): the file gets the umask's mode, not 0600
-        torch.save(state, tmp)
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as file:
+        torch.save(state, file)  # to a file object: a full disk is OSError(ENOSPC), not torch's RuntimeError
     return path
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from seglib.errors import ConfigError, DataError, SeglibError
+from seglib.paths import IMAGE_SUFFIXES
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -77,6 +78,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
+    from seglib.engine import resumable, run_options
     from seglib.models import check_options
     from seglib.train_config import TrainConfig, given_options
 
@@ -96,21 +98,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["pretrained"] = args.pretrained
     if model == "deeplabv3plus":
         options["train_trunk"] = args.train_trunk
+    if model == "deeplabv3plus":
+        options["train_trunk"] = args.train_trunk
     check_options(model, options)  # before the data is searched or downloaded
-    cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}")
-    cfg = TrainConfig(**cfg_fields, model_options=options)
-    out = Path(cfg.out)
+    if options:
+        cfg_fields["model_options"] = options
+    out = Path(cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}"))
     if args.test_only:
         if not (out / "best.pt").is_file():
             raise DataError(out / "best.pt", "not found: there is no trained run to test here",
                             "train first (--train, or python -m seglib train), or pass the run's --out")
+        cfg = TrainConfig(**cfg_fields)
         return evaluate_run(cfg, ensure_dataset(cfg.dataset, cfg.root))
     earlier = [name for name in ("best.pt", "last.pt", "metrics.json") if (out / name).exists()]
     if earlier and not (args.resume or args.overwrite):
         raise ConfigError(f"{out} already holds a run ({', '.join(earlier)}); pass --resume to continue it, "
                           "--overwrite to replace it, or another --out")
-    if args.resume and not (out / "last.pt").exists():
+    if args.resume and resumable(out):  # the run's own options, changed only where given (and refused if so)
+        cfg_fields = {**run_options(out / "last.pt"), **cfg_fields}
+    elif args.resume:
         print(f"note: {out / 'last.pt'} does not exist: starting a new run", file=sys.stderr)
+    cfg = TrainConfig(**cfg_fields)
     folder = ensure_dataset(cfg.dataset, cfg.root)
     cfg.root = str(folder)
     run_training(cfg, args)
@@ -151,9 +159,6 @@ def evaluate_run(cfg, folder: Path) -> int:
                  "--split", split, "--root", str(folder)])
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 def _predictor(args: argparse.Namespace):
     from seglib.inference import Predictor
 
@@ -170,23 +175,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint at each image's own resolution: per-class IoU/Dice/boundary IoU, mIoU, accuracy."""
     import json
 
-    from seglib.data import load_dataset
+    from seglib.data import find_folder, load_dataset
     from seglib.evaluation import evaluate_dataset, format_report
-    from seglib.utils import write_atomic
+    from seglib.utils import check_output, write_atomic
 
     if args.json:
-        _check_output(args.json, args.checkpoint, "--json")
+        check_output(args.json, "--json", overwrite=args.overwrite, inputs={"the checkpoint": args.checkpoint})
     predictor = _predictor(args)
     name = args.dataset or predictor.dataset
     if name is None:
         raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on; pass --dataset")
+    if args.json:
+        check_output(args.json, "--json", overwrite=args.overwrite, folders=(find_folder(name, args.root),))
     ds = load_dataset(name, args.split, args.root, max_samples=args.max_images)
     report = {"checkpoint": str(args.checkpoint),
               **evaluate_dataset(predictor, ds, boundary_width=args.boundary_width,
                                  progress=sys.stderr.isatty(), **_tta(args))}
     print(format_report(report))
     if args.json:
-        out = write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+        out = write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=1)),
+                           overwrite=args.overwrite)
         print(f"wrote {out}")
     return 0
 
@@ -241,11 +249,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failed += 1
         labels = predictor.labels([image for _, image in batch], threshold=args.threshold, **_tta(args))
         for (path, image), label in zip(batch, labels):
-            write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"))
+            write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"),
+                         overwrite=args.overwrite)
             if args.overlay:
                 colours = overlay(image, label, palette)
-                write_atomic(overlays[path],
-                             lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"))
+                write_atomic(overlays[path], lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"),
+                             overwrite=args.overwrite)
     print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))
     if failed:
         print(f"error: {failed} of {len(inputs)} inputs could not be read (each named above). Fix: replace "
@@ -258,11 +267,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a checkpoint to ONNX and compare onnxruntime with PyTorch on a random input."""
     from seglib.export import check_onnx, export_onnx
     from seglib.inference import load_model
+    from seglib.utils import check_output
 
-    _check_output(args.onnx, args.checkpoint, "--onnx")
+    check_output(args.onnx, "--onnx", overwrite=args.overwrite, inputs={"the checkpoint": args.checkpoint})
     model, meta = load_model(args.checkpoint)
     size = args.image_size or meta["image_size"]
-    path = export_onnx(model, args.onnx, size, opset=args.opset)
+    path = export_onnx(model, args.onnx, size, opset=args.opset, overwrite=args.overwrite)
     check = check_onnx(path, model, size)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' N×3×{size}×{size} "
           f"(ImageNet-normalized), output 'logits' N×{meta['num_classes']}×{size}×{size}")
@@ -316,15 +326,6 @@ def _refuse_another_model(args: argparse.Namespace, meta: dict) -> None:
                           f"{args.checkpoint}, a {meta['model']} with {meta['num_classes']} classes"
                           f"{' (big)' if options.get('big') else ''}: leave {flag} out (the checkpoint says what it "
                           "is), or leave out --checkpoint to time random weights")
-
-
-def _check_output(path: str, checkpoint: str, flag: str) -> None:
-    """Refuse, before any work, an output that is the checkpoint itself or a folder."""
-    target = Path(path)
-    if target.exists() and target.resolve() == Path(checkpoint).resolve():
-        raise DataError(target, f"is the checkpoint being read: {flag} would overwrite it", f"pass another {flag} file")
-    if target.is_dir():
-        raise DataError(target, "is a folder", f"pass a file name to {flag}")
 
 
 def _numbers():
@@ -388,6 +389,7 @@ def add_inference_parsers(sub) -> None:
     p.add_argument("--boundary-width", type=number.count, help="boundary band in pixels (default 2%% of "
                    "the image diagonal)")
     p.add_argument("--json", help="write the report (per-class rows, confusion matrix) to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
@@ -405,6 +407,7 @@ def add_inference_parsers(sub) -> None:
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--image-size", type=number.image_side, help="input side (default: the training size)")
     p.add_argument("--opset", type=number.opset, default=18, help="ONNX opset, 18 or newer")
+    p.add_argument("--overwrite", action="store_true", help="replace the --onnx file if it exists")
     p.set_defaults(func=cmd_export)
 
     from seglib.models import MODEL_NAMES

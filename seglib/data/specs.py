@@ -258,7 +258,7 @@ class Synthetic(_HashSplit):
         """Write the dataset in the images/ + masks/ layout (atomically, as one folder)."""
         from PIL import Image
 
-        with atomic_path(folder) as tmp:
+        with atomic_path(folder, folder=True) as tmp:
             for sub in ("images", "masks"):
                 (tmp / sub).mkdir(parents=True)
             for i in range(self.count):
