@@ -45,7 +45,7 @@ def flatten_tiktok_videos(source: str | Path, target: str | Path) -> Path:
                         "(<video>/images/*.png with <video>/masks/*.png)",
                         "pass the folder that holds the video folders (00001/, 00002/, ...)")
     frames = [(video.name, item) for video in videos for item in tiktok_video_frames(video)]
-    with atomic_path(target) as tmp:
+    with atomic_path(target, folder=True) as tmp:
         for sub in ("images", "masks"):
             (tmp / sub).mkdir(parents=True)
         for video, item in frames:
