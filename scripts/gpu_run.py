@@ -1,4 +1,4 @@
-"""The GPU headline in one command: recipes, speed table, notebooks 06-07, each within its own time cap.
+"""The GPU headline in one command: recipes, speed table, notebooks 06-08, each within its own time cap.
 
     python3 scripts/gpu_run.py                        # on the lent GPU machine, .gpu/ carried (scripts/gpu_pack.py)
     python3 scripts/gpu_run.py --stages c             # one stage
@@ -17,8 +17,8 @@ short still returns what it finished:
 * **c, speed**: ``benchmarks.train_throughput``: the plain tutorial loop (fp32, eager, a DataLoader
   decoding PNGs) against seglib's path on the classic 31M UNet, 256², batch 32, with TFLOP/s and a
   bf16 matmul ceiling from the same run. → ``speed.json``
-* **b, notebooks**: notebooks 06 and 07 top to bottom on the GPU plan (needs the ``notebooks``
-  wheels), as one archive with their figures. → ``notebooks.tgz``
+* **b, notebooks**: notebooks 06, 07 and 08 (``--notebooks``) top to bottom on the GPU plan (needs
+  the ``notebooks`` wheels), as one archive with their figures. → ``notebooks.tgz``
 
 ``summary.json`` (the machine, the bundle's encoding, each stage's status) and ``log.txt`` come
 back too: at most 5 files, well inside the tool's 8.
@@ -316,7 +316,7 @@ def stage_c(run: Run, smoke: bool) -> None:
               time.monotonic() - t0)
 
 
-def stage_b(run: Run, smoke: bool) -> None:
+def stage_b(run: Run, smoke: bool, notebooks: list[str]) -> None:
     t0 = time.monotonic()
     missing = [m for m in ("nbclient", "ipykernel", "nbstripout") if importlib.util.find_spec(m) is None]
     cap = min((CAPS_SMOKE if smoke else CAPS)["b"], run.left() - 10)
@@ -326,11 +326,11 @@ def stage_b(run: Run, smoke: bool) -> None:
         return
     executed = run.work / "notebooks"
     code = run.child(["scripts/run_notebooks.py", *(["--smoke"] if smoke else []), "--dest", str(executed),
-                      "06", "07"], timeout=cap)
+                      *notebooks], timeout=cap)
     with tarfile.open(run.out / "notebooks.tgz", "w:gz") as tar:
         for path in sorted(executed.glob("*.ipynb")):
             tar.add(path, arcname=f"notebooks/{path.name}")
-        for path in sorted((REPO / "figures").glob("0[67]_*")):  # smoke runs write no figures
+        for path in sorted(p for p in (REPO / "figures").iterdir() if p.name[:2] in notebooks):  # none in smoke
             tar.add(path, arcname=f"figures/{path.name}")
     run.stage("b", "done" if code == 0 else "timed out" if code is None else f"exit code {code}",
               time.monotonic() - t0)
@@ -341,6 +341,7 @@ def main(argv=None) -> int:
     parser.add_argument("command", nargs="?", default="all", choices=("all", "recipe"))
     parser.add_argument("name", nargs="?", help="with 'recipe': which one")
     parser.add_argument("--stages", nargs="+", default=["a", "c", "b"], choices=("a", "b", "c"))
+    parser.add_argument("--notebooks", nargs="+", default=["06", "07", "08"], help="stage b: which notebooks")
     parser.add_argument("--smoke", action="store_true", help="the CPU rehearsal: synthetic data, tiny models")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_out")))
     parser.add_argument("--work", type=Path, default=Path("/tmp/seglib-gpu-run"))
@@ -377,7 +378,7 @@ def main(argv=None) -> int:
     if "c" in args.stages:
         stage_c(run, args.smoke)
     if "b" in args.stages:
-        stage_b(run, args.smoke)
+        stage_b(run, args.smoke, args.notebooks)
     run.say(f"done; {run.left():.0f} s of the budget left")
     return 0
 

@@ -65,7 +65,7 @@ def write_sample(source: Path, dest: Path) -> int:
     items = {item.id: item for item in spec.list_items(source, "all")}
     chosen = sorted(i for split, count in PER_BREED.items()
                     for i in pick([item.id for item in spec.list_items(source, split)], count))
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, folder=True) as tmp:
         (tmp / "images").mkdir(parents=True)
         (tmp / "annotations" / "trimaps").mkdir(parents=True)
         for i in chosen:

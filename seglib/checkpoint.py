@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from seglib.errors import DataError
+from seglib.train_config import image_side
 from seglib.utils import atomic_path
 
 
@@ -48,8 +49,8 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically: temporary file, fsync, ``os.replace`` (:func:`atomic_path`)."""
     path = Path(path)
-    with atomic_path(path, fsync=True) as tmp:  # a plain open(): the file gets the umask's mode, not 0600
-        torch.save(state, tmp)
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as file:
+        torch.save(state, file)  # to a file object: a full disk is OSError(ENOSPC), not torch's RuntimeError
     return path
 
 
@@ -65,6 +66,10 @@ def load_checkpoint(path: str | Path, map_location="cpu", *, expect: dict | None
     if path.stat().st_size == 0:
         raise DataError(path, "checkpoint is empty (0 bytes)", "delete it and use another (best.pt / last.pt), "
                         "or train again")
+    kind = _not_a_checkpoint(path)
+    if kind:
+        raise DataError(path, f"not a PyTorch checkpoint: it looks like {kind}",
+                        "pass best.pt or last.pt written by python -m seglib train")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, KeyError) as exc:  # KeyError: a text file read as a pickle
@@ -78,12 +83,91 @@ def load_checkpoint(path: str | Path, map_location="cpu", *, expect: dict | None
         raise DataError(path, f"truncated or corrupt checkpoint ({_first_line(exc)})",
                         "delete it and use another (best.pt / last.pt), or train again") from exc
     meta = state.get("meta", {}) if isinstance(state, dict) else {}
+    check_meta(meta, path)
     for key, want in (expect or {}).items():
         if key in meta and meta[key] != want:
             raise DataError(path, f"checkpoint is for {key}={meta[key]!r}, not {want!r}",
                             f"use the {key.replace('_', ' ')} it was made with ({meta[key]!r}; for a class count, "
                             "its dataset), another checkpoint, or another --out")
     return state
+
+
+_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+               (b"\x1f\x8b", "a gzip file"), (b"%PDF", "a PDF document"), (b"\x7fELF", "a program (ELF)"))
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What the file looks like when its first bytes are neither a zip (``torch.save``) nor a pickle (its legacy
+    format), e.g. ``"JSON"``; None for a file that may be a checkpoint."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    for magic, kind in _SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "JSON"
+    try:
+        (head if len(head) < 512 else head[:-3]).decode("utf-8")  # a full head may cut a character in two
+        return "text" if b"\x00" not in head else None
+    except UnicodeDecodeError:
+        pass
+    return f"an unknown format (first bytes {head[:8].hex(' ')})"
+
+
+def _whole(low: int, high: int):
+    """A rule: an int (not a bool) in ``low..high``."""
+    return lambda v: (None if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+                      else f"must be an integer in {low}..{high}")
+
+
+def _model_name(v) -> str | None:
+    from seglib.models import MODEL_NAMES
+
+    return None if isinstance(v, str) and v in MODEL_NAMES else f"must be one of {', '.join(MODEL_NAMES)}"
+
+
+def _class_names(v) -> str | None:
+    ok = isinstance(v, list | tuple) and len(v) <= MAX_CLASSES and all(isinstance(n, str) for n in v)
+    return None if ok else f"must be a list of at most {MAX_CLASSES} names"
+
+
+MAX_CLASSES = 1024
+META_RULES = {  # what seglib reads from a checkpoint's meta, checked before any model is built
+    "model": _model_name,
+    "num_classes": _whole(1, MAX_CLASSES),
+    "image_size": lambda v: _whole(1, 2**31)(v) or image_side(v),
+    "dataset": lambda v: None if v is None or isinstance(v, str) else "must be a dataset name",
+    "class_names": _class_names,
+    "model_options": lambda v: None if isinstance(v, dict) else "must be a dict of model options",
+}
+OPTION_RULES = {  # the models' options, with the widths and depths of sane models
+    "in_channels": _whole(1, 64), "base_channels": _whole(1, 256), "depth": _whole(1, 6),
+    "big": lambda v: None if isinstance(v, bool) else "must be True or False",
+    "train_trunk": lambda v: None if isinstance(v, bool) else "must be True or False",
+    "backbone": lambda v: None if isinstance(v, str) else "must be a backbone name",
+    "output_stride": _whole(8, 16),
+    "pretrained": lambda v: None if v is None or isinstance(v, str) else "must be a name or a path",
+}
+
+
+def check_meta(meta, path: str | Path) -> None:
+    """Refuse a checkpoint's ``meta`` whose values a model cannot be built from: a wrong type, an unknown model or
+    option, a class count, width or depth beyond any sane model (which would allocate without bound)."""
+    fix = "pass best.pt or last.pt written by python -m seglib train (this file's metadata was changed or damaged)"
+    if not isinstance(meta, dict):
+        raise DataError(path, f"its 'meta' is a {type(meta).__name__}, not a dict", fix)
+    checks = [(f"meta[{key!r}]", meta[key], rule) for key, rule in META_RULES.items() if key in meta]
+    options = meta.get("model_options")
+    if isinstance(options, dict):
+        checks += [(f"meta['model_options'][{key!r}]", value, OPTION_RULES.get(key, lambda v: "is not a model "
+                    f"option ({', '.join(OPTION_RULES)})")) for key, value in options.items()]
+    for where, value, rule in checks:
+        problem = rule(value)
+        if problem:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
+            raise DataError(path, f"{where} is {shown}: {problem}", fix)
 
 
 def _first_line(exc: BaseException) -> str:

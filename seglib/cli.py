@@ -6,12 +6,15 @@ Errors print as one line and exit with status 2; ``--debug`` shows the traceback
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from seglib.errors import ConfigError, DataError, SeglibError
+from seglib.paths import IMAGE_SUFFIXES
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -46,14 +49,18 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
     from seglib.download import download_dataset
     from seglib.paths import data_dir
 
-    get_spec(name)
+    spec = get_spec(name)
     try:
-        return find_folder(name, root, sample=source is None)
+        folder = find_folder(name, root, sample=source is None)
     except SeglibError:
         if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
         print(f"{name} not found locally: downloading it (or taking --source)", flush=True)
         return download_dataset(name, root or data_dir(), source=source)
+    if source is None:
+        return folder
+    # found, and --source given: download_dataset adds another archive of the dataset, or refuses; never ignores it
+    return download_dataset(name, folder.parents[len(Path(spec.folder).parts) - 1], source=source)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -73,10 +80,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
-    import torch
-
-    from seglib.engine import fit
-    from seglib.parallel import is_distributed
+    from seglib.engine import resumable, run_options
+    from seglib.models import check_options
     from seglib.train_config import TrainConfig, given_options
 
     cfg_fields = given_options(args)
@@ -91,18 +96,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["big"] = True
     if args.backbone:
         options["backbone"] = args.backbone
+    if args.pretrained:
+        options["pretrained"] = args.pretrained
     if model == "deeplabv3plus":
         options["train_trunk"] = args.train_trunk
-        if args.pretrained:
-            options["pretrained"] = args.pretrained
-    cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}")
-    cfg = TrainConfig(**cfg_fields, model_options=options)
-    out = Path(cfg.out)
+    check_options(model, options)  # before the data is searched or downloaded
+    if options:
+        cfg_fields["model_options"] = options
+    out = Path(cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}"))
+    if args.test_only:
+        if not (out / "best.pt").is_file():
+            raise DataError(out / "best.pt", "not found: there is no trained run to test here",
+                            "train first (--train, or python -m seglib train), or pass the run's --out")
+        cfg = TrainConfig(**cfg_fields)
+        return evaluate_run(cfg, ensure_dataset(cfg.dataset, cfg.root))
     if not (args.resume or args.overwrite):
         _refuse_earlier_run(out, "pass --resume to continue it, --overwrite to replace it, or another --out")
-    if args.resume and not (out / "last.pt").exists():
+    if args.resume and resumable(out):  # the run's own options, changed only where given (and refused if so)
+        cfg_fields = {**run_options(out / "last.pt"), **cfg_fields}
+    elif args.resume:
         print(f"note: {out / 'last.pt'} does not exist: starting a new run", file=sys.stderr)
-    cfg.root = str(ensure_dataset(cfg.dataset, cfg.root))
+    cfg = TrainConfig(**cfg_fields)
+    folder = ensure_dataset(cfg.dataset, cfg.root)
+    cfg.root = str(folder)
+    run_training(cfg, args)
+    if args.test and int(os.environ.get("RANK", "0")) == 0:
+        return evaluate_run(cfg, folder)
+    return 0
+
+
+def run_training(cfg, args: argparse.Namespace) -> None:
+    """``fit(cfg)``, printing the best validation mIoU (on the first process only, under torchrun)."""
+    import torch
+
+    from seglib.engine import fit
+    from seglib.parallel import is_distributed
+
     # progress bars on a terminal only: in a log they are thousands of carriage returns
     try:
         result = fit(cfg, resume=args.resume, init_from=args.init_from, progress=sys.stderr.isatty())
@@ -113,7 +142,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best val mIoU {best['val_miou']:.4f} at epoch {best['epoch']} "
               f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")
-    return 0
 
 
 def _refuse_earlier_run(out: Path, fix: str) -> None:
@@ -137,7 +165,18 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+def evaluate_run(cfg, folder: Path) -> int:
+    """The person-mask project's ``--test``: ``evaluate`` OUT/best.pt on the held-out split, which is the
+    dataset's test split where it publishes one (and it is on disk), else val."""
+    from seglib.data import get_spec
+
+    spec = get_spec(cfg.dataset)
+    split = "test" if "test" in spec.splits and spec.has_split(folder, "test") else "val"
+    if split == "val":
+        print(f"note: {cfg.dataset} has no test split here: testing on val", file=sys.stderr)
+    return main(["evaluate", "--checkpoint", str(Path(cfg.out) / "best.pt"), "--dataset", cfg.dataset,
+                 "--split", split, "--root", str(folder)])
 
 
 def _predictor(args: argparse.Namespace):
@@ -156,23 +195,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint at each image's own resolution: per-class IoU/Dice/boundary IoU, mIoU, accuracy."""
     import json
 
-    from seglib.data import load_dataset
+    from seglib.data import find_folder, load_dataset
     from seglib.evaluation import evaluate_dataset, format_report
-    from seglib.utils import write_atomic
+    from seglib.utils import check_output, write_atomic
 
     if args.json:
-        _check_output(args.json, args.checkpoint, "--json")
+        check_output(args.json, "--json", overwrite=args.overwrite, inputs={"the checkpoint": args.checkpoint})
     predictor = _predictor(args)
     name = args.dataset or predictor.dataset
     if name is None:
         raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on; pass --dataset")
+    if args.json:
+        check_output(args.json, "--json", overwrite=args.overwrite, folders=(find_folder(name, args.root),))
     ds = load_dataset(name, args.split, args.root, max_samples=args.max_images)
     report = {"checkpoint": str(args.checkpoint),
               **evaluate_dataset(predictor, ds, boundary_width=args.boundary_width,
                                  progress=sys.stderr.isatty(), **_tta(args))}
     print(format_report(report))
     if args.json:
-        out = write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+        out = write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=1)),
+                           overwrite=args.overwrite)
         print(f"wrote {out}")
     return 0
 
@@ -227,11 +269,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 failed += 1
         labels = predictor.labels([image for _, image in batch], threshold=args.threshold, **_tta(args))
         for (path, image), label in zip(batch, labels):
-            write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"))
+            write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"),
+                         overwrite=args.overwrite)
             if args.overlay:
                 colours = overlay(image, label, palette)
-                write_atomic(overlays[path],
-                             lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"))
+                write_atomic(overlays[path], lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"),
+                             overwrite=args.overwrite)
     print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))
     if failed:
         print(f"error: {failed} of {len(inputs)} inputs could not be read (each named above). Fix: replace "
@@ -244,11 +287,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export a checkpoint to ONNX and compare onnxruntime with PyTorch on a random input."""
     from seglib.export import check_onnx, export_onnx
     from seglib.inference import load_model
+    from seglib.utils import check_output
 
-    _check_output(args.onnx, args.checkpoint, "--onnx")
+    check_output(args.onnx, "--onnx", overwrite=args.overwrite, inputs={"the checkpoint": args.checkpoint})
     model, meta = load_model(args.checkpoint)
     size = args.image_size or meta["image_size"]
-    path = export_onnx(model, args.onnx, size, opset=args.opset)
+    path = export_onnx(model, args.onnx, size, opset=args.opset, overwrite=args.overwrite)
     check = check_onnx(path, model, size)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input 'image' N×3×{size}×{size} "
           f"(ImageNet-normalized), output 'logits' N×{meta['num_classes']}×{size}×{size}")
@@ -271,8 +315,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
     if args.checkpoint:
         model, meta = load_model(args.checkpoint)
+        _refuse_another_model(args, meta)
         label = f"{meta['model']} from {args.checkpoint}"
     else:
+        args.model, args.num_classes = args.model or "unet", args.num_classes or 2
         model = create_model(args.model, args.num_classes, **({"big": True} if args.big else {}))
         label = f"{args.model}{' (big)' if args.big else ''}, random weights"
     device = get_device(args.device)
@@ -288,34 +334,31 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _refuse_another_model(args: argparse.Namespace, meta: dict) -> None:
+    """``latency --checkpoint``: a ``--model``, ``--num-classes`` or ``--big`` not the checkpoint's is refused."""
+    options = meta.get("model_options", {})
+    conflicts = [(flag, given) for flag, given, own in (
+        ("--model", args.model, meta["model"]), ("--num-classes", args.num_classes, meta["num_classes"]),
+        ("--big", args.big or None, options.get("big", False) or None)) if given is not None and given != own]
+    if conflicts:
+        flag, given = conflicts[0]
+        raise ConfigError(f"{flag if given is True else f'{flag} {given}'} describes another model than --checkpoint "
+                          f"{args.checkpoint}, a {meta['model']} with {meta['num_classes']} classes"
+                          f"{' (big)' if options.get('big') else ''}: leave {flag} out (the checkpoint says what it "
+                          "is), or leave out --checkpoint to time random weights")
 
 
-def _check_output(path: str, checkpoint: str, flag: str) -> None:
-    """Refuse, before any work, an output that is the checkpoint itself or a folder."""
-    target = Path(path)
-    if target.exists() and target.resolve() == Path(checkpoint).resolve():
-        raise DataError(target, f"is the checkpoint being read: {flag} would overwrite it", f"pass another {flag} file")
-    if target.is_dir():
-        raise DataError(target, "is a folder", f"pass a file name to {flag}")
+def _numbers():
+    """The argparse types of the numeric flags, each checked by its rule (``seglib.train_config.flag_type``)."""
+    from seglib.checkpoint import MAX_CLASSES
+    from seglib.train_config import at_least, between, flag_type, image_side
 
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
-    return value
-
-
-def _opset(text: str) -> int:
-    value = int(text)
-    if value < 18:
-        raise argparse.ArgumentTypeError(f"{value} is older than torch's ONNX exporter writes (18 and newer)")
-    return value
+    return argparse.Namespace(
+        count=flag_type(int, at_least(1)), image_side=flag_type(int, image_side),
+        classes=flag_type(int, between(1, MAX_CLASSES)),
+        probability=flag_type(float, lambda v: None if 0 < v < 1 else f"must be between 0 and 1, not {v}"),
+        opset=flag_type(int, lambda v: None if v >= 18 else
+                        f"{v} is older than torch's ONNX exporter writes (18 and newer)"))
 
 
 def add_train_parser(sub) -> None:
@@ -324,9 +367,12 @@ def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     add_train_arguments(p)  # one flag per TrainConfig field: seglib/train_config.py
     models = p.add_argument_group("model options")
-    models.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64 (31M parameters)")
+    models.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64, the paper's widths "
+                        "64..1024 (31M parameters); also the person-mask project's --big (its big UNet)")
     models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18, resnet34 or resnet50")
-    models.add_argument("--pretrained", help="DeepLabV3+: 'imagenet' (from torchvision's cache) or a path")
+    models.add_argument("--pretrained", metavar="imagenet|PATH",
+                        help="DeepLabV3+ trunk: torchvision's ImageNet weights (from the torch hub cache, "
+                        "downloaded there once if missing) or a ResNet state-dict file (default: from scratch)")
     models.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction, default=True,
                         help="train the DeepLabV3+ trunk (default) or freeze it")
     run = p.add_argument_group("the run")
@@ -334,58 +380,117 @@ def add_train_parser(sub) -> None:
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     run.add_argument("--init-from", "--loadCheckpoint", help="start from the weights of a checkpoint")
     run.add_argument("--smoke", action="store_true", help="tiny CPU configuration (CI): TrainConfig.smoke()")
+    run.add_argument("--test", action="store_true", help="then evaluate best.pt on the held-out split (test where "
+                     "the dataset publishes one, else val)")
+    run.add_argument("--test-only", action="store_true", help="only evaluate the run already in --out (as --test "
+                     "would), without training")
+    ref = p.add_argument_group("spellings from the reference projects", REFERENCE_SPELLINGS)
+    for flag, name in MODEL_FLAGS.items():
+        ref.add_argument(flag, dest="model", action="store_const", const=name, help=f"= --model {name}")
     p.set_defaults(func=cmd_train)
 
 
-def _add_inference_options(p: argparse.ArgumentParser) -> None:
+def _add_inference_options(p: argparse.ArgumentParser, number) -> None:
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by seglib train")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: flip and scales 0.75/1/1.25")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--batch-size", type=number.count, default=8)
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="bf16", help="autocast on CUDA")
 
 
 def add_inference_parsers(sub) -> None:
+    number = _numbers()
     p = sub.add_parser("evaluate", help=cmd_evaluate.__doc__, description=cmd_evaluate.__doc__)
-    _add_inference_options(p)
+    _add_inference_options(p, number)
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--root", help="the dataset folder (original layout), or a folder holding it")
     p.add_argument("--split", default="val", help="train, val, test where published, or all")
-    p.add_argument("--max-images", type=_positive_int, help="evaluate N images spread over the split")
-    p.add_argument("--boundary-width", type=_positive_int, help="boundary band in pixels (default 2%% of "
+    p.add_argument("--max-images", type=number.count, help="evaluate N images spread over the split")
+    p.add_argument("--boundary-width", type=number.count, help="boundary band in pixels (default 2%% of "
                    "the image diagonal)")
     p.add_argument("--json", help="write the report (per-class rows, confusion matrix) to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
-    _add_inference_options(p)
+    _add_inference_options(p, number)
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for the label PNGs")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png in class colours")
-    p.add_argument("--threshold", type=_probability, help="two-class models: foreground when p > T (default argmax)")
+    p.add_argument("--threshold", type=number.probability,
+                   help="two-class models: foreground when p > T (default argmax)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in --output")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--image-size", type=_positive_int, help="input side (default: the training size)")
-    p.add_argument("--opset", type=_opset, default=18, help="ONNX opset, 18 or newer")
+    p.add_argument("--image-size", type=number.image_side, help="input side (default: the training size)")
+    p.add_argument("--opset", type=number.opset, default=18, help="ONNX opset, 18 or newer")
+    p.add_argument("--overwrite", action="store_true", help="replace the --onnx file if it exists")
     p.set_defaults(func=cmd_export)
 
     from seglib.models import MODEL_NAMES
 
     p = sub.add_parser("latency", help=cmd_latency.__doc__, description=cmd_latency.__doc__)
     p.add_argument("--checkpoint", help="a trained model (default: --model with random weights)")
-    p.add_argument("--model", default="unet", choices=MODEL_NAMES)
+    p.add_argument("--model", choices=MODEL_NAMES, help="with random weights (default unet); with --checkpoint, "
+                   "only its own model")
     p.add_argument("--big", action="store_true")
-    p.add_argument("--num-classes", type=_positive_int, default=2)
-    p.add_argument("--image-size", type=_positive_int, default=512)
-    p.add_argument("--batch-size", type=_positive_int, default=1)
-    p.add_argument("--warmup", type=_positive_int, default=10)
-    p.add_argument("--iters", type=_positive_int, default=50)
+    p.add_argument("--num-classes", type=number.classes, help="with random weights (default 2)")
+    p.add_argument("--image-size", type=number.image_side, default=512)
+    p.add_argument("--batch-size", type=number.count, default=1)
+    p.add_argument("--warmup", type=number.count, default=10)
+    p.add_argument("--iters", type=number.count, default=50)
     p.add_argument("--device")
     p.set_defaults(func=cmd_latency)
+
+
+# The person-mask project (main.py --train|--test --unet|--hourglass [--big]): its flags, seglib's meaning
+REFERENCE_MODES = {("--train",): [], ("--test",): ["--test-only"], ("--train", "--test"): ["--test"]}
+MODEL_FLAGS = {"--unet": "unet", "--hourglass": "hourglass"}
+REFERENCE_SPELLINGS = (
+    "The person-mask project's main.py flags work as they did there: `python -m seglib --train` = `train`, "
+    "`--test` = `train --test-only`, `--train --test` = `train --test`; --unet / --hourglass = --model unet / "
+    "hourglass; --big as above. The MSRC project's --loadCheckpoint, --saveFreq, --valImages, --logFreq, "
+    "--weightDecay and --trainTrunk are listed beside their seglib names.")
+
+
+def reference_argv(argv: list[str]) -> list[str]:
+    """A command line in the person-mask project's form (``--train`` and/or ``--test`` instead of a command,
+    ``--debug`` may come first) rewritten as seglib's ``train`` command; any other command line as it is."""
+    debug = argv[:1] == ["--debug"]
+    rest = argv[debug:]
+    modes = tuple(flag for flag in ("--train", "--test") if flag in rest)
+    if not rest or rest[0] not in ("--train", "--test"):
+        return argv
+    return [*argv[:debug], "train", *REFERENCE_MODES[modes], *(a for a in rest if a not in modes)]
+
+
+_OS_FIXES = {
+    errno.ENOENT: "check the path: the file, or a folder on the way to it, does not exist",
+    errno.EACCES: "check its permissions, or choose a file or folder you may use",
+    errno.EPERM: "check its permissions, or choose a file or folder you may use",
+    errno.EISDIR: "it is a folder: pass a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+}
+
+
+def _disk_full_fix(path: Path) -> str:
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path.cwd())
+    return f"free space on the disk holding {folder} (it has {shutil.disk_usage(folder).free / 2**20:,.0f} MiB " \
+           "left), or write somewhere else"
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<file>: <problem>. Fix: <what to do>`` for an OSError, without Python's ``[Errno N]``."""
+    where = exc.filename if exc.filename is not None else exc.filename2
+    problem = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        fix = _disk_full_fix(Path(os.fsdecode(where)) if where is not None else Path.cwd())
+    else:
+        fix = _OS_FIXES.get(exc.errno, "check the path, the disk and the permissions, then try again")
+    return str(DataError(where, problem, fix))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -396,7 +501,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="seglib", description="The segmentation workbook's tools.")
+    parser = _Parser(prog="seglib", description="The segmentation workbook's tools.",
+                     epilog="Spellings from the reference projects: `seglib --train|--test [--unet|--hourglass] "
+                     "[--big] ...` is the person-mask project's main.py; see `seglib train --help`.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -407,8 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help=cmd_prepare.__doc__)
     p.add_argument("dataset", nargs="?", default="pennfudan", help="dataset name (default pennfudan)")
     p.add_argument("--root", help="the dataset folder, or a folder holding it")
-    p.add_argument("--source", help="a URL or a local archive to take instead of the official URL")
-    p.add_argument("--max-samples", type=_positive_int, help="check only this many samples per split")
+    p.add_argument("--source", help="a URL or a local archive to take instead of the official URL, or a folder "
+                   "(tiktok: the release's per-video folders <video>/{images,masks}/, copied into "
+                   "tiktok_person/{images,masks}/<video>_<frame>.png)")
+    p.add_argument("--max-samples", type=_numbers().count, help="check only this many samples per split")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("quickstart", help=cmd_quickstart.__doc__, description=cmd_quickstart.__doc__)
@@ -424,13 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(reference_argv(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.func(args)
     except (SeglibError, OSError) as exc:  # expected failures: one line, no traceback
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc if isinstance(exc, SeglibError) else os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; last.pt (if any) holds the last finished epoch: use --resume", file=sys.stderr)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from seglib.data import DatasetSpec, get_spec
+from seglib.data.convert import flatten_tiktok_videos
 from seglib.errors import ConfigError, DataError, DownloadError
 from seglib.secure_io import (fetch, file_digest, is_url, move_entries, safe_extract, source_filename,
                               verify_checksum)
@@ -88,8 +89,8 @@ _TIKTOK_MANUAL = (
     "{homepage} for research use only. The workbook uses a subset in "
     "its own layout: {root}/{folder}/images/<video>_<frame>.png and "
     "{root}/{folder}/masks/<video>_<frame>.png with the same file names (masks 0-255). "
-    "Copy the frames you want from the release (each video folder there holds images/ and "
-    "masks/) under those names, or pass a zip (or folder) of {folder}/ with --source")
+    "Pass the release's folder of videos (each holding images/ and masks/) with --source: "
+    "prepare copies it into that layout. Or pass a zip (or folder) of {folder}/ with --source")
 
 SOURCES: dict[str, list[DatasetSource]] = _by_dataset(
     DatasetSource(
@@ -188,24 +189,36 @@ def _find_dataset_dir(staging: Path, entry: DatasetSource, spec: DatasetSpec, de
     return None
 
 
-def _local_folder(folder: Path, spec: DatasetSpec) -> Path:
-    """The dataset in a folder the user passed as ``source`` (it, or its ``spec.folder``)."""
+# release layouts that prepare converts into the spec's layout: converter(source folder, target folder)
+CONVERTERS = {"tiktok": flatten_tiktok_videos}
+
+
+def _local_folder(folder: Path, spec: DatasetSpec, root: Path) -> Path:
+    """The dataset in a folder the user passed as ``source`` (it, or its ``spec.folder``), or, for a release
+    layout in :data:`CONVERTERS`, its conversion into ``root / spec.folder``."""
     for candidate in (folder / spec.folder, folder):
         if spec.is_present(candidate):
             return candidate
+    if spec.name in CONVERTERS:
+        return CONVERTERS[spec.name](folder, root / spec.folder)
     raise DataError(folder, f"not a {spec.title} folder in its original layout (no "
                     f"'{spec.marker}' inside it or in '{spec.folder}/')",
                     f"pass the folder that holds '{spec.marker}', or the downloaded archive")
 
 
-def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path) -> None:
-    """Extract ``archive`` in a staging folder under ``root`` and move the dataset's folder into place."""
+def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, *, whole: bool) -> None:
+    """Extract ``archive`` in a staging folder under ``root`` and move the dataset's folder into place.
+
+    ``whole``: the archive holds the whole dataset, so its folder must hold the spec's marker before it is moved
+    (a dataset in several archives, Cityscapes, is checked once all are in place).
+    """
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".seglib-extract-"))
     try:
         safe_extract(archive, staging)
         found = _find_dataset_dir(staging, entry, spec)
-        if found is None:
+        below = PurePosixPath(spec.folder).relative_to(entry.folder)
+        if found is None or (whole and not spec.is_present(found / below)):
             raise DownloadError(archive, f"does not hold the {spec.title} folder '{entry.folder}' "
                                 f"(nor a folder with '{spec.marker}' in it); nothing was placed in {root}",
                                 f"pass the official archive {entry.filename} from {entry.homepage}, "
@@ -220,12 +233,31 @@ def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path) 
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _remove_copy(archive: Path, source: str | Path) -> bool:
+    """Delete ``archive`` when seglib made it (a download, or a copy of a local file), and the downloads folder
+    if that leaves it empty; never the user's own file. Whether it was deleted."""
+    if not is_url(source) and Path(source).expanduser().resolve() == archive.resolve():
+        return False
+    archive.unlink(missing_ok=True)
+    _remove_if_empty(archive.parent)
+    return True
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def download_dataset(name: str, root: str | Path, *, source: str | Path | None = None) -> Path:
     """Fetch dataset ``name`` (or take ``source``), extract it safely under ``root``; its folder.
 
     ``source`` may be a URL or a local archive to use instead of the official URL (the official
     checksum applies when the file name is the official one), or a local folder already in the
-    original layout, which is returned as it is. Archives are kept in ``<root>/downloads``.
+    original layout, which is returned as it is (or a release layout of :data:`CONVERTERS`, converted into
+    ``root``). Archives are kept in ``<root>/downloads``; one that fails to extract, or does not hold the
+    dataset, is removed from there (a local ``source`` itself is never deleted) and nothing is placed in
+    ``root``. A ``source`` for a dataset already in ``root`` is refused (unless it is another archive of a
+    dataset published in several), never ignored.
     Datasets behind a login raise DownloadError saying where to get them and how to lay them out.
     """
     spec = get_spec(name)
@@ -237,9 +269,12 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
     target = root / spec.folder
 
     if source is not None and not is_url(source) and Path(source).expanduser().is_dir():
-        return _local_folder(Path(source).expanduser(), spec)
-    if spec.is_present(target) and (source is None or len(entries) == 1):
+        return _local_folder(Path(source).expanduser(), spec, root)
+    if spec.is_present(target) and source is None:
         return target
+    if spec.is_present(target) and len(entries) == 1:
+        raise DownloadError(target, f"already holds {spec.title}, so --source {source} would not be used",
+                            f"delete or rename {target} to unpack the archive in its place, or leave out --source")
     if source is None:
         if any(e.url is None for e in entries):
             raise _manual_error(name, entries, root)
@@ -249,6 +284,7 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
         matched = next((e for e in entries if e.filename == wanted), None)
         jobs = [(source, matched or entries[0])]
 
+    root_existed = root.exists()
     for url, entry in jobs:
         official = url == entry.url or source_filename(url) == entry.filename
         try:
@@ -257,7 +293,14 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
                             filename=entry.filename if url == entry.url else None)
         except DownloadError as exc:
             raise DownloadError(exc.where, exc.problem, f"{exc.fix} (dataset page: {entry.homepage})") from exc
-        _unpack(archive, entry, spec, root)
+        try:
+            _unpack(archive, entry, spec, root, whole=len(entries) == 1)
+        except (DownloadError, DataError) as exc:
+            removed = _remove_copy(archive, url)
+            if not root_existed:
+                _remove_if_empty(root)
+            raise DownloadError(url, exc.problem + (f"; its copy {archive} was removed" if removed else ""),
+                                exc.fix) from exc
     if not spec.is_present(target) and source is not None and len(entries) > 1:
         others = ", ".join(e.filename for e in entries if e.filename != source_filename(source))
         raise DownloadError(target, f"{source_filename(source)} is extracted, but {spec.title} is not complete",

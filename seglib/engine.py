@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from seglib.losses import build_loss
 from seglib.metrics import ConfusionMatrix, logits_to_labels
 from seglib.optim import build_optimizer
 from seglib.parallel import init_distributed, is_distributed, unwrap, wrap_model
+from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
 from seglib.schedules import build_scheduler
 from seglib.train_config import TrainConfig
@@ -43,7 +45,7 @@ __all__ = ["NonFiniteLoss", "TrainConfig", "evaluate", "fit", "train_one_epoch"]
 
 
 class NonFiniteLoss(SeglibError):
-    """The loss became NaN or infinite; training stops and the last good checkpoint is kept."""
+    """The loss became NaN or infinite; training stops, and the checkpoints of the finite epochs are kept."""
 
 
 # ----------------------------------------------------------------------------- the two steps
@@ -101,8 +103,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
     mean = (total / max(steps, 1)).item()
     if not math.isfinite(mean):
         raise NonFiniteLoss(f"the training loss became {mean} ; lower --lr (now "
-                            f"{optimizer.param_groups[-1]['lr']:.2e}) or use --amp bf16/off; "
-                            "the last good checkpoint is kept")
+                            f"{optimizer.param_groups[-1]['lr']:.2e}) or use --amp bf16/off")
     return mean
 
 
@@ -151,6 +152,66 @@ class Run:
     meta: dict = None
     num_classes: int = 0   # label classes the metrics count (a 1-channel model scores 2)
     steps: int = 0         # optimizer steps per epoch
+    made: tuple = ()       # the folders setup_run created (out, then its new parents)
+    lock: int | None = None  # the descriptor of out/.lock, held while the run writes
+
+
+FINISHED = ("best.pt", "metrics.json", "history.json", "history.csv")  # what a run leaves besides last.pt
+RESUMABLE = ("epochs", "out", "root", "num_workers", "loader", "amp", "compile", "channels_last", "deterministic",
+             "val_every", "save_freq", "log_freq", "patience")  # how a run goes on, not what it learns
+
+
+def check_out(cfg: TrainConfig, init_from: str | Path | None) -> None:
+    """Refuse an ``--out`` inside the dataset or holding images (a dataset's folder), or one whose
+    checkpoint is the ``--init-from`` this run would overwrite."""
+    from seglib.data import find_folder
+
+    out, data = Path(cfg.out).resolve(), find_folder(cfg.dataset, cfg.root).resolve()
+    if out == data or data in out.parents:
+        raise DataError(cfg.out, f"is inside the dataset folder {data}", "pass an --out outside the dataset")
+    if out.is_dir() and any(p.name in ("images", "masks") or p.suffix.lower() in IMAGE_SUFFIXES
+                            for p in out.iterdir()):
+        raise DataError(cfg.out, "holds images (a dataset's folder?); a run never writes among them",
+                        "pass another --out, e.g. runs/NAME")
+    if init_from is not None and Path(init_from).resolve() in {out / "best.pt", out / "last.pt"}:
+        raise DataError(init_from, "is --init-from and a checkpoint this run overwrites",
+                        "copy it out of --out first, or pass another --out")
+
+
+def lock_folder(out: Path) -> int | None:
+    """Take ``out/.lock`` (holding this pid) exclusively, without waiting; its descriptor, which holds
+    the lock until :func:`unlock_folder`. None where there are no locks (no fcntl, or a file system without them)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    path = out / ".lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataError(out, f"another training is writing this folder (pid {holder})",
+                            "wait for it, or pass another --out") from None
+        except OSError:
+            os.close(fd)
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                break
+        os.close(fd)  # the run before removed this lock file as we took it: take the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def unlock_folder(run: Run) -> None:
+    """Remove ``out/.lock`` and release it (removed first: a run that opened it meanwhile takes a new one)."""
+    if run.lock is not None:
+        (run.out / ".lock").unlink(missing_ok=True)
+        os.close(run.lock)
 
 
 def setup_run(cfg: TrainConfig, device=None) -> Run:
@@ -172,17 +233,56 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
     torch.backends.cudnn.benchmark = not cfg.deterministic
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)  # bilinear backward has no deterministic CUDA kernel
-    out = Path(cfg.out)
+    out, made, lock = Path(cfg.out), (), None
     if rank == 0:
+        made = tuple(p for p in (out, *out.parents) if not p.exists())
         try:
             out.mkdir(parents=True, exist_ok=True)
-            (out / ".write_test").touch()
-            (out / ".write_test").unlink()
+            lock = lock_folder(out)  # before anything is written or deleted: one run per folder
         except OSError as exc:
             raise ConfigError(f"cannot write to --out {out} ({exc.strerror}); choose a writable folder") from exc
         for stray in out.glob(".*.pt.*.tmp"):  # half-written checkpoints of a killed run
             stray.unlink()
-    return Run(cfg, device, rank, world, out)
+    return Run(cfg, device, rank, world, out, made=made, lock=lock)
+
+
+@contextlib.contextmanager
+def holding(run: Run) -> Iterator[None]:
+    """The run's folder while the block trains: its lock is released at the end, and a failure before
+    anything was written removes the folders :func:`setup_run` made (never one that was there)."""
+    try:
+        yield
+    except BaseException:
+        unlock_folder(run)
+        for folder in run.made:
+            with contextlib.suppress(OSError):  # rmdir: only while empty
+                folder.rmdir()
+        raise
+    unlock_folder(run)
+
+
+def resumable(out: Path) -> bool:
+    """Whether ``out`` holds a ``last.pt`` to resume; a run that left other files but no last.pt is
+    refused rather than started over on top of them."""
+    if (out / "last.pt").exists():
+        return True
+    left = [name for name in FINISHED if (out / name).exists()]
+    if left:
+        raise DataError(out, f"holds a run ({', '.join(left)}) but no last.pt to resume from",
+                        "pass another --out for a new run, or drop --resume and pass --overwrite to replace it")
+    return False
+
+
+def run_options(last: Path) -> dict:
+    """The options the run in ``last`` (its last.pt) was trained with, as :class:`TrainConfig` fields."""
+    return asdict(TrainConfig.from_dict(load_checkpoint(last).get("config", {})))
+
+
+def changed_options(saved: dict, cfg: TrainConfig) -> list[str]:
+    """``name: old → new`` for each option of ``cfg`` that differs from the run's and is not :data:`RESUMABLE`."""
+    old, new = asdict(TrainConfig.from_dict(saved)), asdict(cfg)
+    return [f"{name}: {old[name]!r} → {new[name]!r}" for name in new
+            if name not in RESUMABLE and old[name] != new[name]]
 
 
 def build_parts(run: Run, init_from: str | Path | None = None) -> None:
@@ -228,6 +328,10 @@ def resume_state(run: Run) -> tuple[int, History]:
             raise DataError(path, "it was written without --ema-decay",
                             "resume with the options it was trained with, or start a new --out")
         run.ema.load_state_dict(state["ema"])
+    changed = changed_options(state.get("config", asdict(cfg)), cfg)
+    if changed:
+        raise DataError(path, f"--resume with other training options ({'; '.join(changed)})",
+                        "drop them to go on with the run's own, or pass another --out to start a new run")
     set_rng_state(state["rng"])
     return state["epoch"], History(state["history"], state["best"])
 
@@ -245,6 +349,21 @@ def save_progress(run: Run, history: History, epoch: int, improved: bool, last: 
                          "history": history.rows, "best": history.best,
                          **({"ema": run.ema.state_dict()} if run.ema else {})}, run.out / "last.pt")
     write_history(run.out, history.rows)
+
+
+@contextlib.contextmanager
+def explain_non_finite(run: Run, history: History, saved_at: int):
+    """A NaN or infinite loss says what is truly kept: this run's last.pt, its best.pt, or nothing."""
+    try:
+        yield
+    except NonFiniteLoss as exc:
+        if saved_at:
+            kept = f"the last good checkpoint is kept ({run.out / 'last.pt'}, epoch {saved_at})"
+        elif history.rows:
+            kept = f"{run.out / 'best.pt'} (epoch {history.best['epoch']}) is kept; no last.pt was due yet"
+        else:
+            kept = "no checkpoint was written: this happened before the first one"
+        raise NonFiniteLoss(f"{exc}; {kept}") from None
 
 
 @contextlib.contextmanager
@@ -272,9 +391,18 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
     ``best.pt`` (returned as ``"ema_model"``). ``verbose`` prints one line per validation;
     ``progress`` adds the progress bars within an epoch.
     """
+    check_out(cfg, init_from)
     run = setup_run(cfg, device)
+    with holding(run):
+        return run_training(run, resume=resume, init_from=init_from, verbose=verbose, progress=progress)
+
+
+def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbose: bool, progress: bool) -> dict:
+    """:func:`fit`'s work, in the folder :func:`setup_run` made and locked."""
+    cfg = run.cfg
+    resuming = resume and resumable(run.out)  # before build_parts: a refused resume builds nothing
     build_parts(run, init_from)
-    start_epoch, history = resume_state(run) if resume and (run.out / "last.pt").exists() else (0, History())
+    start_epoch, history = resume_state(run) if resuming else (0, History())
     if start_epoch and verbose and run.rank == 0:
         print(f"resumed from {run.out / 'last.pt'} at epoch {start_epoch}")
     train_model, eval_model = wrap_model(run.model, run.device, run.world, cfg.compile)
@@ -286,7 +414,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
             break
         run.train_batches.set_epoch(epoch)
         t0, validate = time.perf_counter(), (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
-        with explain_out_of_memory(cfg):
+        with explain_out_of_memory(cfg), explain_non_finite(run, history, saved_at):
             train_loss = train_one_epoch(train_model, run.train_batches, run.loss_fn, run.optimizer, run.scheduler,
                                          scaler=run.scaler, max_steps=cfg.max_steps, log_freq=cfg.log_freq,
                                          desc=f"epoch {epoch + 1}", progress=progress and verbose and run.rank == 0,

@@ -32,8 +32,10 @@ def _onnxruntime():
     return onnxruntime
 
 
-def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: int = 18) -> Path:
-    """Write ``model`` (in eval mode, on the CPU) to ``path`` atomically; returns the path."""
+def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: int = 18,
+                overwrite: bool = True) -> Path:
+    """Write ``model`` (in eval mode, on the CPU) to ``path`` atomically; returns the path.
+    ``overwrite=False`` refuses a file already there (the command line without ``--overwrite``)."""
     _onnxruntime()
     model = model.cpu().eval()
     example = torch.randn(2, 3, image_size, image_size)
@@ -46,7 +48,7 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: i
                               input_names=["image"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
 
-    return write_atomic(path, write)
+    return write_atomic(path, write, overwrite=overwrite)
 
 
 def check_onnx(path: str | Path, model: nn.Module, image_size: int, *, batch_size: int = 2,

@@ -51,7 +51,11 @@ def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
         raise DataError(path, "the checkpoint has no 'meta' with model, num_classes and image_size",
                         "pass best.pt or last.pt written by python -m seglib train")
     options = {k: v for k, v in meta.get("model_options", {}).items() if k != "pretrained"}
-    model = create_model(meta["model"], meta["num_classes"], **options)  # weights come from the file
+    try:
+        model = create_model(meta["model"], meta["num_classes"], **options)  # weights come from the file
+    except ConfigError as exc:
+        raise DataError(path, f"its meta['model_options'] do not build a {meta['model']} ({exc})",
+                        "pass best.pt or last.pt written by python -m seglib train") from exc
     load_weights(model, state, path)
     return model.to(device).eval(), meta
 

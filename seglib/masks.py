@@ -171,8 +171,17 @@ def _gray(mask: np.ndarray, path: PathLike) -> np.ndarray:
     return mask
 
 
+def full_scale(mask: np.ndarray) -> int:
+    """The value of a fully-on pixel: 65535 for a uint16 (16-bit file) mask, 255 otherwise."""
+    return 65535 if np.asarray(mask).dtype == np.uint16 else 255
+
+
 def binarize(mask: np.ndarray, threshold: float = 127, path: PathLike = None) -> np.ndarray:
-    """Soft or 0/255 mask → uint8 {0, 1} via ``mask > threshold``; bool and 0/1 masks are kept as they are."""
+    """Soft or 0/255 mask → uint8 {0, 1} via ``mask > threshold``; bool and 0/1 masks are kept as they are.
+
+    ``threshold`` is on the 8-bit scale: for a uint16 mask (a 16-bit file, 0..65535) it is scaled by
+    65535 / 255. A 16-bit mask whose values stay within 2..255 is refused: its scale is unclear.
+    """
     mask = _gray(mask, path)
     if mask.dtype == bool:
         return mask.astype(np.uint8)
@@ -182,6 +191,12 @@ def binarize(mask: np.ndarray, threshold: float = 127, path: PathLike = None) ->
                         "pass threshold=0.5 for probability masks")
     if threshold >= 1 and mask.size and mask.min() >= 0 and mask.max() == 1:  # already 0/1, not 0/255
         return mask.astype(np.uint8)
+    if mask.dtype == np.uint16 and threshold >= 1:
+        if 1 < mask.max() <= 255:
+            raise DataError(path, f"16-bit mask whose values stay within 0..255 (up to {mask.max()}): 8-bit "
+                            "values or a nearly empty 16-bit mask", "save the mask as an 8-bit PNG (0..255), "
+                            "or as a 16-bit one that uses 0..65535")
+        threshold = threshold * full_scale(mask) / 255
     return (mask > threshold).astype(np.uint8)
 
 

@@ -21,7 +21,7 @@ import torch
 from seglib.engine import fit
 from seglib.train_config import TrainConfig
 from seglib.errors import ConfigError
-from seglib.paths import work_dir
+from seglib.paths import display_path, work_dir
 
 _SMOKE = TrainConfig.smoke()
 # UNet base widths: "wide" is twice "width" (four times the parameters); on the GPU plan it is 64,
@@ -102,7 +102,7 @@ def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> di
         reusable = False
     if reusable:
         if verbose:
-            print(f"reusing {out} (same configuration; delete the folder to train again)")
+            print(f"reusing {display_path(out)} (same configuration; delete the folder to train again)")
         return {"best": done["best"], "history": history, "out": out, "wall_seconds": done["wall_seconds"],
                 "reused": True}
     result = fit(cfg, device=device, verbose=verbose)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 
@@ -30,7 +31,13 @@ def at_least(low: int, why: str = "") -> Callable:
     return lambda v: None if v >= low else f"must be at least {low}{why}, not {v}"
 
 
+def between(low: int, high: int, why: str = "") -> Callable:
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}{why}, not {v}"
+
+
 def positive(v) -> str | None:
+    if not math.isfinite(v):
+        return f"must be a finite number, not {v}"
     return None if v > 0 else f"must be positive, not {v}"
 
 
@@ -46,12 +53,22 @@ def trunk_multiplier(v) -> str | None:
     return positive(v) and f"{positive(v)}; to freeze the trunk, use train_trunk=False (--no-train-trunk)"
 
 
+image_side = between(16, 8192, " (the models halve it four times)")  # training, export, latency, checkpoints
+
+
 def share(v) -> str | None:
     return None if 0 < v <= 1 else f"must be in (0, 1] (the smallest crop's share of the image), not {v}"
 
 
 def decay(v) -> str | None:
     return None if 0 < v < 1 else f"must be between 0 and 1 (e.g. 0.999), not {v}"
+
+
+def default_workers(most: int = 4) -> int:
+    """DataLoader workers for this machine: ``most``, but at most the CPUs this process may use (its affinity,
+    as PyTorch counts them) minus one, left to the main process that steps the model; 0 on a single CPU."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(most, cpus - 1))
 
 
 def option(default, help: str, *, rule: Callable | None = None, choices: tuple | None = None,
@@ -74,8 +91,7 @@ class TrainConfig:
     model_options: dict = option({}, "e.g. {'big': True} or {'backbone': 'resnet34'}", flag=False)
     root: str | None = option(None, "the dataset folder, or a folder holding it (default: $SEGLIB_DATA_DIR or data/)")
     epochs: int = option(40, "passes over the training split", rule=at_least(1))
-    image_size: int = option(256, "square training size in pixels",
-                             rule=at_least(16, " (the models halve it four times)"))
+    image_size: int = option(256, "square training size in pixels", rule=image_side)
     batch_size: int = option(16, "images per step", rule=at_least(1))
     lr: float = option(2e-3, "peak learning rate", rule=positive)
     trunk_lr_mult: float = option(1.0, "DeepLabV3+: the trunk learns at lr x this (e.g. 0.1 with --pretrained "
@@ -95,7 +111,8 @@ class TrainConfig:
     loader: str = option("auto", "batches kept on the GPU and augmented there (gpu), CPU workers running "
                          "albumentations (workers), or gpu on CUDA else workers (auto)", choices=LOADERS,
                          aliases=("--data-path",))
-    num_workers: int = option(4, "DataLoader workers of the workers loader", rule=at_least(0))
+    num_workers: int = option(default_workers(), "DataLoader workers of the workers loader: 4, or the usable CPUs "
+                              "minus one when fewer", rule=between(0, 256))
     seed: int = option(0, "seeds the weights, the order and the augmentations", rule=seed_range)
     deterministic: bool = option(False, "deterministic cuDNN kernels (slower)")
     ema_decay: float | None = option(None, "validate and save an exponential moving average of the weights "
@@ -149,10 +166,8 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- the flags
 
 
-def _flag_type(f) -> Callable:
-    """``int`` / ``float`` / ``str`` from the field's annotation, checked by its rule."""
-    base = int if "int" in f.type else float if "float" in f.type else str
-    rule = f.metadata["rule"]
+def flag_type(base: type, rule: Callable | None) -> Callable:
+    """An argparse ``type``: ``base(text)`` checked by ``rule``, so a bad value is argparse's one-line error."""
 
     def parse(text: str):
         value = base(text)
@@ -163,6 +178,12 @@ def _flag_type(f) -> Callable:
 
     parse.__name__ = base.__name__  # argparse names the type in "invalid int value"
     return parse
+
+
+def _field_type(f) -> Callable:
+    """``int`` / ``float`` / ``str`` from the field's annotation, checked by its rule."""
+    base = int if "int" in f.type else float if "float" in f.type else str
+    return flag_type(base, f.metadata["rule"])
 
 
 def flag_fields() -> list:
@@ -180,7 +201,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
         else:
-            parser.add_argument(*names, dest=f.name, type=_flag_type(f), choices=f.metadata["choices"],
+            parser.add_argument(*names, dest=f.name, type=_field_type(f), choices=f.metadata["choices"],
                                 default=None, help=help_text)
 
 

@@ -7,6 +7,7 @@ can use :func:`atomic_path` without loading it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import shutil
@@ -58,10 +59,28 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
 # ----------------------------------------------------------------------------------------------
 # atomic writes
 
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
 
 def _sibling(path: Path, kind: str) -> Path:
     """A hidden, unique name beside ``path``: ``.<name>.<pid>-<random>.<kind>``."""
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.{kind}")
+
+
+def _create_file(path: Path) -> Path:
+    """A new empty hidden sibling of ``path``, created exclusively: never a name that exists, never a link's target.
+
+    The file gets the umask's mode (as ``open()`` gives), not ``mkstemp``'s 0600.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        tmp = _sibling(path, "tmp")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+            return tmp
+        except FileExistsError:  # planted, or a rare clash: another random name
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name beside it", str(path))
 
 
 def _remove(path: Path) -> None:
@@ -71,6 +90,13 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(OSError):  # nothing to remove, or no folder to remove it from
             path.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    """Bytes in a file or a folder tree; 0 for nothing there."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
 def _fsync(path: Path) -> None:
@@ -83,8 +109,78 @@ def _fsync(path: Path) -> None:
             os.close(fd)
 
 
-def _move_into_place(tmp: Path, path: Path) -> None:
+def refuse_link(path: Path) -> None:
+    """An output is never written through a symbolic link: one at ``path`` is a DataError naming it."""
+    if path.is_symlink():
+        raise DataError(path, f"is a symbolic link (to {os.readlink(path)}); outputs are never written through links",
+                        "remove the link, or choose another name")
+
+
+def refuse_existing(path: Path) -> None:
+    """Without ``--overwrite`` an output never replaces a file: one at ``path`` is a DataError naming it."""
+    if os.path.lexists(path):
+        raise DataError(path, "exists", "pass --overwrite to replace it, or choose another name")
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    """:func:`refuse_link`, and :func:`refuse_existing` unless ``overwrite``."""
+    refuse_link(path)
+    if not overwrite:
+        refuse_existing(path)
+
+
+def _free_space(path: Path) -> int:
+    """Bytes free on the disk that holds ``path`` (or the nearest folder above it that exists)."""
+    return shutil.disk_usage(next(p for p in [path, *path.parents] if p.exists())).free
+
+
+def _amount(size: int) -> str:
+    """``size`` bytes as people read it: ``1.2 GB``, ``35.0 MB``, ``8.0 kB``, ``12 bytes``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def disk_full(path: Path, needed: int = 0) -> DataError:
+    """The one message for a full disk or quota: ``path``, the space it needs (when known) and the space free."""
+    need = f"it needs about {_amount(needed)}, " if needed else ""
+    return DataError(path, f"no space left on the disk: {need}{_amount(_free_space(path))} free there; nothing was "
+                     "replaced", "free some space (or quota) on that disk, or write to another folder")
+
+
+def ensure_free_space(path: Path, needed: int) -> None:
+    """A :func:`disk_full` error unless the disk that will hold ``path`` has ``needed`` bytes free."""
+    if _free_space(path) < needed:
+        raise disk_full(path, needed)
+
+
+def check_output(path: str | Path, flag: str, *, overwrite: bool = False, inputs: dict | None = None,
+                 folders: tuple = ()) -> Path:
+    """Refuse, before any work, an output ``flag`` names that would replace what it must not.
+
+    ``inputs`` (``{"the checkpoint": path}``) and anything inside ``folders`` (a dataset) are never
+    written, with or without ``overwrite``; nor a folder or a symbolic link; an existing file only
+    with ``overwrite``.
+    """
+    target = Path(path)
+    refuse_link(target)
+    if target.is_dir():
+        raise DataError(target, "is a folder", f"pass a file name to {flag}")
+    for what, source in (inputs or {}).items():
+        if target.exists() and target.resolve() == Path(source).resolve():
+            raise DataError(target, f"is {what} being read: {flag} would overwrite it", f"pass another {flag} file")
+    for folder in map(Path, folders):
+        if folder.resolve() in target.resolve().parents:
+            raise DataError(target, f"is inside the dataset folder {folder}", f"write {flag} outside the dataset")
+    if not overwrite:
+        refuse_existing(target)
+    return target
+
+
+def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     """``os.replace(tmp, path)``; a folder also replaces whatever is at ``path`` (moved aside, then deleted)."""
+    _check_target(path, overwrite)  # again: a link or file may have appeared while the block ran
     try:
         os.replace(tmp, path)
     except OSError:
@@ -101,40 +197,52 @@ def _move_into_place(tmp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, fsync: bool = False) -> Iterator[Path]:
-    """A hidden temporary sibling of ``path`` to write (a file, or a folder to create); moved onto ``path``
-    in one step when the ``with`` block ends without an error, deleted otherwise.
+def atomic_path(path: str | Path, *, fsync: bool = False, folder: bool = False, overwrite: bool = True,
+                size: int = 0) -> Iterator[Path]:
+    """A hidden temporary sibling of ``path`` to write; moved onto ``path`` in one step when the ``with``
+    block ends without an error, deleted otherwise. Every seglib writer goes through here.
 
-    ``path``'s folder is created. ``fsync=True`` flushes the data to disk before the rename, so even a
-    power cut leaves the old ``path`` or the complete new one. A raised error in the block (a failed
-    check, say) keeps the old ``path``; only a killed process can leave the hidden ``.<name>.*.tmp``.
+    The temporary is a new empty file, created exclusively (a file or link planted at its name is
+    never written through); with ``folder=True`` it is a name for the block to create as a folder
+    (``mkdir`` is exclusive too). ``path`` itself must not be a symbolic link; without ``overwrite``
+    it must not exist. ``path``'s folder is created. ``fsync=True`` flushes the data to disk before
+    the rename, so even a power cut leaves the old ``path`` or the complete new one. A raised error
+    in the block (a failed check, say) keeps the old ``path``; only a killed process can leave the
+    hidden ``.<name>.*.tmp``. A full disk or quota (ENOSPC, EDQUOT) anywhere in the block is one
+    :func:`disk_full` error naming ``path`` and the space it needs (at least ``size`` bytes).
 
     >>> with atomic_path("out/report.json") as tmp:
     ...     tmp.write_text("{}")
     """
     path = Path(path)
-    tmp = _sibling(path, "tmp")
+    _check_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp") if folder else _create_file(path)
     try:
         yield tmp
         if fsync:
             _fsync(tmp)
-        _move_into_place(tmp, path)
+        _move_into_place(tmp, path, overwrite)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise disk_full(path, max(size, _size(tmp), _size(path))) from exc
     finally:
         _remove(tmp)
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], object], *, overwrite: bool = True) -> Path:
     """``write(tmp)`` to a hidden temporary sibling, then rename it onto ``path`` (:func:`atomic_path`).
 
     A crash or ``kill -9`` leaves either the old file or the new one, never half of one. A failure
-    raises :class:`DataError` naming ``path``, not the temporary file.
+    raises :class:`DataError` naming ``path``, not the temporary file; ``overwrite=False`` refuses an
+    existing ``path`` (the command line's outputs without ``--overwrite``).
     """
     path = Path(path)
     try:
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             raise DataError(path, "is a folder", "pass a file name")
-        with atomic_path(path) as tmp:
+        with atomic_path(path, overwrite=overwrite) as tmp:
             write(tmp)
     except OSError as exc:
         raise DataError(path, f"cannot write it ({exc.strerror or exc})",

@@ -114,16 +114,16 @@ def default_palette(num_classes: int) -> np.ndarray:
 
 
 def four_panel(image, target, probability, *, threshold: float = 0.5, hidden: bool = False,
-               titles=None, palette=None, last: str = "probability"):
-    """image | ground truth | prediction | probability (viridis, 0..1), or the prediction over the image
-    (``last="overlay"``).
+               titles=None, palette=None, last: str = "confidence"):
+    """image | ground truth | prediction | probability (viridis, 0..1), or the prediction laid over
+    the image with ``last="overlay"`` (the person-mask project's plot).
 
     ``probability`` is the ``HxW`` foreground probability of a binary task (prediction:
     ``p > threshold``) or a ``CxHxW`` softmax (prediction: argmax; last panel: the confidence,
     i.e. the max probability).
     """
-    if last not in ("probability", "overlay"):
-        raise ValueError(f"last must be 'probability' or 'overlay', not {last!r}")
+    if last not in ("confidence", "overlay"):
+        raise ValueError(f"last must be 'confidence' or 'overlay', got {last!r}")
     image, target, probability = np.asarray(image), np.asarray(target), np.asarray(probability, np.float32)
     if probability.ndim not in (2, 3):
         raise ValueError(f"probability must be HxW or CxHxW, got shape {probability.shape}")
@@ -137,7 +137,9 @@ def four_panel(image, target, probability, *, threshold: float = 0.5, hidden: bo
         names = ("image", "ground truth", "prediction (argmax)", "confidence (max probability)")
     if palette is None:
         palette = default_palette(len(probability) if probability.ndim == 3 else 2)
-    titles = titles or (*names[:3], "prediction over the image" if last == "overlay" else names[3])
+    if last == "overlay":
+        names = (*names[:3], "overlay")
+    titles = titles or names
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.2), layout="constrained")
     for ax, panel, title in zip(axes, (image, colorize(target, palette), colorize(pred, palette)), titles):
         show_image(ax, panel, hidden=hidden, title=title)

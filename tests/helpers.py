@@ -1,12 +1,16 @@
-"""What several test files share: the engine tests' tiny run, the command line in a fresh interpreter, and a
-copy of the synthetic dataset to damage."""
+"""What several test files share: the engine tests' tiny run, the command line in a fresh interpreter, a
+copy of the synthetic dataset to damage, and tiny image/mask pairs written on the spot."""
 
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from seglib.data import SPECS, find_folder
+from seglib.data.splits import in_val
 from seglib.train_config import TrainConfig
 
 # TrainConfig.smoke() on GPU-resident batches (augmented by GpuAugment, on the CPU here) at a rate that learns in
@@ -27,3 +31,22 @@ def synthetic_copy(root: Path) -> Path:
     folder = root / SPECS["synthetic"].folder
     shutil.copytree(find_folder("synthetic"), folder)
     return folder
+
+
+def write_png_pairs(image_dir: Path, mask_dir: Path, stems, mask_name: str = "{}.png", size: int = 8) -> None:
+    """Tiny pairs: a ``size``×``size`` RGB PNG ``image_dir/STEM.png`` and a 0/255 mask ``mask_dir/mask_name``."""
+    rng = np.random.default_rng(0)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)).save(image_dir / f"{stem}.png")
+        Image.fromarray(np.where(rng.random((size, size)) > 0.5, 255, 0).astype(np.uint8)).save(
+            mask_dir / mask_name.format(stem))
+
+
+def groups_in_both_splits(dataset: str, candidates, n_train: int = 2, n_val: int = 1) -> list[str]:
+    """The first ``n_train`` groups (videos, images) of ``candidates`` that the hash split puts in train and the first
+    ``n_val`` it puts in val: tiny datasets whose splits are never empty."""
+    val = [g for g in candidates if in_val(dataset, g, SPECS[dataset].val_fraction)]
+    train = [g for g in candidates if g not in val]
+    return train[:n_train] + val[:n_val]

@@ -1,11 +1,17 @@
 """seglib.utils.atomic_path: the target is the old one or the complete new one, never half, never lost."""
 
+import errno
 import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from seglib import utils
-from seglib.utils import atomic_path
+from seglib.checkpoint import save_checkpoint
+from seglib.errors import DataError
+from seglib.utils import atomic_path, write_atomic
 
 
 def test_a_failed_block_keeps_the_old_file_and_leaves_nothing(tmp_path):
@@ -20,7 +26,7 @@ def test_a_failed_block_keeps_the_old_file_and_leaves_nothing(tmp_path):
 def test_a_folder_replaces_a_folder(tmp_path):
     target = tmp_path / "cache"
     (target / "old").mkdir(parents=True)
-    with atomic_path(target, fsync=True) as tmp:
+    with atomic_path(target, fsync=True, folder=True) as tmp:
         tmp.mkdir()
         (tmp / "new.npy").write_bytes(b"x")
     assert [p.name for p in target.iterdir()] == ["new.npy"] and [p.name for p in tmp_path.iterdir()] == ["cache"]
@@ -38,7 +44,62 @@ def test_a_folder_whose_replacement_fails_is_put_back(tmp_path, monkeypatch):
         return real_replace(src, dst)
 
     monkeypatch.setattr(utils.os, "replace", replace)
-    with pytest.raises(OSError, match="No space"), atomic_path(target) as tmp:
+    full = pytest.raises(DataError, match=f"{target}: no space left on the disk")
+    with full, atomic_path(target, folder=True) as tmp:
         tmp.mkdir()
         (tmp / "new.npy").write_bytes(b"x")
     assert [p.name for p in target.iterdir()] == ["old"] and [p.name for p in tmp_path.iterdir()] == ["cache"]
+
+
+WRITERS = {  # what writes through atomic_path: a JSON report, a checkpoint
+    "json": lambda path: write_atomic(path, lambda tmp: tmp.write_text("{}")),
+    "checkpoint": lambda path: save_checkpoint({"x": torch.zeros(3)}, path),
+}
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_link_planted_at_the_temporary_name_is_never_written_through(tmp_path, monkeypatch, writer):
+    victim, target = tmp_path / "victim.txt", tmp_path / "out" / "report.json"
+    victim.write_text("precious")
+    target.parent.mkdir()
+    names = iter(["a" * 32, "b" * 32])  # the "random" part of the temporary name, made predictable
+    monkeypatch.setattr(utils.uuid, "uuid4", lambda: SimpleNamespace(hex=next(names)))
+    planted = target.with_name(f".report.json.{os.getpid()}-aaaaaaaa.tmp")
+    planted.symlink_to(victim)
+    WRITERS[writer](target)
+    assert victim.read_text() == "precious" and planted.is_symlink() and not target.is_symlink()
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_link_at_the_output_name_is_refused(tmp_path, writer):
+    victim, target = tmp_path / "victim.txt", tmp_path / "report.json"
+    victim.write_text("precious")
+    target.symlink_to(victim)
+    with pytest.raises(DataError, match=f"{target}: is a symbolic link \\(to {victim}\\).*Fix: remove the link"):
+        WRITERS[writer](target)
+    assert victim.read_text() == "precious" and target.is_symlink()
+
+
+def test_without_overwrite_an_existing_file_is_refused(tmp_path):
+    target = tmp_path / "report.json"
+    target.write_text("old")
+    with pytest.raises(DataError, match=f"{target}: exists. Fix: pass --overwrite"):
+        write_atomic(target, lambda tmp: tmp.write_text("new"), overwrite=False)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch, writer):
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"previous" * 1000)
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(DataError) as err:
+        WRITERS[writer](target)
+    assert str(err.value).startswith(f"{target}: no space left on the disk: it needs about 8.0 kB, ")
+    assert " free there; nothing was replaced. Fix: free some space" in str(err.value)
+    assert target.read_bytes() == b"previous" * 1000 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]

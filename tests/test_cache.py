@@ -1,8 +1,12 @@
 """Dataset caches: faithful resize, reuse by fingerprint, atomic builds, damage reported."""
 
+import errno
 import hashlib
 import json
+import os
 import pickle
+import shutil
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -101,7 +105,8 @@ def test_explicit_path_is_rebuilt_in_place_when_stale(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]     # old copy and temp folder gone
 
 
-@pytest.mark.parametrize("damage", ["truncate_images", "truncate_masks", "bad_meta", "missing_masks"])
+@pytest.mark.parametrize("damage", ["truncate_images", "truncate_masks", "bad_meta", "missing_masks",
+                                    "changed_in_place"])
 def test_damaged_cache_raises_data_error_naming_the_folder(damage):
     ds = CountingDataset(n=3)
     path = C.build_cache(ds, 16).path
@@ -109,7 +114,13 @@ def test_damaged_cache_raises_data_error_naming_the_folder(damage):
         target = path / f"{damage.split('_')[1]}.npy"
         target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
     elif damage == "bad_meta":
-        (path / "meta.json").write_text(json.dumps({"format": 1, "n": 3}))
+        (path / "meta.json").write_text(json.dumps({"format": C.FORMAT, "n": 3}))
+    elif damage == "changed_in_place":  # same size, one byte of one image changed: only the checksum sees it
+        with open(path / "images.npy", "r+b") as f:
+            f.seek(-100, os.SEEK_END)
+            byte = f.read(1)
+            f.seek(-100, os.SEEK_END)
+            f.write(bytes([byte[0] ^ 1]))
     else:
         (path / "masks.npy").unlink()
     for attempt in (lambda: C.load_or_build_cache(ds, 16), lambda: C.open_cache(path),
@@ -139,3 +150,48 @@ def test_samples_breaking_the_protocol_are_named():
 
     with pytest.raises(DataError, match="img000"):
         C.build_cache(Gray(n=2), 16)
+
+
+def test_a_cache_of_an_older_format_is_rebuilt():
+    ds = CountingDataset(n=3)
+    path = C.build_cache(ds, 16).path
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({**meta, "format": C.FORMAT - 1}))
+    assert C.load_or_build_cache(ds, 16).meta["format"] == C.FORMAT and ds.loads == 6
+
+
+def test_build_never_replaces_a_folder_that_is_not_a_cache(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match=f"{mine}: exists and is not a dataset cache"):
+        C.build_cache(CountingDataset(n=2), 16, mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def no_temporary_folder_left():
+    folder = work_dir() / "cache"
+    return not folder.exists() or not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_disk_without_room_for_the_cache_is_refused_before_the_build(monkeypatch):
+    ds = CountingDataset()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=1000))
+    with pytest.raises(DataError) as err:
+        C.load_or_build_cache(ds, 32)
+    assert C.cache_bytes(6, 32) == 24832
+    assert str(err.value).startswith(f"{C.cache_path(ds, 32)}: no space left on the disk: it needs about "
+                                     "24.8 kB, 1.0 kB free there")
+    assert ds.loads == 0 and not C.cache_path(ds, 32).exists() and no_temporary_folder_left()
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate here")
+def test_a_disk_that_fills_during_the_build_leaves_no_temporary_cache(monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # where a memory map on a full disk would die of SIGBUS
+    ds = CountingDataset()
+    with pytest.raises(DataError, match=f"{C.cache_path(ds, 32)}: no space left on the disk: it needs about"):
+        C.load_or_build_cache(ds, 32)
+    assert not C.cache_path(ds, 32).exists() and no_temporary_folder_left()

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from seglib.checkpoint import load_checkpoint, save_checkpoint
+from seglib.cli import build_parser, main, reference_argv
 from seglib.data import SPECS, load_dataset
 from seglib.evaluation import evaluate_dataset
 from seglib.inference import Predictor, load_model
@@ -177,3 +178,38 @@ def test_evaluate_and_predict_on_each_real_dataset_in_its_original_layout(real_d
     assert proc.returncode == 0, proc.stderr
     written = np.array(Image.open(tmp_path / "pred" / f"{ds.items[0].image.stem}.png"))
     assert written.shape == labels[0].shape and written.max() < ds.num_classes
+
+
+# ------------------------------------------------------------------ spellings from the reference projects
+
+
+@pytest.mark.parametrize("argv, command, model, big, test, test_only", [
+    (["--train", "--unet"], "train", "unet", False, False, False),
+    (["--train", "--hourglass", "--big"], "train", "hourglass", True, False, False),
+    (["--test", "--unet"], "train", "unet", False, False, True),
+    (["--debug", "--train", "--test", "--hourglass"], "train", "hourglass", False, True, False),
+    (["train", "--unet", "--big"], "train", "unet", True, False, False),
+])
+def test_person_mask_project_flags_parse_as_seglib_train(argv, command, model, big, test, test_only):
+    args = build_parser().parse_args(reference_argv(argv))
+    assert (args.command, args.model, args.big, args.test, args.test_only) == (command, model, big, test, test_only)
+    assert reference_argv(["evaluate", "--split", "train"]) == ["evaluate", "--split", "train"]  # commands as they are
+
+
+def test_person_mask_project_train_then_test_in_process(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["--dataset", "synthetic", "--out", str(out)]
+    assert main(["--test", *common]) == 2  # nothing trained yet
+    assert f"error: {out / 'best.pt'}: not found: there is no trained run to test here" in capsys.readouterr().err
+    assert main(["--train", "--unet", "--smoke", "--epochs", "1", *common]) == 0
+    assert "best val mIoU" in capsys.readouterr().out and (out / "best.pt").is_file()
+    assert main(["--test", *common]) == 0  # the reference's --test: evaluate the saved model on held-out data
+    printed = capsys.readouterr()
+    assert "mIoU" in printed.out and "synthetic has no test split here: testing on val" in printed.err
+    assert load_checkpoint(out / "best.pt")["meta"]["model"] == "unet"
+
+
+def test_pretrained_with_unet_is_refused_before_any_data_is_read(tmp_path, capsys):
+    assert main(["--train", "--unet", "--pretrained", "imagenet", "--root", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: unet has no ImageNet trunk: it always trains from scratch" in err

@@ -8,6 +8,7 @@ sees them, without paying for a fresh interpreter each time); the cases that che
 ``python -m seglib`` in a subprocess. The commands at work: test_cli.py.
 """
 
+import errno
 import io
 import os
 import shutil
@@ -23,7 +24,7 @@ from PIL import Image
 
 from seglib.checkpoint import load_checkpoint
 from seglib.cli import main
-from seglib.data import load_dataset
+from seglib.data import find_folder, load_dataset
 from seglib.data.io import read_image
 from seglib.engine import fit
 from seglib.errors import ConfigError, DataError
@@ -32,6 +33,11 @@ from seglib.synthetic import make_sample
 from seglib.utils import write_atomic
 
 from helpers import SEGLIB, TINY, cli, synthetic_copy
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 
 def seglib(capsys, *args) -> tuple[int, str]:
@@ -102,6 +108,95 @@ def test_resume_refuses_a_run_of_another_dataset_or_size(smoke_run, tmp_path):
     torch.save(state, out / "last.pt")
     with pytest.raises(DataError, match="checkpoint is for dataset='pennfudan', not 'synthetic'"):
         fit(cfg, device="cpu", verbose=False, resume=True)
+
+
+SMOKE = ["train", "--smoke", "--dataset", "synthetic"]
+
+
+@pytest.mark.skipif(fcntl is None, reason="no fcntl: runs are not locked here")
+def test_a_second_training_into_a_locked_folder_stops_at_once(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:  # what the first training holds until it ends
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        status, line = seglib(capsys, *SMOKE, "--epochs", "1", "--out", out)
+    assert status == 2 and line == (f"error: {out}: another training is writing this folder (pid 4242). "
+                                    "Fix: wait for it, or pass another --out")
+    assert [p.name for p in out.iterdir()] == [".lock"]
+    fit(replace(TINY, epochs=1, out=str(out)), device="cpu", verbose=False)  # takes the lock, then removes it
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "history.csv", "history.json", "last.pt",
+                                                     "metrics.json"]
+
+
+def test_resume_without_last_pt_never_starts_over_a_finished_run(smoke_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out)
+    (out / "last.pt").unlink()
+    before = snapshot(out)
+    status, line = seglib(capsys, *SMOKE, "--resume", "--out", out)
+    assert status == 2 and line == (f"error: {out}: holds a run (best.pt, metrics.json, history.json, history.csv) "
+                                    "but no last.pt to resume from. Fix: pass another --out for a new run, or drop "
+                                    "--resume and pass --overwrite to replace it")
+    assert snapshot(out) == before
+
+
+def test_resume_refuses_changed_options_and_goes_on_with_the_runs_own(smoke_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out)
+    before = snapshot(out)
+    status, line = seglib(capsys, *SMOKE, "--resume", "--out", out, "--epochs", "2", "--lr", "0.5", "--loss",
+                          "dice", "--seed", "3", "--num-workers", "1")
+    assert status == 2 and line.startswith(f"error: {out / 'last.pt'}: --resume with other training options "
+                                           "(lr: 0.01 → 0.5; loss: 'ce' → 'dice'; seed: 0 → 3). Fix: drop them")
+    assert snapshot(out) == before
+    assert seglib(capsys, "train", "--resume", "--out", out, "--epochs", "2")[0] == 0  # options from last.pt
+    state = load_checkpoint(out / "last.pt")
+    config = {key: state["config"][key] for key in ("lr", "loss", "seed", "loader", "model_options")}
+    assert state["epoch"] == 2 and config == {"lr": 0.01, "loss": "ce", "seed": 0, "loader": "gpu",
+                                              "model_options": {"base_channels": 8, "depth": 2}}
+
+
+def test_a_full_disk_while_writing_last_pt_is_one_line_and_keeps_the_previous_one(smoke_run, tmp_path,
+                                                                                   capsys, monkeypatch):
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out)
+    before, real_save = (out / "last.pt").read_bytes(), torch.save
+
+    def save(state, file):
+        if ".last.pt." in file.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(state, file)
+
+    monkeypatch.setattr(torch, "save", save)
+    status, line = seglib(capsys, *SMOKE, "--resume", "--out", out, "--epochs", "2")
+    assert status == 2 and line.startswith(f"error: {out / 'last.pt'}: no space left on the disk: ")
+    assert (out / "last.pt").read_bytes() == before and not list(out.glob(".*.tmp"))
+
+
+def test_out_inside_a_dataset_or_holding_images_is_refused(tmp_path):
+    inside = find_folder("synthetic") / "masks" / "run"
+    with pytest.raises(DataError, match=f"{inside}: is inside the dataset folder .*Fix: pass an --out outside"):
+        fit(replace(TINY, out=str(inside)), device="cpu", verbose=False)
+    assert not inside.exists()
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    Image.fromarray(make_sample(0, (20, 20))[0]).save(pictures / "holiday.png")
+    with pytest.raises(DataError, match=f"{pictures}: holds images"):
+        fit(replace(TINY, out=str(pictures)), device="cpu", verbose=False)
+    assert [p.name for p in pictures.iterdir()] == ["holiday.png"]
+
+
+def test_a_failed_run_removes_only_the_folders_it_made(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    made, there = tmp_path / "new" / "run", tmp_path / "there"
+    there.mkdir()
+    for out in (made, there):
+        with pytest.raises(DataError, match="checkpoint is empty"):
+            fit(replace(TINY, out=str(out)), device="cpu", verbose=False, init_from=empty)
+    assert not (tmp_path / "new").exists() and there.is_dir()
 
 
 BAD_OPTIONS = {  # case: (extra train arguments, what the error line must hold)
@@ -230,6 +325,28 @@ def test_outputs_never_replace_the_checkpoint_being_read(smoke_run, tmp_path, ca
     assert checkpoint.read_bytes() == before
     status, line = seglib(capsys, command, "--checkpoint", checkpoint, flag, tmp_path)
     assert status == 2 and f"{tmp_path}: is a folder" in line
+
+
+@pytest.mark.parametrize("command, flag", [("evaluate", "--json"), ("export", "--onnx")])
+def test_outputs_never_replace_a_file_unless_asked(smoke_run, tmp_path, capsys, command, flag):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    before = snapshot(run)
+    status, line = seglib(capsys, command, "--checkpoint", run / "best.pt", flag, run / "last.pt")
+    assert status == 2 and line == (f"error: {run / 'last.pt'}: exists. Fix: pass --overwrite to replace it, "
+                                    "or choose another name")
+    assert snapshot(run) == before
+
+
+def test_evaluate_json_replaces_only_with_overwrite_and_never_in_the_dataset(smoke_run, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    report.write_text("old")
+    assert seglib(capsys, "evaluate", "--checkpoint", smoke_run / "best.pt", "--json", report, "--overwrite",
+                  "--max-images", "2")[0] == 0
+    assert report.read_text().startswith("{")
+    inside = find_folder("synthetic") / "report.json"
+    status, line = seglib(capsys, "evaluate", "--checkpoint", smoke_run / "best.pt", "--json", inside, "--overwrite")
+    assert status == 2 and f"{inside}: is inside the dataset folder" in line and not inside.exists()
 
 
 def test_cli_predict_never_overwrites_inputs(smoke_run, tmp_path):
@@ -383,8 +500,7 @@ def test_prepare_refuses_an_archive_that_escapes_its_folder(tmp_path):
     proc = cli("prepare", "pennfudan", "--root", str(root), "--source", str(archive), cwd=tmp_path)
     error_line(proc, "../escaped.txt", "'..'", "Fix:", "nothing was extracted")
     assert not (tmp_path / "escaped.txt").exists()
-    assert not (root / "PennFudanPed").exists()
-    assert not [p for p in root.iterdir() if p.name.startswith(".seglib-extract-")]
+    assert not root.exists()  # made for --source, removed with the rest: no dataset folder, no copy, no staging
     assert_one_line(proc)
 
 

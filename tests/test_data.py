@@ -8,13 +8,17 @@ import pytest
 from PIL import Image
 
 import seglib.data
-from seglib.data import SPECS, find_folder, load_dataset, shipped_sample
+from seglib.cli import main
+from seglib.data import (PERSON_DATASETS, SPECS, available_datasets, find_folder, load_dataset, person_dataset,
+                         shipped_sample)
+from seglib.data.convert import flatten_tiktok_videos
 from seglib.data.prepare import prepare
 from seglib.data.splits import assign, in_val
 from seglib.errors import ConfigError, DataError
 from seglib.masks import labelids_to_trainids
 from seglib.synthetic import make_sample
 
+from helpers import groups_in_both_splits, write_png_pairs
 
 
 def need(folder, sub):
@@ -249,7 +253,6 @@ def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):
     assert (decoded == labels).mean() > 0.97
 
 
-
 def write_pets(root, trimaps: dict, kinds: dict):
     """``root/oxford_iiit_pet`` in the official layout: for each id a trimap (values 1/2/3) and a photo saved
     as ``kinds[id]`` ("JPEG", "GIF" or "RGBA" PNG) under a ``.jpg`` name."""
@@ -315,3 +318,98 @@ def test_the_shipped_pets_sample_is_small_licensed_and_split_by_breed():
     for image in (sample / "images").glob("*.jpg"):
         with Image.open(image) as img:
             assert img.format == "JPEG" and img.mode == "RGB" and max(img.size) <= 256
+
+
+# ---------------------------------------------------------------- the person-data fallback
+
+
+def tiny_tiktok(root):
+    stems = [f"{video}_{frame:04d}" for video in groups_in_both_splits("tiktok", [f"{v:05d}" for v in range(3, 60)])
+             for frame in (1, 9)]
+    write_png_pairs(root / "tiktok_person" / "images", root / "tiktok_person" / "masks", stems)
+
+
+def tiny_pennfudan(root):
+    stems = groups_in_both_splits("pennfudan", [f"PennPed{i:05d}" for i in range(1, 60)])
+    write_png_pairs(root / "PennFudanPed" / "PNGImages", root / "PennFudanPed" / "PedMasks", stems, "{}_mask.png")
+
+
+def test_person_data_falls_back_from_tiktok_to_pennfudan_to_synthetic(tmp_path, capsys):
+    assert PERSON_DATASETS == ("tiktok", "pennfudan", "synthetic")
+    assert person_dataset(tmp_path) == ("synthetic", find_folder("synthetic", tmp_path))
+    assert capsys.readouterr().out.splitlines() == [
+        "person data: tiktok skipped (TikTok dancing-person masks not found)",
+        "person data: pennfudan skipped (Penn-Fudan Pedestrian not found)",
+        "person data: synthetic ($SEGLIB_WORK_DIR/synthetic_shapes)"]
+    tiny_pennfudan(tmp_path)
+    assert person_dataset(tmp_path, verbose=False) == ("pennfudan", tmp_path / "PennFudanPed")
+    (tmp_path / "tiktok_person" / "masks").mkdir(parents=True)  # present, but broken: skipped with the reason
+    (tmp_path / "tiktok_person" / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiktok_person" / "images" / "00003_0001.png")
+    assert person_dataset(tmp_path).name == "pennfudan"
+    assert "person data: tiktok skipped (1 images have no mask here" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "tiktok_person")
+    tiny_tiktok(tmp_path)
+    assert person_dataset(tmp_path) == ("tiktok", tmp_path / "tiktok_person")
+    assert capsys.readouterr().out == "person data: tiktok (<...>/tiktok_person)\n"
+
+
+def test_available_datasets_keeps_the_order_and_names_what_is_missing(tmp_path, capsys):
+    tiny_pennfudan(tmp_path)
+    assert available_datasets("camvid", "pennfudan", "msrc", root=tmp_path) == ("pennfudan",)
+    assert capsys.readouterr().out.splitlines() == ["camvid: not available (CamVid (SegNet 11 classes) not found)",
+                                                    "msrc: not available (MSRC-v2 object classes not found)"]
+    assert available_datasets("camvid", root=tmp_path, verbose=False) == ()
+    assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------------- prepare tiktok --source: the release's layout
+
+
+def release_layout(source, videos, frames=(1, 2)):
+    """The TikTok release's layout: ``<video>/images/<frame>.png`` and ``<video>/masks/<frame>.png``."""
+    for video in videos:
+        write_png_pairs(source / video / "images", source / video / "masks", [f"{f:04d}" for f in frames])
+    return source
+
+
+def test_prepare_tiktok_converts_the_release_per_video_layout(tmp_path, capsys):
+    videos = groups_in_both_splits("tiktok", [f"{v:05d}" for v in range(3, 60)])
+    release = release_layout(tmp_path / "release", videos)
+    (release / "README.txt").write_text("not a video")
+    root = tmp_path / "data"
+    assert main(["prepare", "tiktok", "--source", str(release), "--root", str(root)]) == 0
+    assert f"converted 6 frames of 3 videos into {root / 'tiktok_person'}" in capsys.readouterr().out
+    flat = root / "tiktok_person"
+    names = sorted(f"{v}_{f:04d}.png" for v in videos for f in (1, 2))
+    assert [sorted(p.name for p in (flat / sub).iterdir()) for sub in ("images", "masks")] == [names, names]
+    assert (flat / "masks" / f"{videos[0]}_0002.png").read_bytes() == (release / videos[0] / "masks" / "0002.png"
+                                                                      ).read_bytes()
+    assert sorted(p.name for p in root.iterdir()) == ["tiktok_person"]  # no temporary folder left
+    by_split = {s: load_dataset("tiktok", s, root).ids for s in ("train", "val")}
+    assert sorted(by_split["train"] + by_split["val"]) == [n.removesuffix(".png") for n in names]
+    for split, ids in by_split.items():  # both frames of a video in the same split
+        assert len(ids) == 2 * len({i.split("_")[0] for i in ids}), split
+    # never replaced, never ignored: the Python API and the command line refuse
+    with pytest.raises(DataError, match="tiktok_person: exists already, and prepare never replaces"):
+        flatten_tiktok_videos(release, flat)
+    assert main(["prepare", "tiktok", "--source", str(release), "--root", str(root)]) == 2
+    assert "exists already, and prepare never replaces" in capsys.readouterr().err
+
+
+def test_tiktok_release_with_a_bad_layout_names_the_folder_and_writes_nothing(tmp_path):
+    release = release_layout(tmp_path / "release", ["00003", "00004"])
+    target = tmp_path / "data" / "tiktok_person"
+    (release / "00004" / "masks" / "0002.png").unlink()
+    with pytest.raises(DataError, match=r"00004/masks: 1 images have no mask here"):
+        flatten_tiktok_videos(release, target)
+    shutil.rmtree(release / "00004" / "masks")
+    with pytest.raises(DataError, match=r"00004/masks: folder not found"):
+        flatten_tiktok_videos(release, target)
+    shutil.rmtree(release / "00004")
+    release_layout(release, ["00005_b"])
+    with pytest.raises(DataError, match=r"00005_b: has '_' in its name"):
+        flatten_tiktok_videos(release, target)
+    with pytest.raises(DataError, match="holds neither images/ . masks/ nor the TikTok release's per-video"):
+        flatten_tiktok_videos(release / "00003" / "images", target)
+    assert not (tmp_path / "data").exists()

@@ -1,5 +1,10 @@
 """seglib.models: shapes on any size, gradients, parameter counts, modes, options and weights."""
 
+import shutil
+import socket
+import urllib.error
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -8,7 +13,8 @@ from torch import nn
 from seglib.errors import ConfigError
 from seglib.models import MODEL_NAMES, create_model, model_options
 from seglib.models.blocks import pad_to_multiple
-from seglib.models.deeplabv3plus import imagenet_weights_file
+from seglib.models.deeplabv3plus import ResNetTrunk
+from seglib.models.pretrained import CONNECT_TIMEOUT, imagenet_weights_file
 from seglib.utils import count_parameters
 
 SMALL = {"unet": {"base_channels": 8}, "hourglass": {"base_channels": 8},
@@ -21,12 +27,11 @@ def small(name, num_classes=3, **options):
 
 
 @pytest.fixture
-def hub_dir(tmp_path):
-    """An empty torch hub folder (restored afterwards): no cached ImageNet weights."""
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
+def hub_dir(tmp_path, monkeypatch):
+    """An empty temporary TORCH_HOME (the real one is back afterwards): no cached ImageNet weights."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # a torch.hub.set_dir() elsewhere would win over TORCH_HOME
+    return tmp_path / "torch_home" / "hub"
 
 
 def test_model_names():
@@ -179,38 +184,74 @@ def test_model_options_lists_what_each_model_accepts():
                                               "train_trunk")
 
 
-def test_missing_imagenet_weights_name_the_file_and_where_to_put_it(hub_dir):
-    with pytest.raises(ConfigError) as error:
-        create_model("deeplabv3plus", 2, pretrained="imagenet")
-    message = str(error.value)
-    expected = hub_dir / "checkpoints" / "resnet18-f37072fd.pth"
-    assert imagenet_weights_file("resnet18") == expected
-    assert str(expected) in message and "from scratch" in message
-    assert not (hub_dir / "checkpoints").exists() or not any((hub_dir / "checkpoints").iterdir())
+def official_weights_file(backbone: str, seed: int) -> tuple[Path, dict]:
+    """A randomly initialised torchvision ``backbone`` saved under its official ImageNet file name in the (temporary)
+    torch hub cache: what a download would leave there."""
+    torch.manual_seed(seed)
+    state = getattr(torchvision.models, backbone)().state_dict()
+    path = imagenet_weights_file(backbone)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path, state
 
 
-def test_imagenet_weights_are_read_from_the_torchvision_cache(hub_dir):
-    torch.manual_seed(1)
-    reference = torchvision.models.resnet34()
-    path = imagenet_weights_file("resnet34")
-    path.parent.mkdir(parents=True)
-    torch.save(reference.state_dict(), path)
-    model = create_model("deeplabv3plus", 2, backbone="resnet34", pretrained="imagenet")
-    torch.testing.assert_close(model.backbone.layer4[2].conv2.weight,
-                               reference.layer4[2].conv2.weight)
-
-
-def test_state_dict_file_of_a_torchvision_resnet_loads_through_the_path_option(tmp_path):
-    torch.manual_seed(2)
-    reference = torchvision.models.resnet18()
-    path = tmp_path / "trunk.pth"
-    torch.save(reference.state_dict(), path)
-    model = create_model("deeplabv3plus", 2, pretrained=path)
-    trunk = model.backbone.state_dict()
-    for key, value in reference.state_dict().items():
+def assert_trunk_holds(trunk: nn.Module, state: dict) -> None:
+    trunk = trunk.state_dict()
+    for key, value in state.items():
         if not key.startswith("fc."):
             torch.testing.assert_close(trunk[key], value, msg=key)
-    assert create_model("deeplabv3plus", 2, pretrained=str(path)) is not None
+
+
+def test_imagenet_weights_are_the_official_files_in_torch_home(hub_dir):
+    assert imagenet_weights_file("resnet18") == hub_dir / "checkpoints" / "resnet18-f37072fd.pth"
+    assert imagenet_weights_file("resnet50").name == "resnet50-0676ba61.pth"  # IMAGENET1K_V1
+
+
+def test_imagenet_weights_are_read_from_the_cache_without_a_download(hub_dir, monkeypatch):
+    path, state = official_weights_file("resnet18", seed=1)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    assert_trunk_holds(create_model("deeplabv3plus", 2, pretrained="imagenet").backbone, state)
+    for given in (path, str(path)):  # the same file by path
+        assert_trunk_holds(ResNetTrunk("resnet18", 16, given), state)
+
+
+def test_missing_imagenet_weights_are_downloaded_into_the_cache_with_a_progress_bar(hub_dir, monkeypatch,
+                                                                                  tmp_path):
+    source, state = official_weights_file("resnet18", seed=2)
+    source = source.rename(tmp_path / "served.pth")  # the "server's" copy; the cache is empty again
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix, progress, socket.getdefaulttimeout()))
+        shutil.copy(source, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    assert_trunk_holds(ResNetTrunk("resnet18", 16, "imagenet"), state)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    assert calls == [(url, "f37072fd", True, CONNECT_TIMEOUT)]  # hash checked, bar shown, no endless wait
+    assert socket.getdefaulttimeout() is None and imagenet_weights_file("resnet18").is_file()
+
+
+def test_offline_without_a_cache_stops_with_one_line_saying_what_to_do(hub_dir, monkeypatch):
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(ConfigError) as error:
+        create_model("deeplabv3plus", 2, backbone="resnet50", pretrained="imagenet")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("ImageNet weights for resnet50 are not cached and could not be downloaded "
+                              "(<urlopen error [Errno -3] Temporary failure in name resolution>). Fix: run once")
+    for part in ("resnet50-0676ba61.pth", str(hub_dir / "checkpoints"), "--pretrained PATH", "from scratch"):
+        assert part in message
+    assert not any((hub_dir / "checkpoints").iterdir())  # no half file left
+
+
+@pytest.mark.parametrize("name", ["unet", "hourglass"])
+def test_pretrained_with_a_model_without_a_trunk_says_so(name):
+    with pytest.raises(ConfigError, match=f"{name} has no ImageNet trunk: it always trains from scratch"):
+        create_model(name, 2, pretrained="imagenet")
 
 
 def test_bad_weight_files_are_config_errors(tmp_path):
@@ -222,5 +263,6 @@ def test_bad_weight_files_are_config_errors(tmp_path):
         create_model("deeplabv3plus", 2, pretrained=garbage)
     other = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), other)
-    with pytest.raises(ConfigError, match="does not fit torchvision's resnet50"):
+    with pytest.raises(ConfigError, match="does not fit torchvision's resnet50 .weights of another architecture") as e:
         create_model("deeplabv3plus", 2, backbone="resnet50", pretrained=other)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 500

@@ -153,6 +153,8 @@ def test_checkpoints_that_do_not_fit_are_refused_by_name(tmp_path):
     assert message.startswith(f"{tmp_path / 'w' / 'best.pt'}: its weights do not fit this UNet (size mismatch")
     assert "Fix: train with the options it was made with (its model_options: {'base_channels': 16" in message
 
+    assert not (tmp_path / "b").exists()  # the refused runs wrote nothing: the folder they made is gone
+    (tmp_path / "b").mkdir()
     shutil.copy(tmp_path / "w" / "last.pt", tmp_path / "b" / "last.pt")  # --resume with it
     with pytest.raises(DataError, match="its weights do not fit"):
         fit_quiet(replace(TINY, out=str(tmp_path / "b")), resume=True)
@@ -297,6 +299,15 @@ def test_inf_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert [row["epoch"] for row in json.loads((tmp_path / "history.json").read_text())] == [1]
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+
+
+def test_a_loss_not_finite_from_the_start_says_no_checkpoint_was_written(tmp_path, monkeypatch):
+    poison_loss(monkeypatch, float("nan"), after_calls=0)  # what --lr inf gives: nothing finite to keep
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss) as err:
+        fit_quiet(replace(TINY, out=str(out)))
+    assert str(err.value).endswith("; no checkpoint was written: this happened before the first one")
+    assert "kept" not in str(err.value) and not out.exists()  # the folder it made, empty, is removed
 
 
 @pytest.mark.parametrize("batch_size, hint", [(4, "try --batch-size 2"),

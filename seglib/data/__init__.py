@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from seglib.data.base import IGNORE_INDEX, DatasetSpec, Item, SegmentationDataset
 from seglib.data.specs import SPECS, read_bsds_ground_truth
@@ -17,9 +18,11 @@ from seglib.errors import ConfigError, DataError
 from seglib.paths import SAMPLE_DATA_DIR, data_dir, display_path, work_dir
 
 DATASET_NAMES = tuple(SPECS)
+PERSON_DATASETS = ("tiktok", "pennfudan", "synthetic")  # person/background data, best first
 
 __all__ = ["DATASET_NAMES", "IGNORE_INDEX", "SPECS", "DatasetSpec", "Item", "SegmentationDataset",
-           "find_folder", "get_spec", "load_dataset", "read_bsds_ground_truth", "shipped_sample"]
+           "PERSON_DATASETS", "PersonData", "available_datasets", "find_folder", "get_spec", "load_dataset",
+           "person_dataset", "read_bsds_ground_truth", "shipped_sample"]
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -108,3 +111,53 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     else:
         items = spec.list_items(folder, split)
     return SegmentationDataset(spec, folder, split, _spread(items, max_samples))
+
+
+class PersonData(NamedTuple):
+    name: str
+    folder: Path
+
+
+def _train_and_val_folder(name: str, root: str | Path | None) -> Path:
+    """The folder of dataset ``name`` if both its train and val splits load (``DataError`` otherwise)."""
+    folder = load_dataset(name, "train", root, max_samples=1).folder
+    load_dataset(name, "val", root, max_samples=1)
+    return folder
+
+
+def available_datasets(*names: str, root: str | Path | None = None, verbose: bool = True) -> tuple[str, ...]:
+    """Those of ``names`` whose train and val splits load, printing one line per dataset missing.
+
+    >>> scenes = available_datasets("camvid", "msrc")   # the sections on the others are skipped
+    """
+    found = []
+    for name in names:
+        try:
+            _train_and_val_folder(name, root)
+            found.append(name)
+        except DataError as err:
+            if verbose:
+                print(f"{name}: not available ({err.problem})")
+    return tuple(found)
+
+
+def person_dataset(root: str | Path | None = None, *, verbose: bool = True) -> PersonData:
+    """The first of :data:`PERSON_DATASETS` whose train and val splits load: TikTok, else Penn-Fudan, else the
+    synthetic shapes (generated when missing; not person data, but the same code runs on it).
+
+    Prints one line per dataset skipped, with the reason, and one for the choice.
+
+    >>> person = person_dataset().name
+    """
+    for name in PERSON_DATASETS:
+        try:
+            folder = _train_and_val_folder(name, root)
+        except DataError as err:
+            if name == PERSON_DATASETS[-1]:
+                raise
+            if verbose:
+                print(f"person data: {name} skipped ({err.problem})")
+            continue
+        if verbose:
+            print(f"person data: {name} ({display_path(folder)})")
+        return PersonData(name, folder)

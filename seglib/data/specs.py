@@ -97,7 +97,8 @@ class TikTok(_HashSplit):
             if raw.max() == 1:
                 report["masks stored as 0/1 (read as they are)"] += 1
             else:
-                report["soft edge pixels (neither 0 nor 255)"] += int(((raw > 0) & (raw < 255)).sum())
+                soft = (raw > 0) & (raw < masks.full_scale(raw))
+                report["soft edge pixels (neither 0 nor 255)"] += int(soft.sum())
             if labels.all() or not labels.any():
                 report["masks with one value only (check them: likely broken)"] += 1
         return labels
@@ -319,7 +320,7 @@ class Synthetic(_HashSplit):
         """Write the dataset in the images/ + masks/ layout (atomically, as one folder)."""
         from PIL import Image
 
-        with atomic_path(folder) as tmp:
+        with atomic_path(folder, folder=True) as tmp:
             for sub in ("images", "masks"):
                 (tmp / sub).mkdir(parents=True)
             for i in range(self.count):

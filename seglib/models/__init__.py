@@ -19,7 +19,7 @@ _MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "hourglass": Hourglass,
                                        "deeplabv3plus": DeepLabV3Plus}
 MODEL_NAMES = tuple(_MODELS)
 
-__all__ = ["MODEL_NAMES", "DeepLabV3Plus", "Hourglass", "UNet", "create_model", "model_options"]
+__all__ = ["MODEL_NAMES", "DeepLabV3Plus", "Hourglass", "UNet", "check_options", "create_model", "model_options"]
 
 
 def model_options(name: str) -> tuple[str, ...]:
@@ -29,15 +29,24 @@ def model_options(name: str) -> tuple[str, ...]:
     return tuple(p for p in inspect.signature(_MODELS[name]).parameters if p != "num_classes")
 
 
+def check_options(name: str, options: dict) -> None:
+    """Refuse options that model ``name`` does not take (``ConfigError``), before anything is built."""
+    valid = model_options(name)
+    if "pretrained" in options and "pretrained" not in valid:
+        raise ConfigError(f"{name} has no ImageNet trunk: it always trains from scratch. Drop --pretrained "
+                          "(pretrained=...), or use --model deeplabv3plus, whose ResNet trunk can start from "
+                          "ImageNet weights")
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"{name} has no option {', '.join(unknown)}: valid options are "
+                          f"{', '.join(valid)}")
+
+
 def create_model(name: str, num_classes: int, **options) -> nn.Module:
     """Build model ``name`` (one of ``MODEL_NAMES``); bad names or options raise ``ConfigError``.
 
     Options: unet / hourglass take ``in_channels``, ``base_channels``, ``depth``, ``big``;
     deeplabv3plus takes ``backbone``, ``output_stride``, ``pretrained``, ``train_trunk``.
     """
-    valid = model_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(f"{name} has no option {', '.join(unknown)}: valid options are "
-                          f"{', '.join(valid)}")
+    check_options(name, options)
     return _MODELS[name](num_classes, **options)

@@ -1,7 +1,7 @@
 """DeepLabV3+ (Chen et al., 2018): a dilated ResNet trunk, ASPP, and a light decoder.
 
-ImageNet weights are never downloaded: ``pretrained="imagenet"`` reads torchvision's own cache
-file, and a missing file is a ``ConfigError`` that says which file to put where.
+``pretrained="imagenet"`` loads torchvision's ImageNet weights into the trunk: from the torch hub
+cache, downloaded there when missing (see :mod:`seglib.models.pretrained`).
 """
 
 from __future__ import annotations
@@ -15,35 +15,10 @@ from torch import nn
 
 from seglib.errors import ConfigError
 from seglib.models.blocks import check_choice, check_int, conv_bn_relu, pad_to_multiple
+from seglib.models.pretrained import load_trunk_weights
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 OUTPUT_STRIDES = (8, 16)
-
-
-def imagenet_weights_file(backbone: str) -> Path:
-    """Where torchvision caches the ImageNet weights of ``backbone`` (its ``DEFAULT`` weights)."""
-    url = torchvision.models.get_model_weights(backbone).DEFAULT.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-def _read_state_dict(backbone: str, pretrained: str | Path) -> dict[str, torch.Tensor]:
-    if pretrained == "imagenet":
-        path = imagenet_weights_file(backbone)
-        if not path.is_file():
-            url = torchvision.models.get_model_weights(backbone).DEFAULT.url
-            raise ConfigError(
-                f"ImageNet weights for {backbone} are not in torchvision's cache: put {path.name} "
-                f"(from {url}) at {path}, or leave pretrained=None to train from scratch (the "
-                "default). seglib never downloads weights.")
-    else:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise ConfigError(f"pretrained={str(pretrained)!r}: no such file. Pass None (train "
-                              f"from scratch), 'imagenet', or the path of a {backbone} state dict")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and weights_only errors all mean "not a state dict"
-        raise ConfigError(f"{path}: cannot be read as a state dict ({error})") from error
 
 
 def dilate(layer: nn.Sequential, dilation: int, previous_dilation: int) -> None:
@@ -68,11 +43,7 @@ class ResNetTrunk(nn.Module):
         super().__init__()
         resnet = getattr(torchvision.models, backbone)(weights=None)
         if pretrained is not None:
-            try:
-                resnet.load_state_dict(_read_state_dict(backbone, pretrained))
-            except RuntimeError as error:  # wrong or missing keys, wrong shapes
-                raise ConfigError(f"pretrained={str(pretrained)!r} does not fit torchvision's "
-                                  f"{backbone}: {error}") from error
+            load_trunk_weights(resnet, backbone, pretrained)
         if output_stride == 8:
             dilate(resnet.layer3, 2, 1)
             dilate(resnet.layer4, 4, 2)
@@ -143,7 +114,7 @@ class DeepLabV3Plus(nn.Module):
     of this workbook, deeper trunks gain little and resnet18 runs about 2–3× faster than resnet50.
     ``output_stride`` 16 dilates layer4 (ASPP rates 6/12/18); 8 also dilates layer3 (rates
     12/24/36), four times the compute. ``pretrained``: None (from scratch), ``"imagenet"``
-    (torchvision's cache file, never downloaded; inputs then need ImageNet normalisation) or the
+    (torchvision's weights: the cache, else a download; inputs then need ImageNet normalisation) or the
     path of a torchvision ResNet state dict. ``train_trunk=False`` freezes the backbone: no
     gradients, and its BatchNorm stays in eval mode during ``train()``.
     """

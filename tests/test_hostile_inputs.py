@@ -1,0 +1,291 @@
+"""Hostile inputs (issue 17): images that would exhaust memory or decode to garbage, 16-bit masks, files that are
+not checkpoints and checkpoints whose metadata lies, out-of-range flags and labels, archives that fail to extract.
+
+Everything runs in this process on tiny files written here; the command line through ``seglib.cli.main``.
+"""
+
+import errno
+import io
+import os
+import sys
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seglib.checkpoint import load_checkpoint
+from seglib.cli import main
+from seglib.data.io import read_image, read_label
+from seglib.download import DOWNLOADS_SUBDIR, download_dataset
+from seglib.errors import DataError, DownloadError
+from seglib.inference import load_model
+from seglib.masks import binarize
+from seglib.synthetic import make_sample
+
+
+def seglib(capsys, *args) -> tuple[int, str]:
+    """Exit status and stderr of ``python -m seglib ARGS``, run in this process."""
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ images: pixel cap, damaged JPEG
+
+
+@pytest.mark.parametrize("side", [40, 100])  # above PIL's cap (a warning today), above twice the cap (its error)
+def test_an_image_above_the_pixel_cap_is_refused_by_name(tmp_path, monkeypatch, side):
+    path = tmp_path / "bomb.png"
+    Image.new("L", (side, side)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as err:
+            read_image(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and f"{side * side:,} pixels" in text and "1,000" in text
+    assert "SEGLIB_MAX_IMAGE_PIXELS" in text
+    monkeypatch.setenv("SEGLIB_MAX_IMAGE_PIXELS", str(side * side))  # the documented way to raise the cap
+    assert read_image(path).shape == (side, side, 3)
+
+
+def damaged_jpeg(path, seed=0):
+    """A photo-like JPEG with 64 bytes in the middle of its compressed data zeroed."""
+    pixels = (np.random.default_rng(seed).random((96, 128, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    data = bytearray(buffer.getvalue())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_jpeg_damaged_in_the_middle_cannot_be_decoded(tmp_path):
+    path = damaged_jpeg(tmp_path / "photo.jpg")
+    with pytest.raises(DataError, match=r"cannot be decoded as an image \(Corrupt JPEG data") as err:
+        read_image(path)
+    assert str(err.value).startswith(f"{path}: ") and "Fix: " in str(err.value)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(make_sample(0, (40, 48))[0]).save(good, quality=90)
+    assert read_image(good).shape == (40, 48, 3)
+
+
+def test_without_opencv_jpegs_still_decode(tmp_path, monkeypatch):
+    """The GPU machine has no albumentations, hence no OpenCV: the damage check is skipped, not a crash."""
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 raises ImportError
+    good = tmp_path / "good.jpg"
+    Image.fromarray(make_sample(0, (40, 48))[0]).save(good, quality=90)
+    assert read_image(good).shape == (40, 48, 3)
+
+
+def test_predict_skips_a_bomb_and_a_damaged_jpeg_and_exits_1(smoke_run, tmp_path, capsys, monkeypatch):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    Image.fromarray(make_sample(0, (24, 30))[0]).save(inputs / "a_good.png")
+    Image.new("L", (100, 100)).save(inputs / "b_bomb.png")
+    damaged_jpeg(inputs / "c_damaged.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    status, err = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", inputs,
+                         "--output", out, "--batch-size", 1)
+    assert status == 1 and "Traceback" not in err
+    assert f"skipped: {inputs / 'b_bomb.png'}: " in err and f"skipped: {inputs / 'c_damaged.jpg'}: " in err
+    assert err.strip().splitlines()[-1].startswith("error: 2 of 3 inputs could not be read")
+    assert sorted(p.name for p in out.iterdir()) == ["a_good.png"]
+
+
+# ------------------------------------------------------------------ 16-bit person masks
+
+
+def test_16_bit_person_masks_are_thresholded_on_their_own_scale(tmp_path):
+    soft = np.array([[0, 20000, 40000, 65535]], np.uint16)  # a TikTok-style soft mask saved with 16 bits
+    Image.fromarray(soft).save(tmp_path / "mask.png")
+    raw = read_label(tmp_path / "mask.png")
+    assert raw.dtype == np.uint16
+    assert binarize(raw).tolist() == [[0, 0, 1, 1]]  # on the 8-bit scale every pixel above 127 was a person
+    Image.fromarray(np.array([[0, 200, 255]], np.uint16)).save(tmp_path / "narrow.png")
+    with pytest.raises(DataError, match="16-bit mask whose values stay within 0..255") as err:
+        binarize(read_label(tmp_path / "narrow.png"), path=tmp_path / "narrow.png")
+    assert str(err.value).startswith(f"{tmp_path / 'narrow.png'}: ") and "Fix: " in str(err.value)
+
+
+# ------------------------------------------------------------------ files given as a checkpoint, lying metadata
+
+
+@pytest.mark.parametrize("name, content, kind", [
+    ("config.json", b'{"model": "unet", "num_classes": 2}\n', "JSON"),
+    ("notes.txt", "weights: see the other file \u00e9\n".encode(), "text"),
+    ("mask.png", None, "a PNG image"),
+])
+def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path, name, content, kind):
+    path = tmp_path / name
+    if content is None:
+        Image.new("L", (4, 4)).save(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_checkpoint(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: not a PyTorch checkpoint: it looks like {kind}") and "Fix: " in text
+    assert "pickled" not in text
+
+
+BAD_META = {  # case: (what the meta changes, the key the error names)
+    "unknown model": ({"model": "segformer"}, "meta['model'] is 'segformer'"),
+    "model not a string": ({"model": ["unet"]}, "meta['model'] is ['unet']"),
+    "class count a string": ({"num_classes": "2"}, "meta['num_classes'] is '2'"),
+    "a billion classes": ({"num_classes": 10**9}, "meta['num_classes'] is 1000000000"),
+    "zero classes": ({"num_classes": 0}, "meta['num_classes'] is 0"),
+    "bool image size": ({"image_size": True}, "meta['image_size'] is True"),
+    "huge image size": ({"image_size": 10**6}, "meta['image_size'] is 1000000"),
+    "options a list": ({"model_options": [1]}, "meta['model_options'] is [1]"),
+    "huge width": ({"model_options": {"base_channels": 2**20}}, "meta['model_options']['base_channels'] is 1048576"),
+    "deep": ({"model_options": {"depth": 40}}, "meta['model_options']['depth'] is 40"),
+    "unknown option": ({"model_options": {"backdoor": 1}}, "meta['model_options']['backdoor'] is 1"),
+    "class names not strings": ({"class_names": [1, 2]}, "meta['class_names'] is [1, 2]"),
+    "meta a list": (None, "'meta' is a list"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_META)
+def test_checkpoint_metadata_is_checked_before_any_model_is_built(tmp_path, monkeypatch, case):
+    changes, key = BAD_META[case]
+    meta = {"model": "unet", "num_classes": 2, "image_size": 32, "dataset": "synthetic",
+            "class_names": ["background", "person"], "model_options": {"base_channels": 8, "depth": 2}}
+    path = tmp_path / "best.pt"
+    torch.save({"model": {}, "meta": [meta] if changes is None else {**meta, **changes}}, path)
+    monkeypatch.setattr("seglib.models.create_model", lambda *a, **k: pytest.fail("a model was built"))
+    with pytest.raises(DataError) as err:
+        load_model(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: ") and key in text and "Fix: " in text
+
+
+# ------------------------------------------------------------------ flags out of range
+
+
+BAD_FLAGS = [  # (command line, the flag the one-line error names)
+    *([["train", flag, value], flag] for flag, value in [
+        ("--seed", "-1"), ("--seed", str(2**64)), ("--warmup-epochs", "inf"), ("--lr", "inf"), ("--lr", "nan"),
+        ("--lr", "-1"), ("--epochs", "0"), ("--epochs", "-2"), ("--batch-size", "0"), ("--image-size", "8"),
+        ("--image-size", "100000"), ("--num-workers", "-1"), ("--num-workers", "100000"), ("--grad-clip", "inf"),
+        ("--weight-decay", "nan"), ("--trunk-lr-mult", "inf"), ("--log-freq", "0")]),
+    [["latency", "--image-size", "1"], "--image-size"],
+    [["latency", "--num-classes", str(10**9)], "--num-classes"],
+    [["latency", "--iters", "0"], "--iters"],
+    [["export", "--checkpoint", "x.pt", "--onnx", "m.onnx", "--image-size", "3"], "--image-size"],
+    [["predict", "--checkpoint", "x.pt", "--input", "i", "--output", "o", "--batch-size", "0"], "--batch-size"],
+    [["evaluate", "--checkpoint", "x.pt", "--max-images", "-1"], "--max-images"],
+]
+
+
+@pytest.mark.parametrize("args, flag", BAD_FLAGS, ids=[" ".join(a[-2:]) for a, _ in BAD_FLAGS])
+def test_every_numeric_flag_is_range_checked_by_argparse(capsys, args, flag):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: seglib {args[0]}: argument {flag}") and "Fix: " in err
+
+
+# ------------------------------------------------------------------ the machine's defaults
+
+
+@pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 1), (3, 2), (16, 4)])
+def test_default_workers_leave_a_core_to_the_main_process(monkeypatch, cpus, workers):
+    from seglib import train_config
+
+    assert train_config.TrainConfig().num_workers == train_config.default_workers()  # this machine's
+    monkeypatch.setattr(train_config.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert train_config.default_workers() == workers  # PyTorch warns above the usable CPUs ("suggested max")
+
+
+# ------------------------------------------------------------------ latency --checkpoint and --model
+
+
+def test_latency_refuses_a_model_that_is_not_the_checkpoints(smoke_run, capsys):
+    quick = ["--image-size", "32", "--warmup", "1", "--iters", "1", "--device", "cpu"]
+    checkpoint = smoke_run / "best.pt"
+    for conflict in (["--model", "hourglass"], ["--num-classes", "7"], ["--big"]):
+        status, err = seglib(capsys, "latency", "--checkpoint", checkpoint, *conflict, *quick)
+        assert status == 2 and err.startswith(f"error: {conflict[0]} ") and "a unet with 4 classes" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert main(["latency", "--checkpoint", str(checkpoint), "--model", "unet", *quick]) == 0  # the same: used
+    assert capsys.readouterr().out.startswith(f"unet from {checkpoint} | 32x32")
+
+
+# ------------------------------------------------------------------ operating-system errors: one line with a fix
+
+
+@pytest.mark.parametrize("code, fix", [
+    (errno.ENOENT, "check the path"), (errno.EACCES, "check its permissions"), (errno.EPERM, "check its permissions"),
+    (errno.EISDIR, "is a folder"), (errno.ENOTDIR, "is a file, not a folder"),
+    (errno.ENOSPC, "free space on the disk holding {folder} (it has "), (errno.EIO, "try again")])
+def test_an_os_error_is_one_line_naming_the_file_and_the_fix(tmp_path, capsys, monkeypatch, code, fix):
+    from seglib import cli
+
+    target = tmp_path / "out" / "report.json"
+
+    def fail(args):
+        raise OSError(code, os.strerror(code), str(target))
+
+    monkeypatch.setattr(cli, "cmd_datasets", fail)
+    status, err = seglib(capsys, "datasets")
+    assert status == 2 and err.count("\n") == 1 and "[Errno" not in err
+    assert err.startswith(f"error: {target}: {os.strerror(code)}. Fix: ") and fix.format(folder=tmp_path) in err
+
+
+def test_predict_into_a_path_under_a_file_is_one_line(smoke_run, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("keep me")
+    Image.fromarray(make_sample(0, (24, 30))[0]).save(tmp_path / "x.png")
+    status, err = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", tmp_path / "x.png",
+                         "--output", tmp_path / "a_file" / "out")
+    assert status == 2 and err.startswith(f"error: {tmp_path / 'a_file' / 'out'}: Not a directory. Fix: "), err
+
+
+# ------------------------------------------------------------------ extraction: all or nothing, no copies left
+
+
+def zip_of(path, members: dict):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("content", ["no masks", "not an archive"])
+def test_a_failed_extraction_leaves_no_dataset_folder_and_no_copy(tmp_path, content):
+    source = tmp_path / "peds.zip"
+    if content == "no masks":  # the right top folder, without PedMasks: it used to be moved into place
+        zip_of(source, {"PennFudanPed/PNGImages/FudanPed00001.png": b"i"})
+    else:
+        source.write_bytes(b"damaged " * 100)
+    before = source.read_bytes()
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError) as err:
+        download_dataset("pennfudan", root, source=source)
+    assert str(err.value).startswith(f"{source}: ") or str(err.value).startswith(f"{root / DOWNLOADS_SUBDIR}")
+    assert not root.exists() or list(root.iterdir()) == []  # no partial folder, no copy in downloads/
+    assert source.read_bytes() == before  # the user's own file is never deleted
+
+
+def test_a_corrupt_copy_in_downloads_is_removed_but_a_source_there_is_kept(tmp_path):
+    root = tmp_path / "data"
+    (root / DOWNLOADS_SUBDIR).mkdir(parents=True)
+    own = root / DOWNLOADS_SUBDIR / "peds.zip"  # the user put the archive there and passes it as --source
+    own.write_bytes(b"damaged " * 100)
+    with pytest.raises(DownloadError):
+        download_dataset("pennfudan", root, source=own)
+    assert own.is_file()
+
+
+def test_source_given_for_a_dataset_already_there_is_not_ignored(tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "PennFudanPed" / "PedMasks").mkdir(parents=True)
+    (root / "PennFudanPed" / "PNGImages").mkdir()
+    source = zip_of(tmp_path / "peds.zip", {"PennFudanPed/PedMasks/x_mask.png": b"m"})
+    status, err = seglib(capsys, "prepare", "pennfudan", "--root", root, "--source", source)
+    assert status == 2 and err.startswith(f"error: {root / 'PennFudanPed'}: already holds Penn-Fudan"), err
+    assert "--source" in err and "Fix: " in err and not (root / DOWNLOADS_SUBDIR).exists()
