@@ -209,8 +209,9 @@ def _local_folder(folder: Path, spec: DatasetSpec, root: Path) -> Path:
 def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, *, whole: bool) -> None:
     """Extract ``archive`` in a staging folder under ``root`` and move the dataset's folder into place.
 
-    ``whole``: the archive holds the whole dataset, so its folder must hold the spec's marker before it is moved
-    (a dataset in several archives, Cityscapes, is checked once all are in place).
+    ``whole``: the archive holds the whole dataset, so its folder must hold the spec's marker and every sample
+    must be paired (image and mask) before it is moved (a dataset in several archives, Cityscapes or the pets, is
+    checked once all are in place); an incomplete archive raises and places nothing.
     """
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".seglib-extract-"))
@@ -223,6 +224,8 @@ def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, 
                                 f"(nor a folder with '{spec.marker}' in it); nothing was placed in {root}",
                                 f"pass the official archive {entry.filename} from {entry.homepage}, "
                                 "or the dataset folder itself")
+        if whole:
+            spec.list_items(found / below, "all")  # a DataError when a folder or an image's mask is missing
         dest = root / entry.folder
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -255,11 +255,13 @@ def zip_of(path, members: dict):
     return path
 
 
-@pytest.mark.parametrize("content", ["no masks", "not an archive"])
+@pytest.mark.parametrize("content", ["no masks", "no images", "not an archive"])
 def test_a_failed_extraction_leaves_no_dataset_folder_and_no_copy(tmp_path, content):
     source = tmp_path / "peds.zip"
     if content == "no masks":  # the right top folder, without PedMasks: it used to be moved into place
         zip_of(source, {"PennFudanPed/PNGImages/FudanPed00001.png": b"i"})
+    elif content == "no images":  # the marker (PedMasks) is there, the photos are not: incomplete all the same
+        zip_of(source, {"PennFudanPed/PedMasks/FudanPed00001_mask.png": b"m"})
     else:
         source.write_bytes(b"damaged " * 100)
     before = source.read_bytes()
