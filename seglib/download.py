@@ -225,7 +225,7 @@ def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, 
                                 f"pass the official archive {entry.filename} from {entry.homepage}, "
                                 "or the dataset folder itself")
         if whole:
-            spec.list_items(found / below, "all")  # a DataError when a folder or an image's mask is missing
+            _check_complete(spec, found / below, archive, entry)
         dest = root / entry.folder
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -234,6 +234,17 @@ def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, 
             move_entries(found, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_complete(spec: DatasetSpec, folder: Path, archive: Path, entry: DatasetSource) -> None:
+    """Every sample in the extracted ``folder`` has its image and mask (a partial archive raises, naming what lacks)."""
+    try:
+        spec.list_items(folder, "all")
+    except DataError as exc:
+        inside = exc.path is not None and exc.path.is_relative_to(folder.parent)
+        part = exc.path.relative_to(folder.parent) if inside else exc.path
+        raise DownloadError(archive, f"holds an incomplete {spec.title}: {part}: {exc.problem}",
+                            f"pass the official archive {entry.filename} from {entry.homepage}") from exc
 
 
 def _remove_copy(archive: Path, source: str | Path) -> bool:

@@ -271,6 +271,8 @@ def test_a_failed_extraction_leaves_no_dataset_folder_and_no_copy(tmp_path, cont
     assert str(err.value).startswith(f"{source}: ") or str(err.value).startswith(f"{root / DOWNLOADS_SUBDIR}")
     assert not root.exists() or list(root.iterdir()) == []  # no partial folder, no copy in downloads/
     assert source.read_bytes() == before  # the user's own file is never deleted
+    if content == "no images":  # says what is missing
+        assert "holds an incomplete Penn-Fudan Pedestrian: PennFudanPed/PNGImages: folder not found" in str(err.value)
 
 
 def test_a_corrupt_copy_in_downloads_is_removed_but_a_source_there_is_kept(tmp_path):
