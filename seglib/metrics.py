@@ -6,9 +6,8 @@ host synchronisation (no boolean indexing, no ``bincount``), so it can sit insid
 ``compute`` moves one small matrix to the host at the end.
 
 Labels outside ``0..C-1`` (a target other than the ignore index, or any prediction) are never
-clamped into a class: they are counted in two extra bins, and the extremes of the labels seen are
-kept on the device (one ``aminmax`` per tensor per batch, no sync); ``compute`` raises a ValueError
-naming them, once, at the end.
+clamped into a class: they are counted in two extra bins, and ``compute`` raises a ValueError with
+their counts, once, at the end.
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ class ConfusionMatrix:
         # extra bins: ignored pixels, targets outside the classes, predictions outside them; nothing is
         # filtered out on the host
         self._counts = torch.zeros(num_classes * num_classes + 3, dtype=torch.int64, device=device)
-        # -min and max of the (non-ignored) targets, then of the predictions: one all_reduce(MAX) merges them
-        self._extremes = torch.zeros(4, dtype=torch.int64, device=device)
 
     @property
     def mat(self) -> torch.Tensor:
@@ -37,42 +34,33 @@ class ConfusionMatrix:
 
     def reset(self) -> None:
         self._counts.zero_()
-        self._extremes.zero_()
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: ``pred`` and ``target`` are integer class maps of the same shape."""
         n = self.num_classes
         if self._counts.device != target.device:
-            self._counts, self._extremes = self._counts.to(target.device), self._extremes.to(target.device)
+            self._counts = self._counts.to(target.device)
         target, pred = target.reshape(-1).long(), pred.reshape(-1).long()
-        if not target.numel():
-            return
         ignored = target == self.ignore_index
         index = torch.where(ignored, n * n, target * n + pred)
         index = torch.where(~ignored & ((target < 0) | (target >= n)), n * n + 1, index)
         index = torch.where((pred < 0) | (pred >= n), n * n + 2, index)
         self._counts.index_add_(0, index, torch.ones_like(index))
-        t, p = torch.where(ignored, 0, target).aminmax(), pred.aminmax()
-        torch.maximum(self._extremes, torch.stack([-t.min, t.max, -p.min, p.max]), out=self._extremes)
 
     def all_reduce(self) -> None:
         """Sum the matrices of every process (DDP); a no-op without a process group."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(self._counts)
-            torch.distributed.all_reduce(self._extremes, op=torch.distributed.ReduceOp.MAX)
 
     def _check_labels(self) -> None:
-        """Raise a ValueError naming the labels outside ``0..C-1`` that :meth:`update` met, if any."""
+        """Raise a ValueError counting the labels outside ``0..C-1`` that :meth:`update` met, if any."""
         n = self.num_classes
         bad_targets, bad_predictions = self._counts[n * n + 1:].tolist()
         if not bad_targets and not bad_predictions:
             return
-        t_min, t_max, p_min, p_max = (self._extremes * torch.tensor([-1, 1, -1, 1], device=self._extremes.device)
-                                      ).tolist()
-        found = [f"{count} {what} pixels ({whole} range over {low}..{high})" for count, what, whole, low, high in
-                 ((bad_targets, "target", "targets", t_min, t_max),
-                  (bad_predictions, "predicted", "predictions", p_min, p_max)) if count]
+        found = [f"{count} {what} pixels" for count, what in ((bad_targets, "target"), (bad_predictions, "predicted"))
+                 if count]
         raise DataError(None, f"labels outside 0..{n - 1} (the ignore index {self.ignore_index} aside): "
                         + "; ".join(found),
                         "map targets to class indices or the ignore index, and give predictions of a model with "

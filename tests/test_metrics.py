@@ -66,11 +66,11 @@ def test_absent_class_is_nan_and_left_out_of_the_mean():
 def test_labels_outside_the_classes_are_refused_and_the_ignore_index_is_not():
     cm = ConfusionMatrix(3)
     cm.update(torch.tensor([0, 1, 7]), torch.tensor([0, 255, 2]))  # clamped, the 7 used to be a correct class 2
-    with pytest.raises(ValueError, match=r"outside 0\.\.2 .*: 1 predicted pixels \(predictions range over 0\.\.7\)"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.2 .*: 1 predicted pixels\. Fix"):
         cm.compute()
     cm.reset()
     cm.update(torch.tensor([0, 1, 1, 0]), torch.tensor([0, 7, -1, 255]))  # these targets were silently left out
-    with pytest.raises(ValueError, match=r"2 target pixels \(targets range over -1\.\.7\)"):
+    with pytest.raises(ValueError, match=r": 2 target pixels\. Fix"):
         cm.compute()
     cm.reset()
     cm.update(torch.tensor([0, 1, 2]), torch.tensor([0, 255, 2]))
