@@ -15,11 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from seglib.data import load_dataset, shipped_sample
 from seglib.engine import fit
 from seglib.evaluation import evaluate_dataset
 from seglib.inference import Predictor
+from seglib.metrics import ConfusionMatrix
 from seglib.train_config import TrainConfig
 from seglib.utils import write_atomic
 
@@ -47,12 +49,11 @@ def quickstart_config(out: str | Path, *, smoke: bool = False) -> TrainConfig:
     return cfg
 
 
-def pet_iou(pred: np.ndarray, target: np.ndarray, ignore_index: int = 255) -> float:
+def pet_iou(pred: np.ndarray, target: np.ndarray) -> float:
     """IoU of the pet class (1) in one image, ignored pixels excluded; NaN when neither holds a pet."""
-    valid = target != ignore_index
-    pet, truth = (pred == 1) & valid, (target == 1) & valid
-    union = (pet | truth).sum()
-    return float((pet & truth).sum() / union) if union else float("nan")
+    cm = ConfusionMatrix(2)
+    cm.update(torch.as_tensor(pred), torch.as_tensor(target))
+    return float(cm.compute()["iou"][1])
 
 
 def median_photo(predictor: Predictor, ds) -> tuple[int, float, np.ndarray]:
