@@ -41,7 +41,26 @@ PLANS = {
 # synthetic shapes 80 to TikTok's 729 (ten times: about as many steps as TikTok)
 EPOCH_FACTOR = {"msrc": 5, "synthetic": 10}
 
-__all__ = ["EPOCH_FACTOR", "PLANS", "comparison_configs", "plan_name", "runs_dir", "train_or_reuse"]
+# What a proper run reaches where no GPU recipe of ours measured it: the published number to read a
+# CPU-plan score against (docs in the README's Results; sources in ../shared/docs/ANCHORS.md)
+PUBLISHED = {
+    "camvid": "From-scratch CamVid-11 models published 0.66-0.70 mIoU (FC-DenseNet103, ICNet)",
+    "pets": "An ImageNet-pretrained FPN-ResNet34 (segmentation_models_pytorch) reaches pet IoU 0.91",
+    "pennfudan": "A from-scratch FCN-ResNet50 was reported at 0.63 mIoU",
+}
+GPU_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+# The pets UNet whose pictures notebooks 06-08 show (Oxford-IIIT Pet: its photos may appear in committed
+# outputs). cpu: about 5 minutes on two cores for the 177 training photos of the full subset
+SHOWCASE = {
+    "smoke": dict(image_size=_SMOKE.image_size, width=_SMOKE.model_options["base_channels"], epochs=1,
+                  batch=_SMOKE.batch_size, max_samples=_SMOKE.max_samples, max_steps=_SMOKE.max_steps),
+    "cpu": dict(image_size=128, width=16, epochs=25, batch=8, max_samples=None, max_steps=None),
+    "gpu": dict(image_size=256, width=32, epochs=60, batch=16, max_samples=None, max_steps=None),
+}
+
+__all__ = ["EPOCH_FACTOR", "PLANS", "PUBLISHED", "SHOWCASE", "comparison_configs", "how_good", "plan_name",
+           "runs_dir", "showcase_configs", "train_or_reuse"]
 
 
 def plan_name(smoke: bool, device) -> str:
@@ -82,6 +101,19 @@ def comparison_configs(plan_label: str, person: str, *, seed: int = 0, num_worke
     return {label: replace(cfg, save_freq=max(1, cfg.epochs // 10)) for label, cfg in configs.items()}
 
 
+def showcase_configs(plan_label: str, *, seed: int = 0, num_workers: int = 2) -> dict[str, TrainConfig]:
+    """The pets UNet (pet vs background, the border band ignored) trained for the plan's epochs, and the
+    same recipe stopped after one epoch: a well-trained model and a weak one to show side by side."""
+    p = SHOWCASE[plan_label]
+    trained = TrainConfig(dataset="pets", model="unet", model_options={"base_channels": p["width"]},
+                          epochs=p["epochs"], image_size=p["image_size"], batch_size=p["batch"], lr=3e-3,
+                          loss="ce+dice", loader="gpu", val_every=max(1, p["epochs"] // 5),
+                          save_freq=p["epochs"], max_samples=p["max_samples"], max_steps=p["max_steps"],
+                          num_workers=num_workers, seed=seed, out=str(runs_dir(plan_label) / "pets_unet"))
+    weak = replace(trained, epochs=1, val_every=1, save_freq=1, out=str(runs_dir(plan_label) / "pets_unet_1_epoch"))
+    return {"pets unet": trained, "pets unet, 1 epoch": weak}
+
+
 def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
     """Equal in everything that shapes the weights (how often files are written or bars move does not)."""
     return replace(a, save_freq=1, log_freq=1) == replace(b, save_freq=1, log_freq=1)
@@ -107,3 +139,32 @@ def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> di
                 "reused": True}
     result = fit(cfg, device=device, verbose=verbose)
     return {**{k: result[k] for k in ("best", "history", "out", "wall_seconds")}, "reused": False}
+
+
+def _gpu_recipe(dataset: str) -> str | None:
+    """The README's GPU-recipe result on ``dataset`` (the newest ``benchmarks/results/*_recipes.json``)."""
+    for path in sorted(GPU_RESULTS.glob("*_recipes.json"), reverse=True):
+        try:
+            saved = json.loads(path.read_text())
+            r, env = saved["recipes"][dataset], saved["env"]
+            n, cfg = r["native_last"], r["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        person = f", person IoU {n['foreground_iou']:.3f}" if n.get("foreground_iou") is not None else ""
+        return (f"The GPU recipe (31M UNet, {cfg['image_size']} px, {r['wall_seconds']:.0f} s on one "
+                f"{env['device']}) reaches mIoU {n['miou']:.3f}{person} on the same split (last epoch's weights)")
+    return None
+
+
+def how_good(plan_label: str, dataset: str) -> str:
+    """One line to print beside a score: which plan made it and what a proper run reaches on ``dataset``."""
+    if plan_label == "gpu":
+        return "How good is this: the GPU plan, the notebook's full recipe."
+    p = PLANS[plan_label]
+    made = ("the smoke plan: a few steps on tiny images, to test the code; the scores mean nothing" if plan_label == "smoke"
+            else f"the CPU plan: small widths ({p['width']}/{p['wide']}), {p['person_size']}-{p['scene_size']} px, "
+                 "a few minutes per model on two CPU cores")
+    known = [line for line in (_gpu_recipe(dataset), PUBLISHED.get(dataset)) if line]
+    return (f"How good is this: {made}. " + ("; ".join(known) + "." if known else
+            "No proper run of this dataset is measured yet.")
+            + " This notebook's own GPU plan has not run yet (scripts/gpu_run.py --stages b).")

@@ -263,6 +263,35 @@ def test_comparison_configs_keep_each_plan_in_its_own_folder():
     assert shapes["person unet"].epochs == 10 * comparison_configs("cpu", "tiktok")["person unet"].epochs
 
 
+def test_showcase_configs_differ_only_in_epochs_and_folder():
+    from seglib.recipes import SHOWCASE, showcase_configs
+
+    for plan in SHOWCASE:
+        trained, weak = showcase_configs(plan).values()
+        assert trained.dataset == "pets" and weak.epochs == 1 and f"/runs/{plan}/" in trained.out
+        assert trained.out != weak.out
+        assert replace(weak, epochs=trained.epochs, val_every=trained.val_every, save_freq=trained.save_freq,
+                       out=trained.out) == trained
+
+
+def test_how_good_names_the_plan_and_what_a_proper_run_reaches(tmp_path, monkeypatch):
+    import json
+
+    from seglib import recipes
+
+    monkeypatch.setattr(recipes, "GPU_RESULTS", tmp_path)
+    assert "No proper run" in recipes.how_good("cpu", "msrc")  # no GPU result, nothing published
+    assert "0.91" in recipes.how_good("cpu", "pets") and "CPU plan" in recipes.how_good("cpu", "pets")
+    assert "mean nothing" in recipes.how_good("smoke", "pets")
+    native = {"miou": 0.7654, "foreground_iou": None}
+    saved = {"env": {"device": "NVIDIA H200"},
+             "recipes": {"msrc": {"native_last": native, "config": {"image_size": 256}, "wall_seconds": 29.4}}}
+    (tmp_path / "2026-11-28_H200_recipes.json").write_text(json.dumps(saved))
+    (tmp_path / "2026-11-29_H200_recipes.json").write_text("{half a fi")  # a damaged newer file is skipped
+    line = recipes.how_good("cpu", "msrc")
+    assert "mIoU 0.765" in line and "NVIDIA H200" in line and "29 s" in line and "person IoU" not in line
+
+
 def test_weight_ema_follows_the_documented_recursion():
     torch.manual_seed(0)
     model = create_model("unet", 4, base_channels=4, depth=2)
