@@ -227,10 +227,12 @@ def resize_mask(mask: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
     if mask.dtype in _CV2_DTYPES and (mask.ndim == 2 or mask.shape[2] <= 4):
         out = cv2.resize(np.ascontiguousarray(mask), (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
         return out.reshape((h, w) + mask.shape[2:])
-    H, W = mask.shape[:2]  # same sampling rule, for dtypes OpenCV does not take (bool, int64)
-    rows = np.minimum(((np.arange(h) + 0.5) * (H / h)).astype(np.intp), H - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * (W / w)).astype(np.intp), W - 1)
-    return mask[rows[:, None], cols]
+    # dtypes OpenCV does not take (bool, int64): OpenCV resizes the row and column indices instead, so every
+    # dtype picks the same source pixel, also where an output pixel's centre falls halfway between two
+    H, W = mask.shape[:2]
+    rows = cv2.resize(np.arange(H, dtype=np.int32)[:, None], (1, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    cols = cv2.resize(np.arange(W, dtype=np.int32)[None], (w, 1), interpolation=cv2.INTER_NEAREST_EXACT)
+    return mask[rows.reshape(h, 1), cols.reshape(w)]
 
 
 def fit_mask_to_image(mask: np.ndarray, image_hw: Sequence[int], max_offset: int = 1,

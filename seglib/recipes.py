@@ -44,9 +44,9 @@ EPOCH_FACTOR = {"msrc": 5, "synthetic": 10}
 # What a proper run reaches where no GPU recipe of ours measured it: the published number to read a
 # CPU-plan score against (docs in the README's Results; sources in ../shared/docs/ANCHORS.md)
 PUBLISHED = {
-    "camvid": "From-scratch CamVid-11 models published 0.66-0.70 mIoU (FC-DenseNet103, ICNet)",
-    "pets": "An ImageNet-pretrained FPN-ResNet34 (segmentation_models_pytorch) reaches pet IoU 0.91",
-    "pennfudan": "A from-scratch FCN-ResNet50 was reported at 0.63 mIoU",
+    "camvid": "from-scratch CamVid-11 models published 0.66-0.70 mIoU (FC-DenseNet103, ICNet)",
+    "pets": "an ImageNet-pretrained FPN-ResNet34 (segmentation_models_pytorch) reaches pet IoU 0.91",
+    "pennfudan": "a from-scratch FCN-ResNet50 was reported at 0.63 mIoU",
 }
 GPU_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
@@ -164,11 +164,9 @@ def how_good(plan_label: str, dataset: str) -> str:
     """One line to print beside a score: which plan made it and what a proper run reaches on ``dataset``."""
     if plan_label == "gpu":
         return "How good is this: the GPU plan, the notebook's full recipe."
-    p = PLANS[plan_label]
-    made = ("the smoke plan: a few steps on tiny images, to test the code; the scores mean nothing" if plan_label == "smoke"
-            else f"the CPU plan: small widths ({p['width']}/{p['wide']}), {p['person_size']}-{p['scene_size']} px, "
-                 "a few minutes per model on two CPU cores")
-    known = [line for line in (_gpu_recipe(dataset), PUBLISHED.get(dataset)) if line]
-    return (f"How good is this: {made}. " + ("; ".join(known) + "." if known else
+    smoke = "the smoke plan: a few steps on tiny images, to test the code; the scores mean nothing"
+    made = smoke if plan_label == "smoke" else "the CPU plan: narrow models on small images, a few minutes each on two CPU cores"
+    known = "; ".join(line for line in (_gpu_recipe(dataset), PUBLISHED.get(dataset)) if line)
+    return (f"How good is this: {made}. " + (known[0].upper() + known[1:] + "." if known else
             "No proper run of this dataset is measured yet.")
             + " This notebook's own GPU plan has not run yet (scripts/gpu_run.py --stages b).")

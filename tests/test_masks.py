@@ -170,6 +170,10 @@ def test_resize_mask_dtypes_agree_and_samples_pixel_centres():
     bits = masks.resize_mask(mask > 9, (64, 20))
     assert bits.dtype == bool
     np.testing.assert_array_equal(bits, ref > 9)
+    tall = rng.integers(0, 2, (500, 3)).astype(np.uint8)  # 500 -> 750 rows: many pixel centres are ties
+    for dtype in (bool, np.int64, np.uint32):
+        np.testing.assert_array_equal(masks.resize_mask(tall.astype(dtype), (750, 3)),
+                                      masks.resize_mask(tall, (750, 3)))
     row = np.arange(6)[None]  # output pixel centres sit at input x = 1.5 and 4.5
     np.testing.assert_array_equal(masks.resize_mask(row, (1, 2)), [[1, 4]])
     np.testing.assert_array_equal(masks.resize_mask(np.arange(2)[None], (1, 4)), [[0, 0, 1, 1]])

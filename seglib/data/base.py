@@ -41,6 +41,7 @@ class DatasetSpec:
     split_rule: str = "official"
     split_dir: str = "{split}"     # a folder whose presence means the split is on disk
     redistributable: bool = False  # may its images appear in committed outputs?
+    attribution: str = ""          # the credit line under any figure that shows them (redistributable sets)
     sample: str | None = None      # a small copy shipped in seglib/sample_data/, the fallback of find_folder
     left_out: dict[str, str] = {}  # ids whose label the publisher got wrong -> why (hash splits skip them)
     homepage: str = ""

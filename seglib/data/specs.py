@@ -275,6 +275,7 @@ class Pets(_HashSplit):
     task, class_names = "binary", ("background", "pet")
     palette = np.array([(0, 0, 0), (255, 127, 14)], np.uint8)
     redistributable = True  # CC BY-SA 4.0, with attribution
+    attribution = "Images and trimaps from the Oxford-IIIT Pet Dataset (Parkhi et al., CVPR 2012), CC BY-SA 4.0"
     homepage = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
     split_key = "pets"
     sample = "pets"  # seglib/sample_data/pets
