@@ -164,8 +164,8 @@ def how_good(plan_label: str, dataset: str) -> str:
     """One line to print beside a score: which plan made it and what a proper run reaches on ``dataset``."""
     if plan_label == "gpu":
         return "How good is this: the GPU plan, the notebook's full recipe."
-    smoke = "the smoke plan: a few steps on tiny images, to test the code; the scores mean nothing"
-    made = smoke if plan_label == "smoke" else "the CPU plan: narrow models on small images, a few minutes each on two CPU cores"
+    made = {"smoke": "the smoke plan: a few steps on tiny images, to test the code; the scores mean nothing",
+            "cpu": "the CPU plan: narrow models on small images, a few minutes each on two CPU cores"}[plan_label]
     known = "; ".join(line for line in (_gpu_recipe(dataset), PUBLISHED.get(dataset)) if line)
     return (f"How good is this: {made}. " + (known[0].upper() + known[1:] + "." if known else
             "No proper run of this dataset is measured yet.")
