@@ -113,6 +113,101 @@ def default_palette(num_classes: int) -> np.ndarray:
     return np.vstack([[0, 0, 0], colours]).astype(np.uint8)
 
 
+def _architecture_stages(model):
+    """Stage names, kinds and modules of a UNet / Hourglass (``inc``, ``downs``, ``ups``, ``head``) or a
+    DeepLabV3+ (``backbone``, ``aspp``, ``decoder``), and its possible shortcuts ``(label, source, target,
+    main, fuse)``: stage ``source`` feeds stage ``target`` if ``fuse`` takes more channels than ``main`` gives."""
+    if hasattr(model, "downs"):
+        depth = len(model.downs)
+        names = ["inc", *(f"down{i + 1}" for i in range(depth)), *(f"up{i + 1}" for i in range(depth)), "head"]
+        kinds = ["encoder"] * depth + ["bottleneck"] + ["decoder"] * depth + ["head"]
+        modules = [model.inc, *model.downs, *model.ups, model.head]
+        paths = [("skip", depth - 1 - k, depth + 1 + k, up.up, up.conv) for k, up in enumerate(model.ups)]
+    else:
+        trunk, decoder = model.backbone, model.decoder
+        names = ["stem", "layer1", "layer2", "layer3", "layer4", "ASPP", "decoder", "head"]
+        kinds = ["trunk"] * 5 + ["ASPP", "decoder", "head"]
+        modules = [trunk.maxpool, trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4, model.aspp,
+                   decoder.fuse, decoder.classifier]
+        paths = [("low-level", 1, 6, model.aspp, decoder.fuse)]
+    return names, kinds, modules, paths
+
+
+def plot_architecture(model, x, *, title: str | None = None):
+    """An architecture diagram measured on one forward pass of ``x`` (a ``1×C×H×W`` tensor) with forward
+    hooks: one box per stage, its height ∝ the feature map's height, its width ∝ log2(channels), labelled
+    "C × H × W".
+
+    Red arrows join a stage to a later one that concatenates its features (the UNet's skips, DeepLabV3+'s
+    low-level path), labelled with the channels added. They are drawn only where the hooks see those extra
+    channels, so an Hourglass gets none. Works for ``create_model("unet" | "hourglass" | "deeplabv3plus")``
+    and for hand-built models with the same attribute names.
+    """
+    import torch
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
+    from matplotlib.path import Path as MplPath
+
+    names, kinds, modules, paths = _architecture_stages(model)
+    shapes = {}  # what the hooks see: stage -> C×H×W, (path, "main" | "fuse") -> channels
+
+    def record(key, inputs=False):  # a hook must return None (a value would replace the output)
+        def hook(module, args, output=None):
+            shapes[key] = tuple((args[0] if inputs else output).shape[1:])
+        return hook
+
+    hooks = [m.register_forward_hook(record(k)) for k, m in enumerate(modules)]
+    for k, (_, _, _, main, fuse) in enumerate(paths):
+        hooks += [main.register_forward_hook(record((k, "main"))),
+                  fuse.register_forward_pre_hook(record((k, "fuse"), inputs=True))]
+    training = model.training
+    try:
+        with torch.no_grad():
+            output = model.eval()(x)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    boxes = [("input", "input", tuple(x.shape[1:]))] + [(name, kind, shapes[k])
+                                                        for k, (name, kind) in enumerate(zip(names, kinds))]
+    if tuple(output.shape[1:]) != boxes[-1][2]:  # DeepLabV3+ upsamples its stride-4 logits
+        boxes.append(("output", "head", tuple(output.shape[1:])))
+
+    colours = {"input": "0.85", "encoder": "#9ecae1", "trunk": "#9ecae1", "bottleneck": "#fdae6b",
+               "ASPP": "#fdae6b", "decoder": "#a1d99b", "head": "#bcbddc"}
+    tallest = max(h for _, _, (_, h, _) in boxes)
+    fig, ax = plt.subplots(figsize=(0.9 * len(boxes) + 1.5, 3.4), layout="constrained")
+    centres, widths, heights, left = [], [], [], 0.0
+    for name, kind, (c, h, w) in boxes:
+        width, height = 0.12 * np.log2(c + 1), 2.0 * h / tallest
+        centre = left + max(width, 0.6) / 2
+        ax.add_patch(Rectangle((centre - width / 2, -height / 2), width, height, facecolor=colours[kind],
+                               edgecolor="k", linewidth=0.6))
+        ax.text(centre, -1.12, f"{name}\n{c} × {h} × {w}", ha="center", va="top", fontsize=7)
+        if centres:  # the main path, box to box
+            ax.annotate("", (centre - width / 2, 0), (centres[-1] + widths[-1] / 2, 0),
+                        arrowprops=dict(arrowstyle="->", color="0.5", lw=0.7))
+        centres.append(centre), widths.append(width), heights.append(height)
+        left += max(width, 0.6) + 0.35
+    shortcuts = [(label, s + 1, t + 1, shapes[k, "fuse"][0] - shapes[k, "main"][0])  # +1: the input box
+                 for k, (label, s, t, _, _) in enumerate(paths) if shapes[k, "fuse"][0] > shapes[k, "main"][0]]
+    for level, (label, s, t, extra) in enumerate(sorted(shortcuts, key=lambda p: p[2] - p[1])):
+        y = 1.15 + 0.3 * level
+        path = MplPath([(centres[s], heights[s] / 2), (centres[s], y), (centres[t], y), (centres[t], heights[t] / 2)])
+        ax.add_patch(FancyArrowPatch(path=path, arrowstyle="-|>", mutation_scale=8, color="C3", lw=0.9, gid=label))
+        ax.text((centres[s] + centres[t]) / 2, y + 0.02, f"{label} +{extra} ch", ha="center", va="bottom",
+                fontsize=6, color="C3")
+    ax.set(xlim=(-0.1, left - 0.25), ylim=(-1.7, 1.45 + 0.3 * len(shortcuts)))
+    ax.axis("off")
+    handles = [Patch(facecolor=colours[k], edgecolor="k", label=k) for k in dict.fromkeys(k for _, k, _ in boxes)]
+    if shortcuts:
+        handles.append(Line2D([], [], color="C3", marker=">", markersize=4, label="concatenated later"))
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    ax.set_title(title or f"{type(model).__name__} on a {' × '.join(map(str, x.shape[1:]))} input "
+                 "(box height ∝ H, width ∝ log2 C)", fontsize=9)
+    return fig
+
+
 def four_panel(image, target, probability, *, threshold: float = 0.5, hidden: bool = False,
                titles=None, palette=None, last: str = "confidence"):
     """image | ground truth | prediction | probability (viridis, 0..1), or the prediction laid over

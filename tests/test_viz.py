@@ -146,6 +146,63 @@ def test_four_panel_default_palette_and_titles():
     assert [ax.get_title() for ax in axes] == list(titles)
 
 
+def architecture_labels(fig) -> list[str]:
+    """The "C × H × W" line of each box label, left to right."""
+    return [t.get_text().split("\n")[1] for t in fig.axes[0].texts if " × " in t.get_text()
+            and "\n" in t.get_text()]
+
+
+def shortcut_arrows(fig) -> list[str]:
+    return [p.get_gid() for p in fig.axes[0].patches if p.get_gid()]
+
+
+def hooked_shapes(model, x, modules) -> list[str]:
+    """The output shapes of ``modules`` on one forward pass, seen by the test's own hooks."""
+    import torch
+
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, out, k=k: seen.__setitem__(k, out.shape[1:]) or None)
+             for k, m in enumerate(modules)]
+    with torch.no_grad():
+        model.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    return [" × ".join(map(str, seen[k])) for k in range(len(modules))]
+
+
+@pytest.mark.parametrize("name, skips", [("unet", ["skip", "skip"]), ("hourglass", [])])
+def test_plot_architecture_boxes_are_the_hooks_shapes_and_skips_only_for_the_unet(name, skips):
+    import torch
+    from seglib.models import create_model
+
+    model = create_model(name, 2, base_channels=4, depth=2).train()
+    x = torch.randn(1, 3, 16, 24)
+    fig = viz.plot_architecture(model, x)
+    assert isinstance(fig, plt.Figure) and model.training  # its mode is given back
+    expected = hooked_shapes(model, x, [model.inc, *model.downs, *model.ups, model.head])
+    assert architecture_labels(fig) == ["3 × 16 × 24", *expected]
+    assert expected[2] == "16 × 4 × 6"  # the bottleneck: 4 · 2² channels, 16×24 / 2²
+    assert shortcut_arrows(fig) == skips
+    arrow_labels = sorted(t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("skip"))
+    assert arrow_labels == (["skip +4 ch", "skip +8 ch"] if skips else [])
+
+
+def test_plot_architecture_deeplab_low_level_path_and_upsampled_output():
+    import torch
+    from seglib.models import create_model
+
+    model = create_model("deeplabv3plus", 2, backbone="resnet18")
+    x = torch.randn(1, 3, 32, 48)
+    fig = viz.plot_architecture(model, x)
+    trunk, decoder = model.backbone, model.decoder
+    expected = hooked_shapes(model, x, [trunk.maxpool, trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4,
+                                        model.aspp, decoder.fuse, decoder.classifier])
+    assert architecture_labels(fig) == ["3 × 32 × 48", *expected, "2 × 32 × 48"]  # the last: the logits, ×4
+    assert expected[4] == "512 × 2 × 3" and expected[-1] == "2 × 8 × 12"  # output stride 16, decoder at 4
+    assert shortcut_arrows(fig) == ["low-level"]
+    assert any(t.get_text() == "low-level +48 ch" for t in fig.axes[0].texts)
+
+
 def test_four_panel_hidden_shows_only_placeholders():
     image = rgb_image()
     fig = viz.four_panel(image, np.ones((4, 5), np.uint8), np.full((4, 5), 0.9), hidden=True)
