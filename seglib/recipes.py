@@ -115,8 +115,12 @@ def showcase_configs(plan_label: str, *, seed: int = 0, num_workers: int = 2) ->
 
 
 def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
-    """Equal in everything that shapes the weights (how often files are written or bars move does not)."""
-    return replace(a, save_freq=1, log_freq=1) == replace(b, save_freq=1, log_freq=1)
+    """Equal in everything that shapes the weights (how often files are written or bars move does not, nor
+    the path the folder was reached by: a worktree's ``data/runs`` may be a link to another's)."""
+    def key(cfg: TrainConfig) -> TrainConfig:
+        return replace(cfg, save_freq=1, log_freq=1, out="")
+
+    return key(a) == key(b)
 
 
 def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> dict:

@@ -238,6 +238,8 @@ def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
     metrics.write_text(json.dumps(older))
     assert train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
     assert train_or_reuse(replace(cfg, save_freq=5, log_freq=7), device="cpu", verbose=False)["reused"]  # no effect
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)  # the same folder by another path
+    assert train_or_reuse(replace(cfg, out=str(tmp_path / "link" / "run")), device="cpu", verbose=False)["reused"]
     monkeypatch.undo()
     changed = train_or_reuse(replace(cfg, lr=5e-3), device="cpu", verbose=False)  # another recipe: train
     assert not changed["reused"]
