@@ -13,7 +13,9 @@ object's edge, in the ground truth and in the prediction: ``|G_b ∩ P_b| / |G_b
 summed over the split. Region IoU is dominated by the interiors of large objects; boundary IoU is
 where skip connections and a fine output stride show. The band is 2% of the image diagonal by
 default (the paper's choice), and the image border counts as an edge, as in the paper's code. Void
-pixels count for neither side and make no edges: a class mask is taken as running on under void.
+pixels count for neither side, and a class's region ends where its labelled pixels end, in the truth
+and in the prediction alike: an ignored band drawn along an object's outline (the pets trimaps) is
+where its edge is scored, and a prediction right on every labelled pixel scores 1.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ class BoundaryIoU:
         classes = torch.arange(self.num_classes, device=target.device)[:, None, None]
         valid = target != self.ignore_index
         width = self.band_width(*target.shape)
-        g = boundary_band((target[None] == classes) | ~valid, width) & valid  # void makes no edges
-        p = boundary_band((pred[None] == classes) | ~valid, width) & valid
+        g = boundary_band(target[None] == classes, width)  # void is no class: regions end there
+        p = boundary_band((pred[None] == classes) & valid, width)
         self.inter += (g & p).sum((1, 2))
         self.union += (g | p).sum((1, 2))
 

@@ -62,9 +62,9 @@ def scipy_boundary_iou(preds, targets, k, width, ignore=255):
     for pred, target in zip(preds, targets):
         valid = target != ignore
         for c in range(k):
-            g, p = (target == c) | ~valid, (pred == c) | ~valid  # void makes no edges
-            gb = g & ~ndimage.binary_erosion(g, square, border_value=0) & valid
-            pb = p & ~ndimage.binary_erosion(p, square, border_value=0) & valid
+            g, p = target == c, (pred == c) & valid  # regions end at void
+            gb = g & ~ndimage.binary_erosion(g, square, border_value=0)
+            pb = p & ~ndimage.binary_erosion(p, square, border_value=0)
             inter[c] += (gb & pb).sum()
             union[c] += (gb | pb).sum()
     with np.errstate(invalid="ignore"):
@@ -98,6 +98,25 @@ def test_boundary_iou_is_one_when_right_and_ignores_void():
     metric.update(wrong_in_void, t)
     present = np.unique(target[:, 10:])
     assert all(metric.compute()[c] == 1.0 for c in present)
+
+
+def test_boundary_iou_scores_the_edge_of_an_ignored_outline():
+    """A pets trimap: the object is ringed by void, so the band inside the ring is its edge."""
+    target = torch.zeros(60, 60, dtype=torch.long)
+    target[15:45, 15:45] = 255  # the trimap's uncertain border, 4 px wide
+    target[19:41, 19:41] = 1
+    right = (target == 1).long()
+    right[17:43, 17:43] = 1  # the predicted edge anywhere inside the void ring costs nothing
+    metric = BoundaryIoU(2, width=3)
+    metric.update(right, target)
+    assert metric.inter[1] == 22 * 22 - 16 * 16  # the object's 3-px inner ring, not an empty band
+    assert metric.compute() == [1.0, 1.0]
+    shrunk = torch.zeros_like(target)
+    shrunk[21:39, 21:39] = 1  # 2 px short on every side
+    metric = BoundaryIoU(2, width=3)
+    metric.update(shrunk, target)
+    # bands: truth 22²-16² = 228, prediction 18²-12² = 180, shared only its outer ring 18²-16² = 68
+    assert metric.compute()[1] == 68 / (228 + 180 - 68)
 
 
 def test_default_band_is_two_percent_of_the_diagonal():
