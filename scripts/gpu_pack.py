@@ -33,8 +33,9 @@ WHEELS = {"albumentations": ["albumentations==2.0.8"],
 # already in the GPU image (device/KINDS.md, 2026-11-17): carrying a second version would stop the install
 PRESENT = {"attrs", "numpy", "opencv_python_headless", "packaging", "psutil", "pygments", "python_dateutil",
            "pyyaml", "scipy", "typing_extensions", "tzdata", "platformdirs", "six", "jinja2", "markupsafe"}
-# front-end assets of the widgets, never imported by a kernel: 2.3 MiB left behind
-FRONT_END = {"widgetsnbextension", "jupyterlab_widgets"}
+# never imported by a kernel that only runs cells: the widgets' front-end assets (2.3 MiB), the debugger and
+# the completion engine (10 MiB; ipykernel and IPython import them only when present)
+LEFT_BEHIND = {"widgetsnbextension", "jupyterlab_widgets", "debugpy", "jedi", "parso"}
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64", "any"]
 SUFFIX = ".jpg"  # appended to a re-encoded photo's own name
@@ -73,7 +74,7 @@ def pack_wheels(groups: list[str], dest: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version",
                     "3.12", "--implementation", "cp", *platforms, "-d", str(dest), *names], check=True)
     for wheel in dest.glob("*.whl"):
-        if wheel.name.split("-")[0].lower() in PRESENT | FRONT_END:
+        if wheel.name.split("-")[0].lower() in PRESENT | LEFT_BEHIND:
             wheel.unlink()
 
 

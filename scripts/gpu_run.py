@@ -96,7 +96,8 @@ def _decode(job: tuple[str, str]) -> None:
 
 
 def restore_data(bundle: Path, dest: Path) -> dict:
-    """Copy ``bundle/data`` to ``dest``, each ``<name>.jpg`` photo back as ``<name>`` (decoded, lossless);
+    """Copy ``bundle/data`` to ``dest``, each ``<name>.jpg`` photo back as ``<name>`` (decoded to a lossless
+    format, or copied when ``<name>`` is a JPEG itself);
     returns the bundle's manifest (encoding, datasets)."""
     import shutil
 
@@ -106,8 +107,8 @@ def restore_data(bundle: Path, dest: Path) -> dict:
         rel = path.relative_to(bundle / "data").as_posix()
         target = dest / rel.removesuffix(SUFFIX) if rel.removesuffix(SUFFIX) in manifest["reencoded"] else dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.name == path.name:
-            shutil.copy2(path, target)
+        if target.name == path.name or target.suffix.lower() in (".jpg", ".jpeg"):
+            shutil.copy2(path, target)  # a JPEG photo stays the JPEG that travelled: no second encoding
         else:
             jobs.append((str(path), str(target)))
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # PIL decodes and zlib encodes without the GIL

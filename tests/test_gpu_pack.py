@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seglib.data import find_folder, load_dataset
+from seglib.data import find_folder, get_spec, load_dataset, shipped_sample
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -57,6 +57,17 @@ def test_a_restored_bundle_is_the_same_dataset(tmp_path):
     manifest = gpu_run.restore_data(tmp_path / "bundle", tmp_path / "data")
     assert manifest["datasets"] == ["synthetic"]
     assert_same_dataset("synthetic", find_folder("synthetic"), tmp_path / "data" / "synthetic_shapes", 35)
+
+
+def test_jpeg_photos_are_restored_as_the_jpeg_that_travelled(tmp_path):
+    sample = shipped_sample("pets")  # Oxford-IIIT Pet photos are JPEGs: decoding and saving again would re-encode
+    gpu_pack.pack(["pets"], tmp_path / "bundle", root=sample, quality=85)
+    gpu_run.restore_data(tmp_path / "bundle", tmp_path / "data")
+    restored = tmp_path / "data" / get_spec("pets").folder
+    photos = sorted((restored / "images").glob("*.jpg"))
+    assert photos and all(p.read_bytes() == (tmp_path / "bundle" / "data" / p.relative_to(tmp_path / "data")).with_name(
+        p.name + ".jpg").read_bytes() for p in photos)
+    assert_same_dataset("pets", sample, restored, 30)
 
 
 def test_a_restored_real_dataset_keeps_its_masks_and_split(tmp_path, real_data):
