@@ -14,8 +14,9 @@ summed over the split. Region IoU is dominated by the interiors of large objects
 where skip connections and a fine output stride show. The band is 2% of the image diagonal by
 default (the paper's choice), and the image border counts as an edge, as in the paper's code. Void
 pixels count for neither side, and a class's region ends where its labelled pixels end, in the truth
-and in the prediction alike: an ignored band drawn along an object's outline (the pets trimaps) is
-where its edge is scored, and a prediction right on every labelled pixel scores 1.
+and in the prediction alike: where an ignored band runs along an object's outline (the pets trimaps),
+the labelled rings on either side of it are scored, and a prediction right on every labelled pixel
+scores 1.
 """
 
 from __future__ import annotations
