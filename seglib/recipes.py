@@ -51,7 +51,7 @@ PUBLISHED = {
 GPU_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 # The pets UNet whose pictures notebooks 06-08 show (Oxford-IIIT Pet: its photos may appear in committed
-# outputs). cpu: about 5 minutes on two cores for the 177 training photos of the full subset
+# outputs). cpu: about 5 minutes on two idle cores for the 177 training photos of the full subset
 SHOWCASE = {
     "smoke": dict(image_size=_SMOKE.image_size, width=_SMOKE.model_options["base_channels"], epochs=1,
                   batch=_SMOKE.batch_size, max_samples=_SMOKE.max_samples, max_steps=_SMOKE.max_steps),
