@@ -57,7 +57,8 @@ def pet_iou(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def median_photo(predictor: Predictor, ds) -> tuple[int, float, np.ndarray]:
-    """``(index, pet IoU, pet probability HxW)`` of the photo of ``ds`` whose pet IoU is the median."""
+    """``(index, pet IoU, pet probability HxW)`` of the middle photo of ``ds`` by pet IoU (the lower of the
+    two middle ones for an even count; photos where neither truth nor prediction holds a pet are left out)."""
     scored = []
     for i in range(len(ds)):
         image, labels = ds.load(i)
