@@ -22,8 +22,10 @@ SOLUTIONS = Path(__file__).resolve().parent / "solutions"
 
 
 def solution_blocks(notebook: Path) -> list[str]:
-    """The Python blocks of ``solutions/NN_solutions.md``, figures closed instead of shown."""
-    text = (SOLUTIONS / f"{notebook.name[:2]}_solutions.md").read_text()
+    """The Python blocks of ``solutions/NN_solutions.md``, figures closed instead of shown; none without the
+    file (``tests/test_solutions.py`` asks for one per notebook)."""
+    path = SOLUTIONS / f"{notebook.name[:2]}_solutions.md"
+    text = path.read_text() if path.is_file() else ""
     return [block.replace("plt.show()", "plt.close('all')")
             for block in re.findall(r"```python\n(.*?)```", text, flags=re.S)]
 
