@@ -2,6 +2,8 @@
 each in a fresh interpreter, checked by what it prints and writes. Its refusals: test_cli_safety.py."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -35,6 +37,19 @@ def test_cli_datasets_and_prepare():
 
 
 # ------------------------------------------------------------------ train
+
+
+def test_help_and_models_do_not_import_torchvision():
+    """torchvision takes seconds to import: only building a DeepLabV3+ trunk (or finding its ImageNet weights)
+    may load it, so ``--help`` and the UNets stay quick."""
+    code = ("import sys; from seglib.cli import build_parser; from seglib.models import create_model; "
+            "build_parser(); create_model('unet', num_classes=2); print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "False", out.stderr
+    code = "import sys; from seglib.models import create_model; create_model('deeplabv3plus', num_classes=2); " \
+           "print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "True", out.stderr
 
 
 def test_cli_train_smoke(tmp_path):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from seglib.errors import ConfigError
@@ -41,6 +40,8 @@ class ResNetTrunk(nn.Module):
 
     def __init__(self, backbone: str, output_stride: int, pretrained: str | Path | None):
         super().__init__()
+        import torchvision  # here, not at the top: importing it takes seconds that `seglib --help` need not wait
+
         resnet = getattr(torchvision.models, backbone)(weights=None)
         if pretrained is not None:
             load_trunk_weights(resnet, backbone, pretrained)

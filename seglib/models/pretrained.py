@@ -13,17 +13,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from textwrap import shorten
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 
 from seglib.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torchvision
 
 CONNECT_TIMEOUT = 15.0  # seconds: offline, a download fails this fast instead of hanging
 
 
 def imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
     """torchvision's original ImageNet weights of ``backbone`` (``IMAGENET1K_V1``)."""
+    import torchvision  # imported when needed: it takes seconds
+
     return torchvision.models.get_model_weights(backbone).IMAGENET1K_V1
 
 
