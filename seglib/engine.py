@@ -231,8 +231,9 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
         torch.cuda.set_device(device)
     seed_everything(cfg.seed)
     torch.backends.cudnn.benchmark = not cfg.deterministic
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)  # bilinear backward has no deterministic CUDA kernel
+    # set both ways: a deterministic run earlier in this process (a notebook) must not slow this one down.
+    # warn_only: bilinear upsampling's backward (DeepLabV3+) has no deterministic CUDA kernel
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     out, made, lock = Path(cfg.out), (), None
     if rank == 0:
         made = tuple(p for p in (out, *out.parents) if not p.exists())

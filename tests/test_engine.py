@@ -17,6 +17,7 @@ from seglib.ema import WeightEMA
 from seglib.history import validations_since_best
 from seglib.optim import build_optimizer, param_groups
 from seglib.checkpoint import load_checkpoint
+from seglib.data import SPECS
 from seglib.engine import NonFiniteLoss, TrainConfig, fit
 from seglib.errors import ConfigError, DataError
 from seglib.gpu_augment import resize_batch
@@ -545,3 +546,69 @@ def test_ddp_ranks_draw_their_own_augmentations():
                                     shuffle=False, drop_last=True, rank=rank, world=2) for rank in (0, 1)]
     (x0, _), (x1, _) = next(iter(ranks[0])), next(iter(ranks[1]))
     assert not torch.allclose(x0, x1)
+
+
+@pytest.mark.parametrize("loader", ["gpu", "workers"])
+def test_build_data_trains_on_train_reshuffled_and_validates_on_all_of_val_in_order(loader, monkeypatch):
+    """The reference projects validated on the test split (MSRC) and never shuffled (Penn-Fudan): here the
+    training batches come from ``train`` in a new order each epoch, the validation batches from ``val``,
+    every image once, in order; ``test`` is never read."""
+    import seglib.cache
+    import seglib.data
+
+    cfg = replace(TINY, loader=loader, num_workers=0, batch_size=2)
+    sizes, asked = {"train": 10, "val": 5}, []
+
+    def load_dataset(name, split, root=None, **kw):
+        asked.append(split)
+        return type("Split", (), {"split": split, "spec": SPECS[name]})()
+
+    monkeypatch.setattr(seglib.data, "load_dataset", load_dataset)
+    monkeypatch.setattr(seglib.cache, "load_or_build_cache", lambda ds, size: Numbered(sizes[ds.split], size))
+    train, val, _ = build_data(cfg, "cpu")
+    assert asked == ["train", "val"]
+    orders = [seen(train, epoch) for epoch in (0, 1)]
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1]) == list(range(10))
+    assert orders[0] != list(range(10))
+    assert seen(val, 0) == seen(val, 1) == list(range(5))  # no drop_last: the odd image is scored too
+
+
+def test_evaluate_averages_the_loss_over_every_image_and_builds_no_graph():
+    """The person-mask project reported the last batch's loss as the validation loss, computed with
+    autograd on: ``evaluate`` weighs each batch by its images, under inference mode."""
+    torch.manual_seed(0)
+    x, y = torch.randn(5, 3, 8, 8), torch.randint(0, 3, (5, 8, 8))
+    modes = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 1)
+
+        def forward(self, images):
+            modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled(), self.training))
+            return self.conv(images)
+
+    model, loss_fn = Spy(), torch.nn.CrossEntropyLoss()
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]  # uneven: 4 images, then 1
+    result = engine.evaluate(model, batches, loss_fn, 3, device=torch.device("cpu"))
+    with torch.no_grad():
+        per_image = [loss_fn(model.conv(x[i:i + 1]), y[i:i + 1]).item() for i in range(5)]
+    assert result["loss"] == pytest.approx(sum(per_image) / 5, rel=1e-6)
+    assert result["loss"] != pytest.approx(per_image[4], rel=1e-3)  # not the last batch's
+    assert modes == [(True, False, False)] * 2
+
+
+def test_deterministic_is_set_for_each_run_both_ways(tmp_path):
+    """A deterministic run must not leave the process deterministic (and cuDNN autotuning off) for the
+    runs after it, in a notebook say."""
+    try:
+        for deterministic in (True, False):
+            run_ = engine.setup_run(replace(TINY, out=str(tmp_path / str(deterministic)),
+                                            deterministic=deterministic), "cpu")
+            engine.unlock_folder(run_)
+            assert torch.are_deterministic_algorithms_enabled() is deterministic
+            assert torch.is_deterministic_algorithms_warn_only_enabled() or not deterministic  # warns, never raises
+            assert torch.backends.cudnn.benchmark is not deterministic
+    finally:
+        torch.use_deterministic_algorithms(False)
