@@ -174,7 +174,8 @@ def evaluate_run(cfg, folder: Path) -> int:
     spec = get_spec(cfg.dataset)
     split = "test" if "test" in spec.splits and spec.has_split(folder, "test") else "val"
     if split == "val":
-        print(f"note: {cfg.dataset} has no test split here: testing on val", file=sys.stderr)
+        print(f"note: {cfg.dataset} has no test split here: testing on val, the split that chose best.pt, "
+              "so the score is optimistic", file=sys.stderr)
     return main(["evaluate", "--checkpoint", str(Path(cfg.out) / "best.pt"), "--dataset", cfg.dataset,
                  "--split", split, "--root", str(folder)])
 

@@ -219,8 +219,9 @@ def test_person_mask_project_train_then_test_in_process(tmp_path, capsys):
     assert main(["--train", "--unet", "--smoke", "--epochs", "1", *common]) == 0
     assert "best val mIoU" in capsys.readouterr().out and (out / "best.pt").is_file()
     assert main(["--test", *common]) == 0  # the reference's --test: evaluate the saved model on held-out data
-    printed = capsys.readouterr()
-    assert "mIoU" in printed.out and "synthetic has no test split here: testing on val" in printed.err
+    printed = capsys.readouterr()  # synthetic has none: val, said to be optimistic
+    assert "mIoU" in printed.out
+    assert "synthetic has no test split here: testing on val, the split that chose best.pt" in printed.err
     assert load_checkpoint(out / "best.pt")["meta"]["model"] == "unet"
 
 
