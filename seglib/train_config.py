@@ -126,8 +126,8 @@ class TrainConfig:
                             aliases=("--saveFreq",))
     log_freq: int = option(50, "progress-bar loss every N steps (one host sync each)", rule=at_least(1),
                            aliases=("--logFreq",))
-    val_images: int | None = option(None, "validate on the first N val images only", rule=at_least(1),
-                                    aliases=("--valImages",))
+    val_images: int | None = option(None, "validate on N val images only, spread evenly over the split",
+                                    rule=at_least(1), aliases=("--valImages",))
     max_steps: int | None = option(None, "cap on steps per epoch (smoke runs)", rule=at_least(1))
     max_samples: int | None = option(None, "cap on samples per split (smoke runs)", rule=at_least(1))
     out: str = option("runs/default", "output folder (the CLI's default: runs/DATASET_MODEL)")

@@ -149,6 +149,18 @@ def test_synthetic_dataset_is_generated_on_first_use():
     assert len(ds) + len(load_dataset("synthetic", "val")) == SPECS["synthetic"].count
 
 
+def test_max_samples_takes_exactly_that_many_spread_over_the_split():
+    """``max_samples`` (and ``--val-images``, ``evaluate --max-images``) once took every ceil(len/n)-th item:
+    asking for 183 of 184 gave 92."""
+    ids = load_dataset("synthetic", "train").ids
+    for n in (1, 2, 7, len(ids) // 2 + 1, len(ids) - 1, len(ids), len(ids) + 5):
+        taken = load_dataset("synthetic", "train", max_samples=n).ids
+        assert len(taken) == min(n, len(ids)) and len(set(taken)) == len(taken)
+        positions = [ids.index(i) for i in taken]
+        assert positions == sorted(positions) and positions[0] == 0
+        assert max(b - a for a, b in zip(positions, positions[1:] + [len(ids)])) <= -(-len(ids) // min(n, len(ids)))
+
+
 def test_hash_split_is_stable_when_files_are_added_or_removed():
     ids = [f"{v:05d}_{f:04d}" for v in range(40) for f in range(3)]
     group = lambda i: i.split("_")[0]  # noqa: E731

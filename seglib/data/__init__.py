@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,10 +83,10 @@ def find_folder(name: str, root: str | Path | None = None, *, sample: bool = Tru
 
 
 def _spread(items: list[Item], n: int | None) -> list[Item]:
-    """At most ``n`` items spread evenly over the list (smoke runs)."""
+    """``n`` items (all, if there are fewer) spread evenly over the list, the first one included."""
     if n is None or len(items) <= n:
         return items
-    return items[:: math.ceil(len(items) / n)][:n]
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None, *,
