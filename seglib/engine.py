@@ -420,9 +420,10 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
                                          scaler=run.scaler, max_steps=cfg.max_steps, log_freq=cfg.log_freq,
                                          desc=f"epoch {epoch + 1}", progress=progress and verbose and run.rank == 0,
                                          ema=run.ema, grad_clip=cfg.grad_clip, **step_options)
+            trained = time.perf_counter() - t0  # train_one_epoch has read its loss: the device is done
             val = evaluate(eval_model, run.val_batches, run.loss_fn, run.num_classes, **step_options) \
                 if validate else None
-        history.add_epoch(train_loss, time.perf_counter() - t0)
+        history.add_epoch(train_loss, trained, time.perf_counter() - t0)
         if val is None:
             continue
         improved = history.add_validation(epoch + 1, val, run.optimizer.param_groups[-1]["lr"],

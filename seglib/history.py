@@ -33,27 +33,29 @@ def write_history(out: Path, history: list[dict]) -> None:
 class History:
     """One row per validation, the best row so far, and the validations since it (early stopping).
 
-    A row's ``train_loss``, ``seconds`` and ``images_per_s`` cover every epoch trained since the
-    validation before it (``val_every``).
+    A row's ``train_loss``, ``seconds`` (training and validation) and ``images_per_s`` (the training
+    steps alone) cover every epoch trained since the validation before it (``val_every``).
     """
 
     def __init__(self, rows: list[dict] | None = None, best: dict | None = None):
         self.rows, self.best = list(rows or []), best or {"val_miou": -1.0}
         self.since_best = validations_since_best(self.rows)
-        self._seconds, self._losses = 0.0, []
+        self._seconds, self._train_seconds, self._losses = 0.0, 0.0, []
 
-    def add_epoch(self, train_loss: float, seconds: float) -> None:
+    def add_epoch(self, train_loss: float, train_seconds: float, seconds: float) -> None:
+        """One epoch: its mean loss, the seconds of its training steps, and its seconds in all."""
+        self._train_seconds += train_seconds
         self._seconds += seconds
         self._losses.append(train_loss)
 
     def add_validation(self, epoch: int, val: dict, lr: float, images_per_epoch: int) -> bool:
         """Append the row of a validation after ``epoch``; True when its val mIoU is the best yet."""
-        seconds, epochs = self._seconds, len(self._losses)
+        epochs = len(self._losses)
         row = {"epoch": epoch, "train_loss": sum(self._losses) / epochs, "val_loss": val["loss"],
                "val_miou": val["miou"], "val_pixel_accuracy": val["pixel_accuracy"], "val_mdice": val["mdice"],
-               "lr": lr, "seconds": seconds, "images_per_s": epochs * images_per_epoch / seconds}
+               "lr": lr, "seconds": self._seconds, "images_per_s": epochs * images_per_epoch / self._train_seconds}
         self.rows.append(row)
-        self._seconds, self._losses = 0.0, []
+        self._seconds, self._train_seconds, self._losses = 0.0, 0.0, []
         improved = val["miou"] > self.best["val_miou"]
         if improved:
             self.best = {**row, "val_iou": val["iou"], "val_dice": val["dice"]}
