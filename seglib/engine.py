@@ -214,6 +214,17 @@ def unlock_folder(run: Run) -> None:
         os.close(run.lock)
 
 
+def process_device(device, local_rank: int, world: int) -> torch.device:
+    """The device this process trains on: ``device``, else its GPU, else the CPU. Under torchrun
+    (``world > 1``) a bare ``"cuda"`` is this process's own GPU, ``cuda:LOCAL_RANK``, not the first one."""
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and world > 1:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
 def setup_run(cfg: TrainConfig, device=None) -> Run:
     """Start the process group (under torchrun), pick and seed the device, set cuDNN, make ``cfg.out``."""
     from seglib.data import get_spec
@@ -224,9 +235,7 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
         raise ConfigError(f"--loss {cfg.loss}: bce is for two classes, and {cfg.dataset} has {classes}; "
                           "use ce (or ce+dice, focal)")
     rank, world, local_rank = init_distributed()
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = process_device(device, local_rank, world)
     if device.index is not None and device.type == "cuda":  # a bare "cuda" keeps the current device
         torch.cuda.set_device(device)
     seed_everything(cfg.seed)

@@ -2,7 +2,6 @@
 
 import functools
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -202,8 +201,8 @@ def test_worker_path_trains_too(tmp_path):
 
 
 def test_two_process_ddp_on_cpu(tmp_path):
-    if shutil.which("torchrun") is None and not hasattr(torch.distributed, "run"):
-        pytest.skip("torchrun is not available")
+    if not torch.distributed.is_available():
+        pytest.skip("this torch is built without torch.distributed")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", "29533", "-m", "seglib", "train", "--smoke", "--dataset",
                           "synthetic", "--data-path", "gpu", "--out", str(tmp_path)],
@@ -620,3 +619,13 @@ def test_deterministic_is_set_for_each_run_both_ways(tmp_path):
             assert torch.backends.cudnn.benchmark is not deterministic
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_a_bare_cuda_under_torchrun_is_each_process_own_gpu():
+    """``fit(cfg, device="cuda")`` under torchrun would otherwise put every rank on the first GPU."""
+    assert engine.process_device("cuda", 1, 2) == torch.device("cuda", 1)
+    assert engine.process_device("cuda", 0, 1) == torch.device("cuda")  # one process: the current GPU
+    assert engine.process_device("cuda:0", 1, 2) == torch.device("cuda", 0)  # asked for by index: kept
+    assert engine.process_device("cpu", 1, 2) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert engine.process_device(None, 1, 2) == torch.device("cpu")
