@@ -7,12 +7,8 @@ import contextlib
 import copy
 import itertools
 import json
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from seglib.models import create_model
 from seglib.train_config import TrainConfig
-from seglib.utils import get_device
+from seglib.utils import environment, get_device
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -158,22 +154,6 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype | None = None) -> di
 
 
 # ----------------------------------------------------------------------------- report
-
-
-def environment(device: torch.device) -> dict:
-    """What the numbers were measured on: device, library versions, date, commit."""
-    cuda = device.type == "cuda"
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"device": torch.cuda.get_device_name(device) if cuda
-            else f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
-                 f"{torch.get_num_threads()} threads)",
-            "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if cuda else None, "python": platform.python_version(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit}
 
 
 def markdown_table(columns: list[tuple[str, str, str]], rows: list[dict]) -> str:

@@ -39,7 +39,7 @@ from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
 from seglib.schedules import build_scheduler
 from seglib.train_config import TrainConfig
-from seglib.utils import write_atomic
+from seglib.utils import environment, write_atomic
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "evaluate", "fit", "train_one_epoch"]
 
@@ -453,9 +453,11 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
 
 
 def finish(run: Run, history: History, seconds: float) -> dict:
-    """Write metrics.json (rank 0) and return the run's summary, history and model(s)."""
+    """Write metrics.json (rank 0: the summary, the options and what it ran on) and return the run's summary,
+    history and model(s)."""
     result = {"best": history.best, "epochs_run": history.rows[-1]["epoch"] if history.rows else 0,
-              "wall_seconds": seconds, "class_names": run.meta["class_names"], "config": asdict(run.cfg)}
+              "wall_seconds": seconds, "class_names": run.meta["class_names"], "config": asdict(run.cfg),
+              "env": environment(run.device)}
     if run.rank == 0:
         write_atomic(run.out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     return {**result, "history": history.rows, "out": run.out, "model": unwrap(run.model),

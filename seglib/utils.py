@@ -1,4 +1,5 @@
-"""Small helpers every notebook uses: seeding, device choice, parameter counts, atomic writes.
+"""Small helpers every notebook uses: seeding, device choice, parameter counts, the environment record,
+atomic writes.
 
 torch is imported where it is used, so that modules which only write files (downloads, caches)
 can use :func:`atomic_path` without loading it.
@@ -60,6 +61,30 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
 # atomic writes
 
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def environment(device: str | torch.device) -> dict:
+    """What a run or a measurement ran on: device, library versions, date, and the workbook's commit
+    (None outside a git checkout)."""
+    import platform
+    import subprocess
+    from datetime import datetime, timezone
+
+    import torch
+
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"device": torch.cuda.get_device_name(device) if cuda
+            else f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
+                 f"{torch.get_num_threads()} threads)",
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if cuda else None, "python": platform.python_version(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit}
 
 
 def _sibling(path: Path, kind: str) -> Path:

@@ -65,6 +65,7 @@ def test_fit_writes_checkpoints_history_and_metrics(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["best"]["val_miou"] == max(row["val_miou"] for row in history)
     assert len(metrics["best"]["val_iou"]) == 4
+    assert metrics["env"]["torch"] == torch.__version__ and metrics["env"]["device"].startswith("CPU")
     last = load_checkpoint(tmp_path / "last.pt", expect={"model": "unet", "num_classes": 4})
     assert {"model", "optimizer", "scheduler", "epoch", "rng", "config", "history"} <= set(last)
 
