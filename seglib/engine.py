@@ -38,6 +38,7 @@ from seglib.parallel import init_distributed, is_distributed, unwrap, wrap_model
 from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
 from seglib.schedules import build_scheduler
+from seglib.snapshots import Snapshots
 from seglib.train_config import TrainConfig
 from seglib.utils import environment, write_atomic
 
@@ -157,8 +158,9 @@ class Run:
 
 
 FINISHED = ("best.pt", "metrics.json", "history.json", "history.csv")  # what a run leaves besides last.pt
+# how a run goes on, not what it learns
 RESUMABLE = ("epochs", "out", "root", "num_workers", "loader", "amp", "compile", "channels_last", "deterministic",
-             "val_every", "save_freq", "log_freq", "patience")  # how a run goes on, not what it learns
+             "val_every", "save_freq", "snapshot_every", "log_freq", "patience")
 
 
 def check_out(cfg: TrainConfig, init_from: str | Path | None) -> None:
@@ -418,6 +420,8 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     train_model, eval_model = wrap_model(run.model, run.device, run.world, cfg.compile)
     eval_model = run.ema.model if run.ema else eval_model
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")
+    snapshots = Snapshots(run.val_batches, run.out / "snapshots", run.num_classes, run.meta["class_names"]) \
+        if cfg.snapshot_every and run.rank == 0 else None
     saved_at, start = start_epoch, time.perf_counter()  # last.pt: at the first validation after each save_freq
     for epoch in range(start_epoch, cfg.epochs):
         if history.stopped(cfg.patience):  # a resumed run that had stopped early
@@ -442,6 +446,8 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
         saved_at = epoch + 1 if last else saved_at
         if run.rank == 0:
             save_progress(run, history, epoch + 1, improved, last)
+            if snapshots and ((epoch + 1) % cfg.snapshot_every == 0 or epoch + 1 == cfg.epochs or stop):
+                snapshots.save(run.ema.model if run.ema else unwrap(run.model), epoch + 1, val["miou"])
             if verbose:
                 print(history.line(cfg.epochs, improved), flush=True)
         if stop:

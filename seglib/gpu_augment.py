@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from seglib.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +41,17 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     mean = images.new_tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * 255
     std = images.new_tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1) * 255
     return (images.float() - mean) / std
+
+
+def denormalize(tensor: torch.Tensor) -> np.ndarray:
+    """ImageNet-normalized ``3×H×W`` (or ``N×3×H×W``) tensor → uint8 ``H×W×3`` (``N×H×W×3``) for display."""
+    x = torch.as_tensor(tensor).detach().float().cpu()
+    if x.ndim not in (3, 4) or x.shape[-3] != 3:
+        raise ConfigError(f"denormalize needs a 3×H×W or N×3×H×W tensor, got shape {tuple(x.shape)}")
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    x = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+    return x.movedim(-3, -1).numpy()
 
 
 def resize_batch(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -124,6 +124,9 @@ class TrainConfig:
                             rule=at_least(1))
     save_freq: int = option(1, "write last.pt every N epochs (at a validation)", rule=at_least(1),
                             aliases=("--saveFreq",))
+    snapshot_every: int | None = option(None, "every N epochs (at a validation) and at the end, draw 4 validation "
+                                        "images, their truth and the prediction into OUT/snapshots/",
+                                        rule=at_least(1))
     log_freq: int = option(50, "progress-bar loss every N steps (one host sync each)", rule=at_least(1),
                            aliases=("--logFreq",))
     val_images: int | None = option(None, "validate on N val images only, spread evenly over the split",
@@ -144,6 +147,9 @@ class TrainConfig:
                 raise ConfigError(f"{f.name} {problem}")
         if self.class_weights and not {"ce", "focal"} & set(self.loss.split("+")):
             raise ConfigError(f"class_weights weigh ce and focal; --loss {self.loss} has neither: add ce or focal")
+        if self.snapshot_every and self.snapshot_every % self.val_every:
+            raise ConfigError(f"snapshot_every draws at a validation: make it a multiple of val_every "
+                              f"({self.val_every}), or drop it")
         if self.trunk_lr_mult != 1 and self.model != "deeplabv3plus":
             raise ConfigError(f"trunk_lr_mult applies to deeplabv3plus (its ResNet trunk), not {self.model}: "
                               "leave it at 1")

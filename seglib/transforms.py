@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from seglib.cache import check_size  # noqa: E402
 from seglib.errors import ConfigError  # noqa: E402
-from seglib.gpu_augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from seglib.gpu_augment import IMAGENET_MEAN, IMAGENET_STD, denormalize  # noqa: E402,F401 (seglib.transforms.denormalize)
 
 MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
 
@@ -148,14 +148,3 @@ def make_loader(source, transform, *, batch_size: int, shuffle: bool, num_worker
                       worker_init_fn=worker_init_fn(dataset.transform, seed) if num_workers > 0 else None,
                       pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
                       drop_last=drop_last)
-
-
-def denormalize(tensor: torch.Tensor) -> np.ndarray:
-    """ImageNet-normalized ``3×H×W`` (or ``N×3×H×W``) tensor → uint8 ``H×W×3`` (``N×H×W×3``) for display."""
-    x = torch.as_tensor(tensor).detach().float().cpu()
-    if x.ndim not in (3, 4) or x.shape[-3] != 3:
-        raise ConfigError(f"denormalize needs a 3×H×W or N×3×H×W tensor, got shape {tuple(x.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    x = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
-    return x.movedim(-3, -1).numpy()

@@ -630,3 +630,30 @@ def test_a_bare_cuda_under_torchrun_is_each_process_own_gpu():
     assert engine.process_device("cpu", 1, 2) == torch.device("cpu")
     if not torch.cuda.is_available():
         assert engine.process_device(None, 1, 2) == torch.device("cpu")
+
+
+def test_snapshots_draw_the_same_validation_images_every_n_epochs_and_at_the_end(tmp_path, monkeypatch):
+    """The reference projects' per-epoch prediction images: ``snapshot_every=2`` over 5 epochs draws after
+    epochs 2, 4 and 5, each time the first four validation images with the weights of that moment."""
+    from seglib import snapshots
+
+    drawn = []
+    real_save = snapshots.Snapshots.save
+
+    def save(self, model, epoch, miou):
+        drawn.append((epoch, self.images.clone(), {k: v.clone() for k, v in model.state_dict().items()}))
+        return real_save(self, model, epoch, miou)
+
+    monkeypatch.setattr(snapshots.Snapshots, "save", save)
+    result = run(replace(TINY, epochs=5, snapshot_every=2, out=str(tmp_path)))
+    assert [epoch for epoch, _, _ in drawn] == [2, 4, 5]
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
+        "epoch_0002.png", "epoch_0004.png", "epoch_0005.png"]
+    assert all(torch.equal(images, drawn[0][1]) for _, images, _ in drawn) and len(drawn[0][1]) == 4
+    final = result["model"].state_dict()
+    assert all(torch.equal(drawn[-1][2][k], final[k]) for k in final)  # the weights of that epoch
+    assert not all(torch.equal(drawn[0][2][k], final[k]) for k in final)
+    from PIL import Image
+    assert Image.open(tmp_path / "snapshots" / "epoch_0005.png").size[0] > 200
+    with pytest.raises(ConfigError, match="snapshot_every draws at a validation: make it a multiple of val_every"):
+        replace(TINY, snapshot_every=3, val_every=2)

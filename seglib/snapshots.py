@@ -1,0 +1,54 @@
+"""Prediction snapshots while a model trains: the same few validation images beside their truth and the
+model's prediction, drawn every N epochs into ``OUT/snapshots/epoch_NNNN.png``.
+
+The person-mask and Penn-Fudan reference projects saved such images as they trained; a run then
+shows what it learns (outlines sharpening, a class appearing), not only its numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from seglib.gpu_augment import denormalize
+from seglib.metrics import logits_to_labels
+from seglib.utils import write_atomic
+
+IMAGES = 4  # validation images per snapshot
+
+
+class Snapshots:
+    """The first :data:`IMAGES` validation images (validation is never shuffled: the same every time),
+    drawn with each prediction by :meth:`save`."""
+
+    def __init__(self, val_batches, folder: Path, num_classes: int, class_names):
+        images, targets = [], []
+        for x, y in val_batches:
+            images.append(x[:IMAGES - sum(map(len, images))])
+            targets.append(y[:len(images[-1])])
+            if sum(map(len, images)) == IMAGES:
+                break
+        self.images, self.targets = torch.cat(images), torch.cat(targets)
+        self.folder, self.num_classes, self.class_names = Path(folder), num_classes, list(class_names)
+
+    @torch.inference_mode()
+    def save(self, model: nn.Module, epoch: int, miou: float) -> Path:
+        """Draw image | ground truth | prediction of ``model`` (in eval mode), one row per image, into
+        ``epoch_NNNN.png``; returns its path."""
+        import matplotlib.pyplot as plt
+
+        from seglib.viz import compare_models, default_palette
+
+        model.eval()
+        predictions = logits_to_labels(model(self.images).float()).cpu().numpy()
+        fig = compare_models(denormalize(self.images), self.targets.cpu().numpy(),
+                             {f"epoch {epoch}": list(predictions)}, palette=default_palette(self.num_classes),
+                             class_names=self.class_names)
+        fig.suptitle(f"epoch {epoch}: val mIoU {miou:.3f}", y=1.0)
+        path = self.folder / f"epoch_{epoch:04d}.png"
+        self.folder.mkdir(exist_ok=True)
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight"))
+        plt.close(fig)  # not shown: in a notebook the figure would otherwise appear under the cell
+        return path
