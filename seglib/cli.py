@@ -140,7 +140,7 @@ def run_training(cfg, args: argparse.Namespace) -> None:
             torch.distributed.destroy_process_group()
     best = result["best"]
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"best val mIoU {best['val_miou']:.4f} at epoch {best['epoch']} "
+        print(f"best val mIoU {best['val_miou']:.4f} (images at the training size) at epoch {best['epoch']} "
               f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")
 
 
