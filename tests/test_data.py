@@ -18,7 +18,7 @@ from seglib.errors import ConfigError, DataError
 from seglib.masks import labelids_to_trainids
 from seglib.synthetic import make_sample
 
-from helpers import groups_in_both_splits, write_png_pairs
+from helpers import groups_in_both_splits, write_camvid32, write_png_pairs
 
 
 def need(folder, sub):
@@ -263,6 +263,34 @@ def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):
     photo, decoded = ds.load(0)
     assert photo.shape == (64, 64, 3)
     assert (decoded == labels).mean() > 0.97
+
+
+def test_camvid32_kaggle_colours_decode_to_31_classes_with_void_ignored(tmp_path):
+    written = write_camvid32(tmp_path / "CamVid32")
+    ds = load_dataset("camvid32", "val", tmp_path)
+    assert ds.num_classes == 31 and ds.class_names[17] == "Road" and ds.ids == ["0001TP_000001"]
+    _, labels = ds.load(0)
+    expected = written["val"].copy()
+    expected[expected == 30] = 255  # Void
+    expected[expected == 31] = 30   # Wall follows Void in the csv: one place earlier once Void is gone
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_camvid32_with_another_class_list_or_colour_names_the_file(tmp_path):
+    folder = tmp_path / "CamVid32"
+    write_camvid32(folder)
+    csv = folder / "class_dict.csv"
+    csv.write_text(csv.read_text().replace("Sky,128, 128, 128", "Sky,128, 128, 129"))
+    with pytest.raises(DataError, match=r"class_dict.csv: lists other classes or colours than CamVid's 32"):
+        load_dataset("camvid32", "train", tmp_path)
+    csv.write_text("name;r;g;b\n")
+    with pytest.raises(DataError, match=r"class_dict.csv: is not a class list of name,r,g,b rows"):
+        load_dataset("camvid32", "train", tmp_path)
+    write_camvid32(tmp_path / "other" / "CamVid32")
+    mask = tmp_path / "other" / "CamVid32" / "val_labels" / "0001TP_000001_L.png"
+    Image.fromarray(np.full((24, 32, 3), 7, np.uint8)).save(mask)  # a colour of no class
+    with pytest.raises(DataError, match="0001TP_000001_L.png"):
+        load_dataset("camvid32", "val", tmp_path / "other").load(0)
 
 
 def write_pets(root, trimaps: dict, kinds: dict):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from seglib.data import SPECS
+from seglib.data import SPECS, load_dataset
+from helpers import write_camvid32
 from seglib.download import (DOWNLOADS_SUBDIR, SOURCES, DatasetSource, download_dataset, fetch,
                              file_digest, safe_extract, verify_checksum)
 from seglib.errors import DataError, DownloadError
@@ -458,6 +459,7 @@ def test_pets_archives_merge_and_the_first_asks_for_the_second(tmp_path):
                     "leftImg8bit_trainvaltest.zip", "cityscapes"]),
     ("cityscapes_pairs", ["kaggle.com/datasets/dansbecker/cityscapes-image-pairs",
                           "cityscapes_data/train"]),
+    ("camvid32", ["kaggle.com/datasets/carlolepelaars/camvid", "CamVid32", "train_labels/*_L.png"]),
     ("tiktok", ["https://www.yasamin.page/hdnet_tiktok", "tiktok_person/images/<video>_<frame>.png",
                 "tiktok_person/masks"]),
 ])
@@ -470,3 +472,15 @@ def test_manual_datasets_say_where_to_get_them(tmp_path, name, needles):
         assert needle in msg
     assert str(root) in msg and "--source" in msg
     assert not root.exists()
+
+
+def test_the_kaggle_camvid_archive_unpacks_to_camvid32(tmp_path):
+    """Kaggle's archive holds a CamVid/ folder, the name of the SegNet copy too: it lands in CamVid32/."""
+    write_camvid32(tmp_path / "unzipped" / "CamVid")
+    files = [p for p in (tmp_path / "unzipped").rglob("*") if p.is_file()]
+    archive = make_zip(tmp_path / "archive.zip", {str(p.relative_to(tmp_path / "unzipped")): p.read_bytes()
+                                                  for p in files})
+    root = tmp_path / "data"
+    folder = download_dataset("camvid32", root, source=archive)
+    assert folder == root / "CamVid32" and not (root / "CamVid").exists()
+    assert len(load_dataset("camvid32", "train", root)) == 1

@@ -129,6 +129,64 @@ class CamVid(DatasetSpec):
         return out
 
 
+CAMVID32_COLOURS = {  # the Kaggle copy's class_dict.csv (CamVid's 32 labels: 31 classes and Void)
+    "Animal": (64, 128, 64), "Archway": (192, 0, 128), "Bicyclist": (0, 128, 192), "Bridge": (0, 128, 64),
+    "Building": (128, 0, 0), "Car": (64, 0, 128), "CartLuggagePram": (64, 0, 192), "Child": (192, 128, 64),
+    "Column_Pole": (192, 192, 128), "Fence": (64, 64, 128), "LaneMkgsDriv": (128, 0, 192),
+    "LaneMkgsNonDriv": (192, 0, 64), "Misc_Text": (128, 128, 64), "MotorcycleScooter": (192, 0, 192),
+    "OtherMoving": (128, 64, 64), "ParkingBlock": (64, 192, 128), "Pedestrian": (64, 64, 0), "Road": (128, 64, 128),
+    "RoadShoulder": (128, 128, 192), "Sidewalk": (0, 0, 192), "SignSymbol": (192, 128, 128), "Sky": (128, 128, 128),
+    "SUVPickupTruck": (64, 128, 192), "TrafficCone": (0, 0, 64), "TrafficLight": (0, 64, 64),
+    "Train": (192, 64, 128), "Tree": (128, 128, 0), "Truck_Bus": (192, 128, 192), "Tunnel": (64, 0, 64),
+    "VegetationMisc": (192, 192, 0), "Void": (0, 0, 0), "Wall": (64, 192, 0),
+}
+
+
+def read_class_dict(path: Path) -> dict[str, tuple[int, int, int]]:
+    """``name,r,g,b`` rows of a ``class_dict.csv`` (spaces after the commas allowed) → ``{name: (r, g, b)}``."""
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f, skipinitialspace=True))
+        if not rows or [c.strip().lower() for c in rows[0]] != ["name", "r", "g", "b"]:
+            raise ValueError("its first line is not name,r,g,b")
+        return {name.strip(): (int(r), int(g), int(b)) for name, r, g, b in (row for row in rows[1:] if row)}
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror})", "restore the dataset's class_dict.csv") from exc
+    except ValueError as exc:  # a short row, a colour that is not a number, the header
+        raise DataError(path, f"is not a class list of name,r,g,b rows ({exc})",
+                        "restore the dataset's class_dict.csv") from exc
+
+
+class CamVid32(DatasetSpec):
+    """CamVid as Kaggle's ``carlolepelaars/camvid`` packs it (the CamVid-with-focal-loss project's data): colour
+    masks of the 32 labels in ``class_dict.csv``, Void ignored, 367 / 101 / 232 photos."""
+
+    name, title = "camvid32", "CamVid (Kaggle, 32 labels)"
+    folder, marker = "CamVid32", "class_dict.csv"
+    task = "multiclass"
+    class_names = tuple(name for name in CAMVID32_COLOURS if name != "Void")
+    palette = np.array([CAMVID32_COLOURS[name] for name in class_names], np.uint8)
+    void_color = CAMVID32_COLOURS["Void"]
+    splits = ("train", "val", "test")
+    homepage = "https://www.kaggle.com/datasets/carlolepelaars/camvid"
+
+    def split_items(self, folder, split):
+        listed = read_class_dict(folder / self.marker)
+        if listed != CAMVID32_COLOURS:
+            changed = sorted(set(listed.items()) ^ set(CAMVID32_COLOURS.items()))[:3]
+            raise DataError(folder / self.marker, f"lists other classes or colours than CamVid's 32 (e.g. {changed})",
+                            "use the class_dict.csv of the Kaggle CamVid, or load other colour masks with "
+                            "seglib.masks.rgb_to_index and your own palette")
+        return pair_files(folder / split, folder / f"{split}_labels", "*.png", lambda p: f"{p.stem}_L.png")
+
+    def decode(self, raw, item, image_hw, report):
+        labels, _ = masks.rgb_to_index(raw, self.palette, ignore_colors=[self.void_color],
+                                       strict=True, path=item.mask)
+        return labels
+
+
 class MSRC(_HashSplit):
     name, title = "msrc", "MSRC-v2 object classes"
     folder, marker = "MSRC_ObjCategImageDatabase_v2", "GroundTruth"
@@ -331,6 +389,6 @@ class Synthetic(_HashSplit):
 
 
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
-    PennFudan(), TikTok(), CamVid(), MSRC(), CityscapesPairs(), Cityscapes(), BSDS500(), Pets(), PetsTrimap(),
-    Synthetic()
+    PennFudan(), TikTok(), CamVid(), CamVid32(), MSRC(), CityscapesPairs(), Cityscapes(), BSDS500(), Pets(),
+    PetsTrimap(), Synthetic()
 )}
