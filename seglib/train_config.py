@@ -105,6 +105,8 @@ class TrainConfig:
                                        "over the training split, void excluded) or a JSON file of one per class")
     crop_scale: float = option(0.5, "augmentation strength: the smallest random crop's share of the image",
                                rule=share)
+    rotate: float = option(0.0, "augmentation: turn each training crop by a random angle within ± this many "
+                           "degrees (corners outside the image are void)", rule=between(0, 180))
     amp: str = option("bf16", "autocast precision on CUDA", choices=AMP_MODES)
     channels_last: bool = option(True, "channels_last memory format on CUDA")
     compile: bool = option(False, "torch.compile the model")

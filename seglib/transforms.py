@@ -7,11 +7,13 @@
 Three things every segmentation pipeline must get right, and how this module does them:
 
 * **Masks are label maps, not pictures.** Geometric transforms resize the mask by nearest
-  neighbour (``mask_interpolation=cv2.INTER_NEAREST_EXACT``, set explicitly on every transform and
-  on the ``Compose``), so no in-between labels appear; ``Normalize`` and the colour transforms
-  never touch the mask. ``INTER_NEAREST_EXACT`` samples at pixel centres, as the bilinear image
-  resize does; OpenCV's plain ``INTER_NEAREST`` samples half a pixel off and shifts the mask
-  against the image. Both are nearest neighbour: every output label occurs in the input.
+  neighbour (``mask_interpolation=cv2.INTER_NEAREST_EXACT``, set explicitly on every resizing
+  transform), so no in-between labels appear; ``Normalize`` and the colour transforms never touch
+  the mask. ``INTER_NEAREST_EXACT`` samples at pixel centres, as the bilinear image resize does;
+  OpenCV's plain ``INTER_NEAREST`` samples half a pixel off and shifts the mask against the image.
+  Both are nearest neighbour: every output label occurs in the input. The optional rotation warps
+  with plain ``INTER_NEAREST`` (a warp has no ``_EXACT``, and maps pixel centres itself), filling
+  the corners it brings in with void (255).
 * **Seeds.** albumentations 2.x ignores ``random.seed``/``np.random.seed``: a ``Compose`` has its
   own generators, set by ``Compose(..., seed=...)`` or ``set_random_seed``. That method also hands
   *the same* seed to every child transform, so each child replays the same random stream
@@ -41,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from seglib.cache import check_size  # noqa: E402
 from seglib.errors import ConfigError  # noqa: E402
 from seglib.gpu_augment import IMAGENET_MEAN, IMAGENET_STD, denormalize  # noqa: E402,F401 (seglib.transforms.denormalize)
+from seglib.masks import IGNORE_INDEX  # noqa: E402
 
 MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
 
@@ -57,8 +60,9 @@ def seed_transform(transform: A.BaseCompose, seed: int | None) -> None:
 
 
 def train_transform(size: int, *, seed: int | None, scale: tuple[float, float] = (0.5, 1.0),
-                    hflip: bool = True, color: bool = True) -> A.Compose:
-    """Random resized crop to ``size×size``, flip, brightness/contrast, ImageNet normalize, to tensor."""
+                    hflip: bool = True, color: bool = True, rotate: float = 0.0) -> A.Compose:
+    """Random resized crop to ``size×size``, flip, rotation within ±``rotate`` degrees (corners black, mask
+    void), brightness/contrast, ImageNet normalize, to tensor."""
     size = check_size(size)
     steps: list = [A.RandomResizedCrop(size=(size, size), scale=scale, ratio=(3 / 4, 4 / 3),
                                        interpolation=cv2.INTER_LINEAR,
@@ -66,10 +70,13 @@ def train_transform(size: int, *, seed: int | None, scale: tuple[float, float] =
                                        area_for_downscale="image")]
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
+    if rotate:
+        steps.append(A.Rotate(limit=rotate, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
+                              border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=1.0))
     if color:
         steps.append(A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5))
     steps += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
-    transform = A.Compose(steps, mask_interpolation=MASK_INTERPOLATION, seed=seed)
+    transform = A.Compose(steps, seed=seed)  # a Compose-level mask_interpolation would override the rotation's
     seed_transform(transform, seed)
     return transform
 

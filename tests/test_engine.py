@@ -355,16 +355,19 @@ def test_fit_with_ema_saves_the_average_and_resumes_exactly(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("loader", ["gpu", "workers"])
-def test_crop_scale_sets_the_augmentation_strength_of_both_loaders(loader):
-    cfg = replace(TINY, crop_scale=0.25, loader=loader)
+def test_crop_scale_and_rotate_reach_both_loaders(loader):
+    cfg = replace(TINY, crop_scale=0.25, rotate=10, loader=loader)
     train, _, _ = build_data(cfg, "cpu")
     if loader == "gpu":
-        assert train.augment.scale == (0.25, 1.0)
+        assert train.augment.scale == (0.25, 1.0) and train.augment.rotate == 10
     else:
-        crop = next(t for t in train.transform.transforms if type(t).__name__ == "RandomResizedCrop")
-        assert tuple(crop.scale) == (0.25, 1.0)
+        steps = {type(t).__name__: t for t in train.transform.transforms}
+        assert tuple(steps["RandomResizedCrop"].scale) == (0.25, 1.0)
+        assert tuple(steps["Rotate"].limit) == (-10, 10) and steps["Rotate"].fill_mask == 255
     with pytest.raises(ConfigError, match="crop_scale must be in"):
         replace(TINY, crop_scale=0.0)
+    with pytest.raises(ConfigError, match="rotate must be between 0 and 180"):
+        replace(TINY, rotate=-5)
 
 
 def test_fit_under_torch_compile_saves_plain_weights(tmp_path, monkeypatch):

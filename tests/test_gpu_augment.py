@@ -82,3 +82,21 @@ def test_brightness_contrast_draws_what_albumentations_draws():
     quantiles = [0.1, 0.25, 0.75, 0.9]
     changed_theirs, changed_ours = theirs[np.abs(theirs - 100) > 0.5], ours[np.abs(ours - 100) > 0.5]
     assert np.allclose(np.quantile(changed_theirs, quantiles), np.quantile(changed_ours, quantiles), atol=6)
+
+
+def test_rotation_turns_image_and_mask_together_and_voids_what_leaves_the_image():
+    images, masks = batch()
+    x, y = GpuAugment(40, brightness=0, contrast=0, rotate=30)(images, masks, torch.Generator().manual_seed(2))
+    colours = (x * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+               + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) * 255
+    recovered = ((colours[:, None] - torch.from_numpy(PALETTE).float().view(1, 4, 3, 1, 1)) ** 2).sum(2).argmin(1)
+    labelled = y != 255
+    assert (recovered == y)[labelled].float().mean() > 0.97
+    # the whole image, turned: its corners fall outside it, the centre stays, no label is invented
+    whole = GpuAugment(32, scale=(1, 1), ratio=(1, 1), hflip=False, rotate=30)
+    _, y = whole(images[:, :48, :48], torch.ones(6, 48, 48, dtype=torch.uint8), torch.Generator().manual_seed(0))
+    assert set(y.unique().tolist()) == {1, 255} and (y[:, 16, 16] == 1).all()
+    assert sum(bool((m == 255).any()) for m in y) >= 5
+    _, y = GpuAugment(32, scale=(1, 1), ratio=(1, 1), hflip=False)(
+        images[:, :48, :48], torch.ones(6, 48, 48, dtype=torch.uint8), torch.Generator().manual_seed(0))
+    assert (y == 1).all()  # rotate=0 (the default): nothing turns, nothing is void

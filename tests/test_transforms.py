@@ -173,3 +173,21 @@ def test_bad_arguments_explain_themselves():
         T.train_transform(0, seed=0)
     with pytest.raises(ConfigError, match="ToTensorV2"):
         T.SegmentationTorchDataset(PairsDataset([coded_sample(0, (16, 16))]), A.Compose([A.NoOp()]))[0]
+
+
+def test_rotation_turns_image_and_mask_together_and_voids_the_corners():
+    tf = T.train_transform(64, seed=3, color=False, rotate=30)
+    for s in range(8):
+        image, mask = coded_sample(s, SIZES[s % 4])
+        out = tf(image=image, mask=mask)
+        y = out["mask"].numpy()
+        labelled = y != 255
+        assert (decode_colors(out["image"])[labelled] == y[labelled]).mean() >= 0.97
+    whole = T.train_transform(48, seed=0, color=False, hflip=False, rotate=30, scale=(1, 1))
+    image, mask = COLORS[np.ones((60, 60), np.uint8)], np.ones((60, 60), np.uint8)
+    outs = [whole(image=image, mask=mask) for _ in range(6)]
+    ys = [o["mask"].numpy() for o in outs]
+    assert all(set(np.unique(y)) <= {1, 255} and y[24, 24] == 1 for y in ys)
+    assert sum((y == 255).any() for y in ys) >= 5
+    void = np.concatenate([T.denormalize(o["image"])[o["mask"].numpy() == 255] for o in outs])
+    assert (void.sum(-1) < 60).mean() > 0.8  # filled black in the image (its edge blends with the photo)
