@@ -132,14 +132,14 @@ SOURCES: dict[str, list[DatasetSource]] = _by_dataset(
         # login needed; archive.zip is the name Kaggle's Download button gives
         url=None, filename="archive.zip", sha256=None, md5=None,
         licence="research use; cite Brostow et al. 2009", manual=_CAMVID32_MANUAL, archive_folder="CamVid"),
-    DatasetSource(
-        "msrc",
+    *(DatasetSource(  # msrc21 reads the same files
+        name,
         url=("https://download.microsoft.com/download/3/3/9/"
              "339D8A24-47D7-412F-A1E8-1A415BC48A15/msrc_objcategimagedatabase_v2.zip"),
         filename="msrc_objcategimagedatabase_v2.zip",
         sha256=None, md5=None,  # no stable checksum published
         licence=("Microsoft Research non-commercial licence; the licence text must travel with "
-                 "any copy")),
+                 "any copy")) for name in ("msrc", "msrc21")),
     DatasetSource(
         "cityscapes_pairs",
         url=None, filename="cityscapes-image-pairs.zip", sha256=None, md5=None,  # login needed

@@ -265,6 +265,30 @@ def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):
     assert (decoded == labels).mean() > 0.97
 
 
+def test_msrc21_voids_horse_and_mountain_and_keeps_msrc_split(tmp_path):
+    msrc = SPECS["msrc"]
+    folder = tmp_path / msrc.folder
+    (folder / "Images").mkdir(parents=True)
+    (folder / "GroundTruth").mkdir()
+    for k in range(6):
+        _, shapes = make_sample(k, (24, 32))
+        labels = np.array([4, 7, 1, 22], np.uint8)[shapes]  # horse, mountain, grass, boat
+        colours = np.where((shapes == 0)[..., None] & (k % 2 == 0), 0, msrc.palette[labels])  # some void (black)
+        Image.fromarray(make_sample(k, (24, 32))[0]).save(folder / "Images" / f"{k}_1_s.png")
+        Image.fromarray(colours.astype(np.uint8)).save(folder / "GroundTruth" / f"{k}_1_s_GT.png")
+    for split in ("train", "val"):
+        assert load_dataset("msrc21", split, tmp_path).ids == load_dataset("msrc", split, tmp_path).ids
+    ds, ds21 = load_dataset("msrc", "all", tmp_path), load_dataset("msrc21", "all", tmp_path)
+    assert ds21.num_classes == 21 and "horse" not in ds21.class_names and "mountain" not in ds21.class_names
+    for i in range(len(ds)):
+        labels, labels21 = ds.load(i)[1], ds21.load(i)[1]
+        names = np.array([*ds.class_names, *["void"] * (256 - len(ds.class_names))])[labels]
+        expected = np.array([ds21.class_names.index(n) if n in ds21.class_names else 255 for n in names.ravel()])
+        np.testing.assert_array_equal(labels21, expected.reshape(labels.shape))
+        assert (labels21 == 255).any() and set(np.unique(labels21)) <= {ds21.class_names.index("grass"),
+                                                                         ds21.class_names.index("boat"), 255}
+
+
 def test_camvid32_kaggle_colours_decode_to_31_classes_with_void_ignored(tmp_path):
     written = write_camvid32(tmp_path / "CamVid32")
     ds = load_dataset("camvid32", "val", tmp_path)

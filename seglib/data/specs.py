@@ -200,6 +200,7 @@ class MSRC(_HashSplit):
                         (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 64, 128),
                         (0, 192, 128), (128, 192, 128), (64, 64, 0), (192, 64, 0)], np.uint8)
     void_color = (0, 0, 0)
+    file_colours = palette  # what the GroundTruth files hold (MSRC-21 keeps them and drops two classes)
     homepage = "https://www.microsoft.com/en-us/research/project/image-understanding/"
 
     def all_items(self, folder):
@@ -208,9 +209,27 @@ class MSRC(_HashSplit):
                           lambda p: f"{p.stem}_GT.{ext}")
 
     def decode(self, raw, item, image_hw, report):
-        labels, _ = masks.rgb_to_index(raw, self.palette, ignore_colors=[self.void_color],
+        labels, _ = masks.rgb_to_index(raw, self.file_colours, ignore_colors=[self.void_color],
                                        strict=True, path=item.mask)
         return labels
+
+
+_MSRC21 = [i for i, c in enumerate(MSRC.class_names) if c not in ("horse", "mountain")]  # MSRC's indices kept
+_MSRC_TO_21 = np.full(256, IGNORE_INDEX, np.uint8)  # MSRC's labels -> MSRC-21's; horse, mountain, void -> void
+_MSRC_TO_21[_MSRC21] = np.arange(len(_MSRC21))
+
+
+class MSRC21(MSRC):
+    """MSRC-v2 as its benchmark counts it ("MSRC-21"): horse and mountain, in too few images, become void;
+    the same files and split as ``msrc``."""
+
+    name, title = "msrc21", "MSRC-v2, 21 classes (horse, mountain void)"
+    split_key = "msrc"
+    class_names = tuple(MSRC.class_names[i] for i in _MSRC21)
+    palette = MSRC.palette[_MSRC21]
+
+    def decode(self, raw, item, image_hw, report):
+        return _MSRC_TO_21[super().decode(raw, item, image_hw, report)]
 
 
 class Cityscapes(DatasetSpec):
@@ -389,6 +408,6 @@ class Synthetic(_HashSplit):
 
 
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
-    PennFudan(), TikTok(), CamVid(), CamVid32(), MSRC(), CityscapesPairs(), Cityscapes(), BSDS500(), Pets(),
+    PennFudan(), TikTok(), CamVid(), CamVid32(), MSRC(), MSRC21(), CityscapesPairs(), Cityscapes(), BSDS500(), Pets(),
     PetsTrimap(), Synthetic()
 )}
