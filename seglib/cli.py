@@ -415,7 +415,7 @@ def add_inference_parsers(sub) -> None:
 
     p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
     _add_inference_options(p, number)
-    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--input", "-i", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for the label PNGs")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png in class colours")
     p.add_argument("--threshold", type=number.probability,

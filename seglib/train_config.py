@@ -91,8 +91,8 @@ class TrainConfig:
     model_options: dict = option({}, "e.g. {'big': True} or {'backbone': 'resnet34'}", flag=False)
     root: str | None = option(None, "the dataset folder, or a folder holding it (default: $SEGLIB_DATA_DIR or data/)")
     epochs: int = option(40, "passes over the training split", rule=at_least(1))
-    image_size: int = option(256, "square training size in pixels", rule=image_side)
-    batch_size: int = option(16, "images per step", rule=at_least(1))
+    image_size: int = option(256, "square training size in pixels", rule=image_side, aliases=("--imgsz",))
+    batch_size: int = option(16, "images per step", rule=at_least(1), aliases=("--batch",))
     lr: float = option(2e-3, "peak learning rate", rule=positive)
     trunk_lr_mult: float = option(1.0, "DeepLabV3+: the trunk learns at lr x this (e.g. 0.1 with --pretrained "
                                   "imagenet); to freeze it, --no-train-trunk", rule=trunk_multiplier)

@@ -211,6 +211,13 @@ def test_person_mask_project_flags_parse_as_seglib_train(argv, command, model, b
     assert reference_argv(["evaluate", "--split", "train"]) == ["evaluate", "--split", "train"]  # commands as they are
 
 
+def test_penn_fudan_project_spellings_parse():
+    args = build_parser().parse_args(["train", "--imgsz", "96", "--batch", "4"])
+    assert (args.image_size, args.batch_size) == (96, 4)
+    args = build_parser().parse_args(["predict", "--checkpoint", "best.pt", "-i", "photos", "--output", "out"])
+    assert args.input == "photos"
+
+
 def test_person_mask_project_train_then_test_in_process(tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--dataset", "synthetic", "--out", str(out)]
