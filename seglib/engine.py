@@ -38,7 +38,7 @@ from seglib.parallel import init_distributed, is_distributed, unwrap, wrap_model
 from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
 from seglib.schedules import build_scheduler
-from seglib.snapshots import Snapshots
+from seglib.snapshots import Snapshots, remove_snapshots
 from seglib.train_config import TrainConfig
 from seglib.utils import environment, write_atomic
 
@@ -243,7 +243,7 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
     seed_everything(cfg.seed)
     torch.backends.cudnn.benchmark = not cfg.deterministic
     # set both ways: a deterministic run earlier in this process (a notebook) must not slow this one down.
-    # warn_only: bilinear upsampling's backward (DeepLabV3+) has no deterministic CUDA kernel
+    # warn_only: bilinear upsampling's and adaptive pooling's backward (DeepLabV3+) have no deterministic CUDA kernel
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     out, made, lock = Path(cfg.out), (), None
     if rank == 0:
@@ -420,8 +420,9 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     train_model, eval_model = wrap_model(run.model, run.device, run.world, cfg.compile)
     eval_model = run.ema.model if run.ema else eval_model
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")
-    snapshots = Snapshots(run.val_batches, run.out / "snapshots", run.num_classes, run.meta["class_names"]) \
-        if cfg.snapshot_every and run.rank == 0 else None
+    if run.rank == 0 and not resuming:  # a new run here: the pictures of the run it replaces go
+        remove_snapshots(run.out)
+    snapshots = Snapshots(run.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and run.rank == 0 else None
     saved_at, start = start_epoch, time.perf_counter()  # last.pt: at the first validation after each save_freq
     for epoch in range(start_epoch, cfg.epochs):
         if history.stopped(cfg.patience):  # a resumed run that had stopped early
@@ -462,9 +463,9 @@ def finish(run: Run, history: History, seconds: float) -> dict:
     """Write metrics.json (rank 0: the summary, the options and what it ran on) and return the run's summary,
     history and model(s)."""
     result = {"best": history.best, "epochs_run": history.rows[-1]["epoch"] if history.rows else 0,
-              "wall_seconds": seconds, "class_names": run.meta["class_names"], "config": asdict(run.cfg),
-              "env": environment(run.device)}
+              "wall_seconds": seconds, "class_names": run.meta["class_names"], "config": asdict(run.cfg)}
     if run.rank == 0:
+        result["env"] = environment(run.device)
         write_atomic(run.out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     return {**result, "history": history.rows, "out": run.out, "model": unwrap(run.model),
             **({"ema_model": run.ema.model} if run.ema else {})}

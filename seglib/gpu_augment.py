@@ -12,7 +12,8 @@ random resized crop       ``RandomResizedCrop`` (scale, ratio)          same sca
 horizontal flip           ``HorizontalFlip(p=0.5)``                     sign of the grid's x axis
 rotation (``rotate=d``)   ``Rotate(limit=d, p=1)`` after the crop:      the grid turned by the same angle;
                           corners filled black, mask void (255)         the crop's surroundings where the
-                                                                        image has them, void beyond it
+                                                                        image has them, black and void
+                                                                        beyond its edges
 brightness / contrast     ``RandomBrightnessContrast(0.2, 0.2)``        ``x * c + 255 * b``, same ranges,
                           p=0.5: ``x * c + 255 * b``, clipped           on a random half of the batch
 normalize                 ``Normalize`` (ImageNet mean/std)             same
@@ -95,21 +96,24 @@ class GpuAugment:
         cy = (1 - ch) * (2 * torch.rand(n, generator=g, device=dev) - 1)
         flip = torch.where(torch.rand(n, generator=g, device=dev) < 0.5, -1.0, 1.0) if self.hflip \
             else torch.ones(n, device=dev)
-        # the output square turned by a random angle (in output coordinates: the resized crop rotates)
-        angle = torch.deg2rad(self._uniform(n, -self.rotate, self.rotate, g, dev))
+        # the output square turned by a random angle (in output coordinates: the resized crop rotates);
+        # no draw when rotate=0, so the other draws stay those of runs made before rotation existed
+        angle = torch.deg2rad(self._uniform(n, -self.rotate, self.rotate, g, dev)) if self.rotate \
+            else torch.zeros(n, device=dev)
         cos, sin = torch.cos(angle), torch.sin(angle)
         theta = torch.zeros(n, 2, 3, device=dev)
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = cw * flip * cos, -cw * flip * sin, cx
         theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = ch * sin, ch * cos, cy
         grid = F.affine_grid(theta, (n, 3, self.size, self.size), align_corners=False)
         # 3. sample: bilinear for the image, nearest for the mask (labels are never interpolated);
-        #    where a turned grid leaves the image, the mask is void
+        #    where a turned grid leaves the image, the image is black and the mask void (as albumentations)
         x = F.grid_sample(images.permute(0, 3, 1, 2).float(), grid, mode="bilinear",
                           padding_mode="border", align_corners=False)
         y = F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="border",
                           align_corners=False)[:, 0].long()
         if self.rotate:
-            y = y.masked_fill((grid.abs() > 1).any(-1), 255)
+            outside = (grid.abs() > 1).any(-1)
+            x, y = x.masked_fill(outside[:, None], 0), y.masked_fill(outside, 255)
         # 4. photometric, on half the images (p=0.5): contrast scales, brightness shifts by a share
         #    of 255, then clip (albumentations' RandomBrightnessContrast with brightness_by_max)
         apply = (torch.rand(n, generator=g, device=dev) < 0.5).view(n, 1, 1, 1)

@@ -19,11 +19,19 @@ from seglib.utils import write_atomic
 IMAGES = 4  # validation images per snapshot
 
 
-class Snapshots:
-    """The first :data:`IMAGES` validation images (validation is never shuffled: the same every time),
-    drawn with each prediction by :meth:`save`."""
+def remove_snapshots(out: Path) -> None:
+    """Delete the snapshots of a run that a new one in ``out`` replaces."""
+    for old in (Path(out) / "snapshots").glob("epoch_*.png"):
+        old.unlink()
 
-    def __init__(self, val_batches, folder: Path, num_classes: int, class_names):
+
+class Snapshots:
+    """The first :data:`IMAGES` validation images (validation is never shuffled: the same every time; under
+    DDP, the first of process 0's share), drawn with each prediction by :meth:`save` into ``out/snapshots``."""
+
+    def __init__(self, val_batches, out: Path, dataset: str):
+        from seglib.data import get_spec
+
         images, targets = [], []
         for x, y in val_batches:
             images.append(x[:IMAGES - sum(map(len, images))])
@@ -31,21 +39,21 @@ class Snapshots:
             if sum(map(len, images)) == IMAGES:
                 break
         self.images, self.targets = torch.cat(images), torch.cat(targets)
-        self.folder, self.num_classes, self.class_names = Path(folder), num_classes, list(class_names)
+        self.folder, self.spec = Path(out) / "snapshots", get_spec(dataset)
 
     @torch.inference_mode()
     def save(self, model: nn.Module, epoch: int, miou: float) -> Path:
-        """Draw image | ground truth | prediction of ``model`` (in eval mode), one row per image, into
-        ``epoch_NNNN.png``; returns its path."""
+        """Draw image | ground truth | prediction of ``model`` (in eval mode), one row per image, in the
+        dataset's colours, into ``epoch_NNNN.png``; returns its path."""
         import matplotlib.pyplot as plt
 
-        from seglib.viz import compare_models, default_palette
+        from seglib.viz import compare_models
 
         model.eval()
         predictions = logits_to_labels(model(self.images).float()).cpu().numpy()
         fig = compare_models(denormalize(self.images), self.targets.cpu().numpy(),
-                             {f"epoch {epoch}": list(predictions)}, palette=default_palette(self.num_classes),
-                             class_names=self.class_names)
+                             {f"epoch {epoch}": list(predictions)}, palette=self.spec.palette,
+                             class_names=list(self.spec.class_names))
         fig.suptitle(f"epoch {epoch}: val mIoU {miou:.3f}", y=1.0)
         path = self.folder / f"epoch_{epoch:04d}.png"
         self.folder.mkdir(exist_ok=True)

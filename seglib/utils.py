@@ -65,7 +65,7 @@ DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 def environment(device: str | torch.device) -> dict:
     """What a run or a measurement ran on: device, library versions, date, and the workbook's commit
-    (None outside a git checkout)."""
+    (None unless seglib runs from a git checkout of the workbook)."""
     import platform
     import subprocess
     from datetime import datetime, timezone
@@ -74,11 +74,13 @@ def environment(device: str | torch.device) -> dict:
 
     device = torch.device(device)
     cuda = device.type == "cuda"
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    checkout, commit = Path(__file__).resolve().parent.parent, None
+    if (checkout / ".git").exists():  # not an installed copy inside some other repository
+        try:
+            commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=checkout, capture_output=True,
+                                    text=True, timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            pass
     return {"device": torch.cuda.get_device_name(device) if cuda
             else f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
                  f"{torch.get_num_threads()} threads)",

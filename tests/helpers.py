@@ -2,6 +2,7 @@
 copy of the synthetic dataset to damage, and tiny image/mask pairs (and a Kaggle CamVid) written on the spot."""
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +59,8 @@ def write_camvid32(folder, splits=("train", "val"), size=(24, 32)):
     """The Kaggle CamVid layout: class_dict.csv (spaces after commas, as Kaggle's), SPLIT/ID.png and
     SPLIT_labels/ID_L.png colour masks; returns the label maps written, by split."""
     folder.mkdir(parents=True)
-    (folder / "class_dict.csv").write_text("name,r,g,b\n" + "".join(
-        f"{name},{r}, {g}, {b}\n" for name, (r, g, b) in CAMVID32_COLOURS.items()))
+    (folder / "class_dict.csv").write_text("\ufeffname,r,g,b\n" + "".join(  # a BOM and a blank last line too
+        f"{name},{r}, {g}, {b}\n" for name, (r, g, b) in CAMVID32_COLOURS.items()) + "  \n", encoding="utf-8")
     written = {}
     for k, split in enumerate(splits):
         (folder / split).mkdir()
@@ -71,3 +72,10 @@ def write_camvid32(folder, splits=("train", "val"), size=(24, 32)):
         Image.fromarray(colours[labels]).save(folder / f"{split}_labels" / f"0001TP_{k:06d}_L.png")
         written[split] = labels
     return written
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a torchrun rendezvous (a fixed one fails when it is taken)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -26,7 +26,7 @@ from seglib.metrics import ConfusionMatrix, logits_to_labels
 from seglib.models import create_model
 from seglib.synthetic import make_sample
 
-from helpers import TINY
+from helpers import TINY, free_port
 
 
 def run(cfg, **kw):
@@ -205,7 +205,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("this torch is built without torch.distributed")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29533", "-m", "seglib", "train", "--smoke", "--dataset",
+                          "--master_port", str(free_port()), "-m", "seglib", "train", "--smoke", "--dataset",
                           "synthetic", "--data-path", "gpu", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -224,7 +224,7 @@ fit(TrainConfig.smoke(batch_size=2, max_samples=7, max_steps=None, loader="{path
     device="cpu")
 """)
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29534", str(script)], capture_output=True, text=True, timeout=300)
+                          "--master_port", str(free_port()), str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
@@ -660,3 +660,5 @@ def test_snapshots_draw_the_same_validation_images_every_n_epochs_and_at_the_end
     assert Image.open(tmp_path / "snapshots" / "epoch_0005.png").size[0] > 200
     with pytest.raises(ConfigError, match="snapshot_every draws at a validation: make it a multiple of val_every"):
         replace(TINY, snapshot_every=3, val_every=2)
+    run(replace(TINY, epochs=1, out=str(tmp_path)))  # a new run in the folder (--overwrite): old pictures go
+    assert list((tmp_path / "snapshots").iterdir()) == []

@@ -93,10 +93,22 @@ def test_rotation_turns_image_and_mask_together_and_voids_what_leaves_the_image(
     labelled = y != 255
     assert (recovered == y)[labelled].float().mean() > 0.97
     # the whole image, turned: its corners fall outside it, the centre stays, no label is invented
-    whole = GpuAugment(32, scale=(1, 1), ratio=(1, 1), hflip=False, rotate=30)
-    _, y = whole(images[:, :48, :48], torch.ones(6, 48, 48, dtype=torch.uint8), torch.Generator().manual_seed(0))
+    whole = GpuAugment(32, scale=(1, 1), ratio=(1, 1), hflip=False, brightness=0, contrast=0, rotate=30)
+    x, y = whole(images[:, :48, :48], torch.ones(6, 48, 48, dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert set(y.unique().tolist()) == {1, 255} and (y[:, 16, 16] == 1).all()
     assert sum(bool((m == 255).any()) for m in y) >= 5
+    assert torch.allclose(x.permute(0, 2, 3, 1)[y == 255], normalize(torch.zeros(1, 3, 1, 1)).view(3))  # black
     _, y = GpuAugment(32, scale=(1, 1), ratio=(1, 1), hflip=False)(
         images[:, :48, :48], torch.ones(6, 48, 48, dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert (y == 1).all()  # rotate=0 (the default): nothing turns, nothing is void
+
+
+def test_without_rotation_the_draws_are_those_of_runs_made_before_it_existed():
+    """rotate=0 draws no angle: a seed gives the crops, flips and colours it gave before ``rotate`` existed."""
+    images, masks = batch()
+    for rotate, draws in ((0, 8), (30, 9)):  # area, ratio, x, y, flip, apply, contrast, brightness (+ angle)
+        used, fresh = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+        GpuAugment(32, rotate=rotate)(images, masks, used)
+        for _ in range(draws):
+            torch.rand(len(masks), generator=fresh)
+        assert torch.equal(used.get_state(), fresh.get_state())

@@ -147,11 +147,11 @@ def read_class_dict(path: Path) -> dict[str, tuple[int, int, int]]:
     import csv
 
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f, skipinitialspace=True))
+        with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a byte-order mark is not a name
+            rows = [row for row in csv.reader(f, skipinitialspace=True) if "".join(row).strip()]
         if not rows or [c.strip().lower() for c in rows[0]] != ["name", "r", "g", "b"]:
             raise ValueError("its first line is not name,r,g,b")
-        return {name.strip(): (int(r), int(g), int(b)) for name, r, g, b in (row for row in rows[1:] if row)}
+        return {name.strip(): (int(r), int(g), int(b)) for name, r, g, b in rows[1:]}
     except OSError as exc:
         raise DataError(path, f"cannot be read ({exc.strerror})", "restore the dataset's class_dict.csv") from exc
     except ValueError as exc:  # a short row, a colour that is not a number, the header
