@@ -46,9 +46,8 @@ EPOCH_FACTOR = {"msrc": 5, "synthetic": 10}
 PUBLISHED = {
     "camvid": "from-scratch CamVid-11 models published 0.66-0.70 mIoU (FC-DenseNet103, ICNet)",
     "pets": "an ImageNet-pretrained FPN-ResNet34 (segmentation_models_pytorch) reaches pet IoU 0.91",
-    "pennfudan": "the Penn-Fudan reference project's 31M UNet, from scratch for 200 epochs at 512 px, plotted val "
-                 "mIoU 0.70-0.72 on its own 24-photo split, with a metric that scales mIoU by 6/7 (about 0.84 "
-                 "undone)",
+    "pennfudan": "the Penn-Fudan reference project's 31M UNet, from scratch for 200 epochs, plotted val mIoU "
+                 "0.70-0.72 on its own 24-photo split, with a metric that scales mIoU by 6/7 (about 0.84 undone)",
 }
 GPU_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
