@@ -1,7 +1,7 @@
 """Prediction snapshots while a model trains: the same few validation images beside their truth and the
 model's prediction, drawn every N epochs into ``OUT/snapshots/epoch_NNNN.png``.
 
-The person-mask and Penn-Fudan reference projects saved such images as they trained; a run then
+The MSRC and Penn-Fudan reference projects saved such images as they trained; a run then
 shows what it learns (outlines sharpening, a class appearing), not only its numbers.
 """
 
