@@ -129,6 +129,22 @@ class CamVid(DatasetSpec):
         return out
 
 
+class _ColourMasks(DatasetSpec):
+    """Masks painted in exact class colours (``file_colours``), ``void_color`` ignored; any other colour is
+    an error that names the file."""
+
+    void_color: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def file_colours(self) -> np.ndarray:
+        return self.palette
+
+    def decode(self, raw, item, image_hw, report):
+        labels, _ = masks.rgb_to_index(raw, self.file_colours, ignore_colors=[self.void_color],
+                                       strict=True, path=item.mask)
+        return labels
+
+
 CAMVID32_COLOURS = {  # the Kaggle copy's class_dict.csv (CamVid's 32 labels: 31 classes and Void)
     "Animal": (64, 128, 64), "Archway": (192, 0, 128), "Bicyclist": (0, 128, 192), "Bridge": (0, 128, 64),
     "Building": (128, 0, 0), "Car": (64, 0, 128), "CartLuggagePram": (64, 0, 192), "Child": (192, 128, 64),
@@ -159,7 +175,7 @@ def read_class_dict(path: Path) -> dict[str, tuple[int, int, int]]:
                         "restore the dataset's class_dict.csv") from exc
 
 
-class CamVid32(DatasetSpec):
+class CamVid32(_ColourMasks):
     """CamVid as Kaggle's ``carlolepelaars/camvid`` packs it (the CamVid-with-focal-loss project's data): colour
     masks of the 32 labels in ``class_dict.csv``, Void ignored, 367 / 101 / 232 photos."""
 
@@ -181,13 +197,8 @@ class CamVid32(DatasetSpec):
                             "seglib.masks.rgb_to_index and your own palette")
         return pair_files(folder / split, folder / f"{split}_labels", "*.png", lambda p: f"{p.stem}_L.png")
 
-    def decode(self, raw, item, image_hw, report):
-        labels, _ = masks.rgb_to_index(raw, self.palette, ignore_colors=[self.void_color],
-                                       strict=True, path=item.mask)
-        return labels
 
-
-class MSRC(_HashSplit):
+class MSRC(_ColourMasks, _HashSplit):
     name, title = "msrc", "MSRC-v2 object classes"
     folder, marker = "MSRC_ObjCategImageDatabase_v2", "GroundTruth"
     task = "multiclass"
@@ -199,19 +210,12 @@ class MSRC(_HashSplit):
                         (192, 128, 0), (64, 0, 128), (192, 0, 128), (64, 128, 128),
                         (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 64, 128),
                         (0, 192, 128), (128, 192, 128), (64, 64, 0), (192, 64, 0)], np.uint8)
-    void_color = (0, 0, 0)
-    file_colours = palette  # what the GroundTruth files hold (MSRC-21 keeps them and drops two classes)
     homepage = "https://www.microsoft.com/en-us/research/project/image-understanding/"
 
     def all_items(self, folder):
         ext = "png" if any((folder / "Images").glob("*.png")) else "bmp"  # the original is BMP
         return pair_files(folder / "Images", folder / "GroundTruth", f"*.{ext}",
                           lambda p: f"{p.stem}_GT.{ext}")
-
-    def decode(self, raw, item, image_hw, report):
-        labels, _ = masks.rgb_to_index(raw, self.file_colours, ignore_colors=[self.void_color],
-                                       strict=True, path=item.mask)
-        return labels
 
 
 _MSRC21 = [i for i, c in enumerate(MSRC.class_names) if c not in ("horse", "mountain")]  # MSRC's indices kept
@@ -227,6 +231,7 @@ class MSRC21(MSRC):
     split_key = "msrc"
     class_names = tuple(MSRC.class_names[i] for i in _MSRC21)
     palette = MSRC.palette[_MSRC21]
+    file_colours = MSRC.palette  # the GroundTruth files still hold all 23 colours
 
     def decode(self, raw, item, image_hw, report):
         return _MSRC_TO_21[super().decode(raw, item, image_hw, report)]
