@@ -136,7 +136,7 @@ def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
     drop_last = len(train_cache) >= cfg.batch_size * world
     scale = (cfg.crop_scale, 1.0)
     if resident:
-        augment = GpuAugment(cfg.image_size, scale=scale, rotate=cfg.rotate)
+        augment = GpuAugment(cfg.image_size, scale=scale, rotate=cfg.rotate, jitter=cfg.jitter, blur=cfg.blur)
         train = ResidentBatches(train_cache.images, train_cache.masks, cfg.batch_size, device, augment=augment,
                                 seed=cfg.seed, shuffle=True, drop_last=drop_last, rank=rank, world=world, even=True)
         val = ResidentBatches(val_cache.images, val_cache.masks, cfg.batch_size, device, augment=None,
@@ -145,7 +145,8 @@ def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
         from seglib import transforms  # albumentations: needed on this path only
 
         workers = cfg.num_workers
-        augment = transforms.train_transform(cfg.image_size, seed=cfg.seed, scale=scale, rotate=cfg.rotate)
+        augment = transforms.train_transform(cfg.image_size, seed=cfg.seed, scale=scale, rotate=cfg.rotate,
+                                             jitter=cfg.jitter, blur=cfg.blur)
         train = WorkerBatches(train_cache, augment, cfg.batch_size, device, seed=cfg.seed, shuffle=True,
                               drop_last=drop_last, num_workers=workers, rank=rank, world=world, even=True)
         val = WorkerBatches(val_cache, transforms.eval_transform(cfg.image_size), cfg.batch_size,

@@ -16,13 +16,19 @@ rotation (``rotate=d``)   ``Rotate(limit=d, p=1)`` after the crop:      the grid
                                                                         beyond its edges
 brightness / contrast     ``RandomBrightnessContrast(0.2, 0.2)``        ``x * c + 255 * b``, same ranges,
                           p=0.5: ``x * c + 255 * b``, clipped           on a random half of the batch
+colour (``jitter=j``)     ``ColorJitter`` p=0.5: saturation within      the same two steps (:func:`saturate`,
+                          1 ± j, hue turned by up to ± j / 4            :func:`shift_hue`), saturation
+                          (in random order)                             first, on a random half
+blur (``blur=p``)         ``GaussianBlur`` p=p, sigma 0.1–2 px          :func:`gaussian_blur`, 15 taps
 normalize                 ``Normalize`` (ImageNet mean/std)             same
 mask                      nearest                                       ``grid_sample(mode="nearest")``
 ========================  ============================================  ==================================
 
 Differences: albumentations retries crops that don't fit and falls back to a centre crop; here the
 crop is clamped inside the image. Interpolation is bilinear for images in both, but antialiasing
-differs when the crop is much larger than the output. Random numbers come from a
+differs when the crop is much larger than the output. ``ColorJitter`` turns the hue of uint8 images
+in OpenCV's 8-bit HSV (steps of 2°), here in floats. Its blur kernel has ``2 * int(3.5 * sigma) + 1``
+taps, here always 15 (what lies beyond 3.5 sigma weighs under 0.1 %). Random numbers come from a
 ``torch.Generator`` on the data's device, so the whole step stays on the GPU (no host syncs).
 """
 
@@ -67,14 +73,57 @@ def resize_batch(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[
     return normalize(x), y.long()
 
 
+BLUR_SIGMA = (0.1, 2.0)  # pixels, as torchvision's GaussianBlur
+BLUR_RADIUS = 7  # int(3.5 * 2.0): the kernel albumentations uses for the largest sigma
+
+
+def saturate(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend 0..255 ``N×3×H×W`` images with their grey (ITU-R 601 luma) by ``factor`` (``N``): 0 grey,
+    1 unchanged, 2 twice as colourful; clipped (albumentations' ``adjust_saturation_torchvision``)."""
+    grey = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    f = factor.view(-1, 1, 1, 1)
+    return (x * f + grey * (1 - f)).clamp(0, 255)
+
+
+def shift_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Turn the HSV hue of 0..255 ``N×3×H×W`` images by ``turns`` (``N``, 0.5 = 180°), keeping their
+    saturation and value (albumentations' ``adjust_hue_torchvision``); greys stay grey."""
+    r, g, b = x.unbind(1)
+    value, lowest = x.amax(1), x.amin(1)
+    chroma = value - lowest
+    c = chroma.clamp(min=1e-12)
+    hue = torch.where(value == r, ((g - b) / c) % 6,
+                      torch.where(value == g, (b - r) / c + 2, (r - g) / c + 4))  # in sixths of a turn
+    hue = (hue + 6 * turns.view(-1, 1, 1)) % 6
+    # back to RGB: channel n (5 for red, 3 green, 1 blue) is value - chroma * clamp(min(k, 4 - k), 0, 1)
+    k = (x.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1) + hue[:, None]) % 6
+    return value[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur ``N×3×H×W`` images with a Gaussian of ``sigma`` pixels each (``N``): one separable
+    ``2 * BLUR_RADIUS + 1``-tap kernel per image, edges mirrored (OpenCV's ``BORDER_REFLECT_101``)."""
+    n, ch, h, w = x.shape
+    taps = torch.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma.view(-1, 1)) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(ch, 0)  # one per image and channel
+    y = x.reshape(1, n * ch, h, w)  # every channel of every image its own group
+    y = F.conv2d(F.pad(y, (BLUR_RADIUS, BLUR_RADIUS, 0, 0), mode="reflect"), kernel[:, None, None], groups=n * ch)
+    y = F.conv2d(F.pad(y, (0, 0, BLUR_RADIUS, BLUR_RADIUS), mode="reflect"), kernel[:, None, :, None],
+                 groups=n * ch)
+    return y.view(n, ch, h, w)
+
+
 class GpuAugment:
-    """Random resized crop, horizontal flip, rotation (off by default), brightness/contrast and normalization
-    of a batch."""
+    """Random resized crop, horizontal flip, rotation (off by default), brightness/contrast, colour jitter
+    and blur (both off by default) and normalization of a batch."""
 
     def __init__(self, size: int, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), hflip: bool = True,
-                 brightness: float = 0.2, contrast: float = 0.2, rotate: float = 0.0):
+                 brightness: float = 0.2, contrast: float = 0.2, rotate: float = 0.0, jitter: float = 0.0,
+                 blur: float = 0.0):
         self.size, self.scale, self.ratio = size, scale, ratio
         self.hflip, self.brightness, self.contrast, self.rotate = hflip, brightness, contrast, rotate
+        self.jitter, self.blur = jitter, blur
 
     def _uniform(self, n, low, high, g, device):
         return low + (high - low) * torch.rand(n, generator=g, device=device)
@@ -120,4 +169,14 @@ class GpuAugment:
         c = self._uniform(n, 1 - self.contrast, 1 + self.contrast, g, dev).view(n, 1, 1, 1)
         b = self._uniform(n, -self.brightness, self.brightness, g, dev).view(n, 1, 1, 1) * 255
         x = torch.where(apply, (x * c + b).clamp(0, 255), x)
+        # 5. colour jitter and blur, each drawing nothing when off (so older seeds replay exactly)
+        if self.jitter:
+            apply = (torch.rand(n, generator=g, device=dev) < 0.5).view(n, 1, 1, 1)
+            s = self._uniform(n, 1 - self.jitter, 1 + self.jitter, g, dev)
+            turns = self._uniform(n, -self.jitter / 4, self.jitter / 4, g, dev)
+            x = torch.where(apply, shift_hue(saturate(x, s), turns), x)
+        if self.blur:
+            apply = (torch.rand(n, generator=g, device=dev) < self.blur).view(n, 1, 1, 1)
+            sigma = self._uniform(n, *BLUR_SIGMA, g, dev)
+            x = torch.where(apply, gaussian_blur(x, sigma), x)
         return normalize(x), y

@@ -107,6 +107,10 @@ class TrainConfig:
                                rule=share)
     rotate: float = option(0.0, "augmentation: turn each training crop by a random angle within ± this many "
                            "degrees (corners outside the image are void)", rule=between(0, 180))
+    jitter: float = option(0.0, "augmentation: on half the crops, saturation x 1 ± J and hue turned by up to "
+                           "± J/4 of a turn (e.g. 0.4)", rule=between(0, 1))
+    blur: float = option(0.0, "augmentation: the share of crops blurred by a Gaussian of sigma 0.1-2 px "
+                         "(e.g. 0.2)", rule=between(0, 1))
     amp: str = option("bf16", "autocast precision on CUDA", choices=AMP_MODES)
     channels_last: bool = option(True, "channels_last memory format on CUDA")
     compile: bool = option(False, "torch.compile the model")

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from seglib.cache import check_size  # noqa: E402
 from seglib.errors import ConfigError  # noqa: E402
-from seglib.gpu_augment import IMAGENET_MEAN, IMAGENET_STD, denormalize  # noqa: E402,F401 (seglib.transforms.denormalize)
+from seglib.gpu_augment import BLUR_SIGMA, IMAGENET_MEAN, IMAGENET_STD, denormalize  # noqa: E402,F401 (.denormalize)
 from seglib.masks import IGNORE_INDEX  # noqa: E402
 
 MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
@@ -60,9 +60,11 @@ def seed_transform(transform: A.BaseCompose, seed: int | None) -> None:
 
 
 def train_transform(size: int, *, seed: int | None, scale: tuple[float, float] = (0.5, 1.0),
-                    hflip: bool = True, color: bool = True, rotate: float = 0.0) -> A.Compose:
+                    hflip: bool = True, color: bool = True, rotate: float = 0.0, jitter: float = 0.0,
+                    blur: float = 0.0) -> A.Compose:
     """Random resized crop to ``size×size``, flip, rotation within ±``rotate`` degrees (corners black, mask
-    void), brightness/contrast, ImageNet normalize, to tensor."""
+    void), brightness/contrast, on half the images saturation within 1 ± ``jitter`` and hue turned by up
+    to ± ``jitter / 4``, Gaussian blur on a share ``blur`` of them, ImageNet normalize, to tensor."""
     size = check_size(size)
     steps: list = [A.RandomResizedCrop(size=(size, size), scale=scale, ratio=(3 / 4, 4 / 3),
                                        interpolation=cv2.INTER_LINEAR,
@@ -75,6 +77,10 @@ def train_transform(size: int, *, seed: int | None, scale: tuple[float, float] =
                               border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=1.0))
     if color:
         steps.append(A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5))
+    if jitter:
+        steps.append(A.ColorJitter(brightness=0, contrast=0, saturation=jitter, hue=jitter / 4, p=0.5))
+    if blur:
+        steps.append(A.GaussianBlur(blur_limit=0, sigma_limit=BLUR_SIGMA, p=blur))
     steps += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
     transform = A.Compose(steps, seed=seed)  # a Compose-level mask_interpolation would override the rotation's
     seed_transform(transform, seed)

@@ -355,19 +355,27 @@ def test_fit_with_ema_saves_the_average_and_resumes_exactly(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("loader", ["gpu", "workers"])
-def test_crop_scale_and_rotate_reach_both_loaders(loader):
-    cfg = replace(TINY, crop_scale=0.25, rotate=10, loader=loader)
+def test_augmentation_options_reach_both_loaders(loader):
+    cfg = replace(TINY, crop_scale=0.25, rotate=10, jitter=0.4, blur=0.2, loader=loader)
     train, _, _ = build_data(cfg, "cpu")
     if loader == "gpu":
-        assert train.augment.scale == (0.25, 1.0) and train.augment.rotate == 10
+        a = train.augment
+        assert (a.scale, a.rotate, a.jitter, a.blur) == ((0.25, 1.0), 10, 0.4, 0.2)
     else:
         steps = {type(t).__name__: t for t in train.transform.transforms}
         assert tuple(steps["RandomResizedCrop"].scale) == (0.25, 1.0)
         assert tuple(steps["Rotate"].limit) == (-10, 10) and steps["Rotate"].fill_mask == 255
+        assert tuple(steps["ColorJitter"].saturation) == (0.6, 1.4) and tuple(steps["ColorJitter"].hue) == (-0.1, 0.1)
+        assert steps["GaussianBlur"].p == 0.2 and tuple(steps["GaussianBlur"].sigma_limit) == (0.1, 2.0)
+    plain, _, _ = build_data(replace(cfg, jitter=0, blur=0), "cpu")
+    if loader == "workers":
+        assert not {"ColorJitter", "GaussianBlur"} & {type(t).__name__ for t in plain.transform.transforms}
     with pytest.raises(ConfigError, match="crop_scale must be in"):
         replace(TINY, crop_scale=0.0)
     with pytest.raises(ConfigError, match="rotate must be between 0 and 180"):
         replace(TINY, rotate=-5)
+    with pytest.raises(ConfigError, match="jitter must be between 0 and 1, not 1.5"):
+        replace(TINY, jitter=1.5)
 
 
 def test_fit_under_torch_compile_saves_plain_weights(tmp_path, monkeypatch):

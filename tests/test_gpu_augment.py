@@ -1,9 +1,10 @@
 """The tensor augmentation path keeps labels hard and aligned, and is seeded."""
 
 import numpy as np
+import pytest
 import torch
 
-from seglib.gpu_augment import GpuAugment, normalize, resize_batch
+from seglib.gpu_augment import BLUR_RADIUS, GpuAugment, gaussian_blur, normalize, resize_batch, saturate, shift_hue
 from seglib.synthetic import PALETTE, make_sample
 
 
@@ -103,12 +104,61 @@ def test_rotation_turns_image_and_mask_together_and_voids_what_leaves_the_image(
     assert (y == 1).all()  # rotate=0 (the default): nothing turns, nothing is void
 
 
-def test_without_rotation_the_draws_are_those_of_runs_made_before_it_existed():
-    """rotate=0 draws no angle: a seed gives the crops, flips and colours it gave before ``rotate`` existed."""
+@pytest.mark.parametrize("options, draws", [({}, 8), ({"rotate": 30}, 9), ({"jitter": 0.4}, 11),
+                                            ({"blur": 0.5}, 10), ({"rotate": 30, "jitter": 0.4, "blur": 0.5}, 14)])
+def test_options_left_off_draw_nothing_so_old_seeds_replay(options, draws):
+    """Off, rotate, jitter and blur draw no random numbers: a seed gives the crops, flips and colours it
+    gave before they existed. Base draws: area, ratio, x, y, flip, apply, contrast, brightness; rotate
+    adds an angle, jitter apply, saturation and hue, blur apply and sigma."""
     images, masks = batch()
-    for rotate, draws in ((0, 8), (30, 9)):  # area, ratio, x, y, flip, apply, contrast, brightness (+ angle)
-        used, fresh = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-        GpuAugment(32, rotate=rotate)(images, masks, used)
-        for _ in range(draws):
-            torch.rand(len(masks), generator=fresh)
-        assert torch.equal(used.get_state(), fresh.get_state())
+    used, fresh = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    GpuAugment(32, **options)(images, masks, used)
+    for _ in range(draws):
+        torch.rand(len(masks), generator=fresh)
+    assert torch.equal(used.get_state(), fresh.get_state())
+
+
+def test_saturation_and_hue_are_albumentations_own_steps():
+    """Against albumentations' functions on float images (its uint8 path quantizes hue to 2°)."""
+    fp = pytest.importorskip("albumentations.augmentations.pixel.functional")
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 24, 20, 3), dtype=np.float32)
+    image[0, :4] = 0.5  # greys keep no hue
+    x = torch.from_numpy(image).permute(0, 3, 1, 2) * 255
+    factors, turns = [0.0, 0.6, 1.4], [-0.1, 0.25, 0.5]
+    ours = saturate(x, torch.tensor(factors)).permute(0, 2, 3, 1).numpy() / 255
+    theirs = np.stack([fp.adjust_saturation_torchvision(im, f) for im, f in zip(image, factors)])
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    ours = shift_hue(x, torch.tensor(turns)).permute(0, 2, 3, 1).numpy() / 255
+    theirs = np.stack([fp.adjust_hue_torchvision(im.copy(), t) for im, t in zip(image, turns)])
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert torch.allclose(shift_hue(x, torch.zeros(3)), x, atol=1e-3)  # no turn, no change
+    assert torch.allclose(shift_hue(x, torch.ones(3)), x, atol=1e-3)  # a whole turn, none either
+
+
+def test_blur_is_albumentations_kernel_with_mirrored_edges():
+    fb = pytest.importorskip("albumentations.augmentations.blur.functional")
+    fp = pytest.importorskip("albumentations.augmentations.pixel.functional")
+    image = np.random.default_rng(1).random((2, 30, 26, 3), dtype=np.float32)
+    sigmas = [0.3, 2.0]
+    ours = gaussian_blur(torch.from_numpy(image).permute(0, 3, 1, 2), torch.tensor(sigmas))
+    theirs = np.stack([fp.separable_convolve(im, fb.create_gaussian_kernel_1d(s, 2 * BLUR_RADIUS + 1))
+                       for im, s in zip(image, sigmas)])
+    np.testing.assert_allclose(ours.permute(0, 2, 3, 1).numpy(), theirs, atol=1e-5)
+
+
+def test_jitter_and_blur_change_colours_only():
+    """Same seed with and without them: the same crops and masks; only the pictures differ, about half
+    of them recoloured; a grey picture stays grey."""
+    images, masks = batch(32)
+    plain = GpuAugment(32, brightness=0, contrast=0)
+    x0, y0 = plain(images, masks, torch.Generator().manual_seed(3))
+    x1, y1 = GpuAugment(32, brightness=0, contrast=0, jitter=0.8)(images, masks, torch.Generator().manual_seed(3))
+    assert torch.equal(y0, y1)
+    recoloured = ((x1 - x0).abs().amax((1, 2, 3)) > 0.05).float().mean()
+    assert 0.25 < recoloured < 0.75
+    _, y2 = GpuAugment(32, brightness=0, contrast=0, blur=1.0)(images, masks, torch.Generator().manual_seed(3))
+    assert torch.equal(y0, y2)
+    grey = torch.full_like(images, 90)
+    x, _ = GpuAugment(32, brightness=0, contrast=0, jitter=1.0, blur=1.0)(grey, masks, torch.Generator().manual_seed(0))
+    assert torch.allclose(x, normalize(torch.full((1, 3, 1, 1), 90.0)).expand_as(x), atol=1e-4)

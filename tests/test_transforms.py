@@ -191,3 +191,12 @@ def test_rotation_turns_image_and_mask_together_and_voids_the_corners():
     assert sum((y == 255).any() for y in ys) >= 5
     void = np.concatenate([T.denormalize(o["image"])[o["mask"].numpy() == 255] for o in outs])
     assert (void.sum(-1) < 60).mean() > 0.8  # filled black in the image (its edge blends with the photo)
+
+
+def test_jitter_and_blur_change_the_picture_not_the_mask():
+    """Drawn after the crop and flip: with the same seed the mask is the same, the picture recoloured."""
+    image, mask = coded_sample(0, (90, 130))
+    plain = T.train_transform(48, seed=5, color=False)(image=image, mask=mask)
+    blurred = T.train_transform(48, seed=5, color=False, jitter=1.0, blur=1.0)(image=image, mask=mask)
+    assert torch.equal(blurred["mask"], plain["mask"])
+    assert (blurred["image"] - plain["image"]).abs().amax() > 0.5  # blur=1 blurs every picture
