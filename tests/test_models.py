@@ -135,6 +135,27 @@ def test_dilation_of_resnet50_matches_torchvision_replace_stride_with_dilation()
                    [(c.stride, c.dilation, c.padding) for c in ref]
 
 
+def receptive_field(trunk: nn.Module) -> int:
+    """The main path's receptive field in pixels: r += d (k - 1) j, j *= s over its 3×3 convs and pools."""
+    r, j = 1, 1
+    for m in trunk.modules():
+        if isinstance(m, nn.MaxPool2d) or (isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)):
+            k, d, s = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.dilation, m.stride))
+            r, j = r + d * (k - 1) * j, j * s
+    return r
+
+
+@pytest.mark.parametrize("backbone, field", [("resnet18", 435), ("resnet34", 899), ("resnet50", 427)])
+def test_dilation_keeps_the_receptive_field_of_the_strided_trunk(backbone, field):
+    """Trading stride for dilation must not shrink what a feature sees (BasicBlock's second 3×3 conv
+    comes after the stride, so it takes the new dilation)."""
+    trunk32 = getattr(torchvision.models, backbone)(weights=None)
+    assert receptive_field(nn.Sequential(*list(trunk32.children())[:-2])) == field
+    for output_stride in (16, 8):
+        trunk = create_model("deeplabv3plus", 2, backbone=backbone, output_stride=output_stride).backbone
+        assert receptive_field(trunk) == field
+
+
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_feature_maps_have_the_requested_output_stride(output_stride):
     trunk = small("deeplabv3plus", output_stride=output_stride).backbone.eval()

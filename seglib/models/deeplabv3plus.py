@@ -23,16 +23,22 @@ OUTPUT_STRIDES = (8, 16)
 def dilate(layer: nn.Sequential, dilation: int, previous_dilation: int) -> None:
     """Make a stride-2 ResNet stage keep its input size: stride 1 and atrous 3×3 convs.
 
-    Same scheme as torchvision's ``replace_stride_with_dilation`` (which refuses BasicBlock): the
-    first block keeps ``previous_dilation``, the rest use ``dilation``. Weights are unchanged.
+    Each 3×3 conv keeps the spacing its taps had on the input image: the conv that carried the
+    stride keeps ``previous_dilation``, every conv after it gets ``dilation``, so the receptive field
+    is the undilated network's. For Bottleneck blocks this is torchvision's
+    ``replace_stride_with_dilation``; it refuses BasicBlock, whose second 3×3 conv comes after the
+    stride. Weights are unchanged.
     """
     for index, block in enumerate(layer):
         d = previous_dilation if index == 0 else dilation
         for conv in block.modules():
             if isinstance(conv, nn.Conv2d):
+                strided = conv.stride != (1, 1)
                 conv.stride = (1, 1)
                 if conv.kernel_size == (3, 3):
                     conv.dilation, conv.padding = (d, d), (d, d)
+                if strided:
+                    d = dilation  # the convs after the stride worked on a map half as fine
 
 
 class ResNetTrunk(nn.Module):
