@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from seglib.data import DatasetSpec, get_spec
 from seglib.data.convert import flatten_tiktok_videos
 from seglib.errors import ConfigError, DataError, DownloadError
-from seglib.secure_io import (fetch, file_digest, is_url, move_entries, safe_extract, source_filename,
+from seglib.secure_io import (fetch, file_digest, is_url, merge_tree, safe_extract, source_filename, tree_clashes,
                               verify_checksum)
 
 __all__ = ["DatasetSource", "SOURCES", "DOWNLOADS_SUBDIR", "download_dataset", "fetch",
@@ -181,23 +183,24 @@ def _manual_error(name: str, entries: list[DatasetSource], root: Path) -> Downlo
                          f"{text} (homepage: {entry.homepage})")
 
 
-def _find_dataset_dir(staging: Path, entry: DatasetSource, spec: DatasetSpec, depth: int = 3) -> Path | None:
-    """The folder inside the extracted archive that becomes ``<root>/<entry.folder>``."""
-    inner = entry.folder if entry.archive_folder is None else entry.archive_folder
-    candidate = staging / inner if inner else staging
-    if candidate.is_dir():
-        return candidate
-    if (staging / entry.folder).is_dir():
-        return staging / entry.folder
-    if entry.folder != spec.folder:
-        return None
-    frontier = [staging]  # another packaging of the same data: look for the spec's marker
+def _marker_folders(extracted: Path, spec: DatasetSpec, depth: int = 3) -> list[Path]:
+    """The folders in ``extracted``, down to ``depth`` levels, that hold the spec's marker (none inside another)."""
+    hits, frontier = [], [extracted]
     for _ in range(depth + 1):
-        for d in frontier:
-            if spec.is_present(d):
-                return d
-        frontier = [c for d in frontier for c in sorted(d.iterdir()) if c.is_dir()]
-    return None
+        hits += [d for d in frontier if spec.is_present(d)]
+        frontier = [c for d in frontier if d not in hits for c in sorted(d.iterdir()) if c.is_dir()]
+    return hits
+
+
+def _dataset_folders(extracted: Path, entry: DatasetSource, spec: DatasetSpec) -> list[Path]:
+    """The candidates in the extracted archive for ``<root>/<entry.folder>``: its ``archive_folder`` or a top folder
+    named ``entry.folder``; else the folders holding the spec's marker; else its top level when ``archive_folder``
+    is "" (the archive holds the folder's content)."""
+    for inner in (entry.archive_folder, entry.folder):
+        if inner and (extracted / inner).is_dir():
+            return [extracted / inner]
+    hits = _marker_folders(extracted, spec) if entry.folder == spec.folder else []
+    return hits or ([extracted] if entry.archive_folder == "" else [])
 
 
 # release layouts that prepare converts into the spec's layout: converter(source folder, target folder)
@@ -217,45 +220,70 @@ def _local_folder(folder: Path, spec: DatasetSpec, root: Path) -> Path:
                     f"pass the folder that holds '{spec.marker}', or the downloaded archive")
 
 
+@contextmanager
+def _blamed_on(archive: Path, extracted: Path, problem: str, fix: str | None = None) -> Iterator[None]:
+    """Turn a DataError about a file extracted from ``archive`` into a DownloadError of the archive that names
+    files by their paths inside it (after ``problem``; ``fix`` replaces the error's own); other DataErrors pass."""
+    try:
+        yield
+    except DataError as exc:
+        if exc.path is None or not exc.path.is_relative_to(extracted):
+            raise
+        inside = exc.problem.replace(f"{extracted}{os.sep}", "")
+        raise DownloadError(archive, f"{problem}: {exc.path.relative_to(extracted)}: {inside}", fix or exc.fix) from exc
+
+
 def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, *, whole: bool) -> None:
-    """Extract ``archive`` in a staging folder under ``root`` and move the dataset's folder into place.
+    """Extract ``archive`` in a staging folder under ``root`` and move the dataset's folder into place, merging it
+    with what is there (:func:`_place`). A release layout of :data:`CONVERTERS` (several sibling folders holding the
+    marker, e.g. TikTok's videos) is converted into ``root`` as a folder ``source`` is.
 
     ``whole``: the archive holds the whole dataset, so its folder must hold the spec's marker and every sample
     must be paired (image and mask) before it is moved (a dataset in several archives, Cityscapes or the pets, is
-    checked once all are in place); an incomplete archive raises and places nothing.
+    checked once all are in place). Raises DownloadError when the archive does not hold the dataset, DataError
+    when it differs from what is already in ``root``; either way nothing is placed.
     """
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".seglib-extract-"))
     try:
         safe_extract(archive, staging)
-        found = _find_dataset_dir(staging, entry, spec)
+        found = _dataset_folders(staging, entry, spec)
+        if len(found) > 1 and spec.name in CONVERTERS and len({f.parent for f in found}) == 1:
+            with _blamed_on(archive, staging, f"is not a {spec.title} release"):
+                CONVERTERS[spec.name](found[0].parent, root / spec.folder)
+            return
+        if len(found) > 1:
+            names = ", ".join(str(f.relative_to(staging)) for f in found)
+            raise DownloadError(archive, f"holds several folders with '{spec.marker}' ({names}), so which one is "
+                                f"{spec.title} is unclear; nothing was placed in {root}",
+                                "pass an archive (or a folder) that holds only one of them")
         below = PurePosixPath(spec.folder).relative_to(entry.folder)
-        if found is None or (whole and not spec.is_present(found / below)):
+        if not found or (whole and not spec.is_present(found[0] / below)):
             raise DownloadError(archive, f"does not hold the {spec.title} folder '{entry.folder}' "
                                 f"(nor a folder with '{spec.marker}' in it); nothing was placed in {root}",
                                 f"pass the official archive {entry.filename} from {entry.homepage}, "
                                 "or the dataset folder itself")
         if whole:
-            _check_complete(spec, found / below, archive, entry)
-        dest = root / entry.folder
-        if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(found, dest)
-        else:
-            move_entries(found, dest)
+            with _blamed_on(archive, staging, f"holds an incomplete {spec.title}",
+                            f"pass the official archive {entry.filename} from {entry.homepage}"):
+                spec.list_items(found[0] / below, "all")
+        _place(found[0], root / entry.folder, archive)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_complete(spec: DatasetSpec, folder: Path, archive: Path, entry: DatasetSource) -> None:
-    """Every sample in the extracted ``folder`` has its image and mask (a partial archive raises, naming what lacks)."""
-    try:
-        spec.list_items(folder, "all")
-    except DataError as exc:
-        inside = exc.path is not None and exc.path.is_relative_to(folder.parent)
-        part = exc.path.relative_to(folder.parent) if inside else exc.path
-        raise DownloadError(archive, f"holds an incomplete {spec.title}: {part}: {exc.problem}",
-                            f"pass the official archive {entry.filename} from {entry.homepage}") from exc
+def _place(found: Path, dest: Path, archive: Path) -> None:
+    """Move ``found`` to ``dest``, merged into what is there: a file already in place with the same content is kept
+    (so a retried download adds what is missing). Any other existing entry raises DataError naming it, before
+    anything is moved."""
+    clashes = tree_clashes(found, dest)
+    if clashes:
+        more = f" (and {len(clashes) - 1} more entries)" if len(clashes) > 1 else ""
+        raise DataError(clashes[0], f"already exists and differs from its copy in {archive.name}{more}; nothing "
+                        f"was changed, and {archive} is kept",
+                        f"move {clashes[0]} (or all of {dest}) away, then run the same command again: it "
+                        "uses the archive kept in downloads/")
+    merge_tree(found, dest)
 
 
 def _remove_copy(archive: Path, source: str | Path) -> bool:
@@ -281,8 +309,9 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
     original layout, which is returned as it is (or a release layout of :data:`CONVERTERS`, converted into
     ``root``). Archives are kept in ``<root>/downloads``; one that fails to extract, or does not hold the
     dataset, is removed from there (a local ``source`` itself is never deleted) and nothing is placed in
-    ``root``. A ``source`` for a dataset already in ``root`` is refused (unless it is another archive of a
-    dataset published in several), never ignored.
+    ``root``; one whose files differ from those already in ``root`` is kept (DataError naming them). A ``source``
+    for a dataset already in ``root`` is refused (unless it is another archive of a dataset published in several),
+    never ignored.
     Datasets behind a login raise DownloadError saying where to get them and how to lay them out.
     """
     spec = get_spec(name)
@@ -320,7 +349,7 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
             raise DownloadError(exc.where, exc.problem, f"{exc.fix} (dataset page: {entry.homepage})") from exc
         try:
             _unpack(archive, entry, spec, root, whole=len(entries) == 1)
-        except (DownloadError, DataError) as exc:
+        except DownloadError as exc:  # the archive is at fault; a DataError (it differs from what is in place) keeps it
             removed = _remove_copy(archive, url)
             if not root_existed:
                 _remove_if_empty(root)

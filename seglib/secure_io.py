@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 from seglib.errors import ConfigError, DataError, DownloadError
 from seglib.utils import atomic_path
 
-__all__ = ["fetch", "file_digest", "is_url", "move_entries", "safe_extract", "source_filename",
-           "verify_checksum"]
+__all__ = ["fetch", "file_digest", "is_url", "merge_tree", "move_entries", "safe_extract", "source_filename",
+           "tree_clashes", "verify_checksum"]
 
 TIMEOUT = 60.0          # seconds without a byte before a network request gives up
 CHUNK = 1 << 20         # bytes per read, for downloads and hashing
@@ -243,6 +243,29 @@ def _inside(root: Path, name: str) -> Path:
     if dest != root and root not in dest.parents:  # belt and braces after _unsafe_name
         raise DownloadError(name, f"would be written outside {root}")
     return dest
+
+
+def tree_clashes(src: Path, dest: Path) -> list[Path]:
+    """The paths under ``dest`` that merging the tree ``src`` into it would replace with other content (a file
+    already there with the same bytes is no clash; folders both hold are compared inside). :func:`move_entries`
+    instead refuses any existing folder."""
+    if src.is_dir() and dest.is_dir():
+        return [c for entry in sorted(src.iterdir()) for c in tree_clashes(entry, dest / entry.name)]
+    if not (dest.exists() or dest.is_symlink()):
+        return []
+    same = src.is_file() and dest.is_file() and filecmp.cmp(src, dest, shallow=False)
+    return [] if same else [dest]
+
+
+def merge_tree(src: Path, dest: Path) -> None:
+    """Move the tree ``src`` to ``dest``, descending into folders both hold; entries already at ``dest`` stay
+    (check :func:`tree_clashes` first)."""
+    if src.is_dir() and dest.is_dir():
+        for entry in sorted(src.iterdir()):
+            merge_tree(entry, dest / entry.name)
+    elif not (dest.exists() or dest.is_symlink()):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
 
 
 def move_entries(src_dir: Path, dest_dir: Path) -> None:

@@ -484,3 +484,86 @@ def test_the_kaggle_camvid_archive_unpacks_to_camvid32(tmp_path):
     folder = download_dataset("camvid32", root, source=archive)
     assert folder == root / "CamVid32" and not (root / "CamVid").exists()
     assert len(load_dataset("camvid32", "train", root)) == 1
+
+
+def tiktok_release_zip(path: Path, videos=("00003", "00005"), frames: int = 8) -> Path:
+    """A zip of the TikTok release layout: TikTok_dataset/<video>/{images,masks}/<frame>.png."""
+    return make_zip(path, {f"TikTok_dataset/{video}/{sub}/{i:04d}.png": f"{video}{sub}{i}".encode()
+                           for video in videos for sub in ("images", "masks") for i in range(frames)})
+
+
+def test_a_tiktok_release_archive_is_converted_like_a_release_folder(tmp_path):
+    # it used to place the first video's folder as the dataset: half the frames, named without their video
+    archive = tiktok_release_zip(tmp_path / "TikTok_dataset.zip")
+    root = tmp_path / "data"
+    folder = download_dataset("tiktok", root, source=archive)
+    assert folder == root / "tiktok_person"
+    names = [f"{video}_{i:04d}.png" for video in ("00003", "00005") for i in range(8)]
+    assert leftovers(folder / "images") == names and leftovers(folder / "masks") == names
+    assert (folder / "masks" / "00005_0007.png").read_bytes() == b"00005masks7"
+    assert sorted(leftovers(root)) == [DOWNLOADS_SUBDIR, "tiktok_person"]  # no staging left
+
+
+def test_an_archive_with_several_dataset_folders_is_refused_by_name(tmp_path):
+    peds = {"PNGImages/FudanPed00001.png": b"i", "PedMasks/FudanPed00001_mask.png": b"m"}
+    archive = make_zip(tmp_path / "two.zip", {f"{top}/{name}": data for top in ("a", "b/c")
+                                              for name, data in peds.items()})
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError) as err:  # it used to take the first one found
+        download_dataset("pennfudan", root, source=archive)
+    msg = str(err.value)
+    assert "several folders with 'PedMasks' (a, b/c)" in msg and "two.zip" in msg and "Fix: " in msg
+    assert not root.exists()
+
+
+def pets_by_url(tmp_path, monkeypatch, images: bytes = b"i") -> tuple[Path, Path]:
+    """The pets' two archives, published as file:// URLs under tmp_path/site (with their md5); (site, annotations)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    made = {"images.tar.gz": make_tar(site / "images.tar.gz", [tar_file("images/Bengal_1.jpg", images)]),
+            "annotations.tar.gz": make_tar(tmp_path / "annotations.tar.gz",
+                                           [tar_file("annotations/trimaps/Bengal_1.png", b"t")])}
+    monkeypatch.setitem(SOURCES, "pets", [dataclasses.replace(
+        e, url=(site / e.filename).as_uri(), md5=md5(made[e.filename].read_bytes())) for e in SOURCES["pets"]])
+    return site, made["annotations.tar.gz"]
+
+
+def test_a_retried_pets_download_adds_what_is_missing(tmp_path, monkeypatch):
+    site, annotations = pets_by_url(tmp_path, monkeypatch)
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="annotations.tar.gz"):  # interrupted: only images/ is in place
+        download_dataset("pets", root)
+    assert leftovers(root / "oxford_iiit_pet") == ["images"]
+    annotations.rename(site / annotations.name)
+    for _ in range(2):  # it used to fail on images/ (already there) and delete images.tar.gz, every time
+        assert download_dataset("pets", root) == root / "oxford_iiit_pet"
+    assert leftovers(root / "oxford_iiit_pet") == ["annotations", "images"]
+    assert leftovers(root / DOWNLOADS_SUBDIR) == ["annotations.tar.gz", "images.tar.gz"]
+
+
+def test_a_file_in_place_that_differs_is_named_and_nothing_is_lost(tmp_path, monkeypatch):
+    pets_by_url(tmp_path, monkeypatch)
+    mine = tmp_path / "data" / "oxford_iiit_pet" / "images" / "Bengal_1.jpg"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my own photo")
+    with pytest.raises(DataError) as err:
+        download_dataset("pets", tmp_path / "data")
+    msg = str(err.value)
+    assert msg.startswith(f"{mine}: already exists and differs from its copy in images.tar.gz") and "Fix: move" in msg
+    assert mine.read_bytes() == b"my own photo" and leftovers(mine.parent) == ["Bengal_1.jpg"]
+    assert leftovers(tmp_path / "data" / DOWNLOADS_SUBDIR) == ["images.tar.gz"]  # checksum-verified: kept
+
+
+@pytest.mark.parametrize("name, top, files", [
+    ("pets", "oxford_iiit_pet", {"images/Bengal_1.jpg": b"i", "annotations/trimaps/Bengal_1.png": b"t"}),
+    ("pets", "my_pets", {"images/Bengal_1.jpg": b"i", "annotations/trimaps/Bengal_1.png": b"t"}),
+    ("cityscapes", "cityscapes", {"gtFine/train/aachen/a_gtFine_labelIds.png": b"l",
+                                  "leftImg8bit/train/aachen/a_leftImg8bit.png": b"i"}),
+])
+def test_a_zip_of_the_dataset_folder_is_not_nested(tmp_path, name, top, files):
+    # `zip -r pets_subset.zip oxford_iiit_pet` used to give oxford_iiit_pet/oxford_iiit_pet/
+    archive = make_zip(tmp_path / "subset.zip", {f"{top}/{path}": data for path, data in files.items()})
+    root = tmp_path / "data"
+    folder = download_dataset(name, root, source=archive)
+    assert folder == root / SPECS[name].folder
+    assert leftovers(folder) == sorted({path.split("/")[0] for path in files})
