@@ -91,12 +91,14 @@ def is_zero_255(mask: np.ndarray) -> bool:
 
 
 def validate_mask(mask: np.ndarray, *, num_classes: int, image_size: Sequence[int] | None = None,
-                  ignore_index: int = IGNORE_INDEX, path: PathLike = None) -> np.ndarray:
+                  ignore_index: int = IGNORE_INDEX, path: PathLike = None, decoded: bool = False) -> np.ndarray:
     """Check a label map (2-D, integer, image-sized, values in {0..C-1, ignore}); return uint8.
 
     ``image_size`` is the image's ``(H, W)`` (an ``image.shape`` works too). A 0/255 mask is
     rejected for a binary task (``num_classes == 2``) even though 255 is the ignore index, since
-    it would silently ignore every foreground pixel. Bool (1-bit) masks are accepted as {0, 1}.
+    it would silently ignore every foreground pixel, unless ``decoded``: labels from a dataset's
+    decoder, which maps void itself (a pet trimap with no pet in it is background and void).
+    Bool (1-bit) masks are accepted as {0, 1}.
     """
     _check_ignore(num_classes, ignore_index)
     mask = np.asarray(mask)
@@ -121,7 +123,7 @@ def validate_mask(mask: np.ndarray, *, num_classes: int, image_size: Sequence[in
                             "(nearest neighbour), or use fit_mask_to_image for 1-px offsets")
     values, counts = _value_counts(mask)
     zero_255 = 255 in values and np.isin(values, (0, 255)).all()  # is_zero_255, from the counts
-    if zero_255 and (ignore_index != 255 or num_classes == 2):
+    if zero_255 and (ignore_index != 255 or num_classes == 2) and not decoded:
         raise DataError(path, "this looks like a 0/255 mask; divide by 255 or use binarize "
                         f"(it holds only 0 and 255, {int(counts[values == 255][0])} px of 255)",
                         "binarize(mask) maps it to {0, 1}; soft 0..255 masks need a threshold")

@@ -12,10 +12,10 @@ from seglib.cli import main
 from seglib.data import (PERSON_DATASETS, SPECS, available_datasets, find_folder, load_dataset, person_dataset,
                          shipped_sample)
 from seglib.data.convert import flatten_tiktok_videos
-from seglib.data.prepare import prepare
+from seglib.data.prepare import SplitStats, format_stats, prepare
 from seglib.data.splits import assign, in_val
 from seglib.errors import ConfigError, DataError
-from seglib.masks import labelids_to_trainids
+from seglib.masks import labelids_to_trainids, validate_mask
 from seglib.synthetic import make_sample
 
 from helpers import groups_in_both_splits, write_camvid32, write_png_pairs
@@ -225,7 +225,7 @@ def test_mask_of_another_size_is_rejected(tmp_path):
         ds.load(ds.ids.index("00003_0001"))
 
 
-def test_split_file_naming_missing_files(tmp_path):
+def test_split_file_refuses_missing_repeated_and_shared_ids(tmp_path):
     write_pairs(tmp_path / "tiktok_person")
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"train": ["00000_0001", "00042_0001"], "val": []}))
@@ -233,6 +233,13 @@ def test_split_file_naming_missing_files(tmp_path):
         load_dataset("tiktok", "train", tmp_path, split_file=split_file)
     split_file.write_text(json.dumps({"train": ["00000_0001", "00004_0001"], "val": []}))
     assert load_dataset("tiktok", "train", tmp_path, split_file=split_file).ids == ["00000_0001", "00004_0001"]
+    split_file.write_text(json.dumps({"train": ["00000_0001", "00004_0001", "00000_0001"], "val": []}))
+    with pytest.raises(DataError, match=r"names 1 ids more than once, e.g. \['00000_0001'\]"):
+        load_dataset("tiktok", "train", tmp_path, split_file=split_file)
+    split_file.write_text(json.dumps({"rule": "mine", "train": ["00000_0001", "00004_0001"], "val": ["00004_0001"]}))
+    for split in ("train", "val"):  # a leak is refused whichever split is asked for
+        with pytest.raises(DataError, match=r"1 ids are in both .* e.g. \['00004_0001'\]: a model would be scored"):
+            load_dataset("tiktok", split, tmp_path, split_file=split_file)
 
 
 def test_cityscapes_official_layout_maps_label_ids_to_train_ids(tmp_path):
@@ -265,6 +272,22 @@ def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):
     assert (decoded == labels).mean() > 0.97
 
 
+def test_a_split_whose_masks_all_fail_reports_no_pixels_not_nan():
+    stats = SplitStats("train", count=2, min_hw=(4, 4), max_hw=(4, 4), class_pixels=np.zeros(2, np.int64),
+                       problems=["FudanPed00001_mask.png: cannot be decoded"])
+    text = format_stats("pennfudan", [stats])
+    assert "nan" not in text and "pixels: none" in text and "PROBLEM: FudanPed00001_mask.png" in text
+
+
+def test_a_train_folder_of_another_dataset_is_not_cityscapes_pairs(tmp_path):
+    spec = SPECS["cityscapes_pairs"]
+    (tmp_path / "train").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "train" / "0001TP_006690.png")  # CamVid's layout
+    assert not spec.is_present(tmp_path)
+    Image.fromarray(np.zeros((4, 8, 3), np.uint8)).save(tmp_path / "train" / "1.jpg")
+    assert spec.is_present(tmp_path)
+
+
 def test_msrc21_voids_horse_and_mountain_and_keeps_msrc_split(tmp_path):
     msrc = SPECS["msrc"]
     folder = tmp_path / msrc.folder
@@ -287,6 +310,27 @@ def test_msrc21_voids_horse_and_mountain_and_keeps_msrc_split(tmp_path):
         np.testing.assert_array_equal(labels21, expected.reshape(labels.shape))
         assert (labels21 == 255).any() and set(np.unique(labels21)) <= {ds21.class_names.index("grass"),
                                                                          ds21.class_names.index("boat"), 255}
+
+
+def test_colour_masks_saved_as_palette_pngs_decode_like_rgb_ones(tmp_path):
+    """PNG optimizers (optipng, pngquant) store a few-colour mask as a palette image: still its colours."""
+    msrc = SPECS["msrc"]
+    folder = tmp_path / msrc.folder
+    (folder / "Images").mkdir(parents=True)
+    (folder / "GroundTruth").mkdir()
+    image, shapes = make_sample(0, (24, 32))
+    colours = np.where((shapes == 0)[..., None], 0, msrc.palette[np.array([4, 7, 1, 22], np.uint8)[shapes]])
+    keys, index = np.unique(colours.reshape(-1, 3).astype(np.uint8), axis=0, return_inverse=True)
+    for k, as_palette in enumerate((False, True)):
+        Image.fromarray(image).save(folder / "Images" / f"{k}_1_s.png")
+        mask = Image.fromarray(index.reshape(24, 32).astype(np.uint8), mode="P")
+        mask.putpalette(keys.ravel().tolist())
+        (mask if as_palette else mask.convert("RGB")).save(folder / "GroundTruth" / f"{k}_1_s_GT.png")
+    ds = load_dataset("msrc", "all", tmp_path)
+    assert Image.open(ds.items[1].mask).mode == "P"
+    (_, rgb), (_, palette) = ds.load(0), ds.load(1)
+    np.testing.assert_array_equal(rgb, np.array([255, 7, 1, 22], np.uint8)[shapes])  # black is void
+    np.testing.assert_array_equal(palette, rgb)
 
 
 def test_camvid32_kaggle_colours_decode_to_31_classes_with_void_ignored(tmp_path):
@@ -348,6 +392,15 @@ def test_pets_trimaps_map_by_name_and_photos_decode_by_content(tmp_path):
     assert pets.report == {f"{kind} files named .jpg (decoded by content)": 1 for kind in ("PNG", "GIF")}
     for split in ("train", "val"):
         assert load_dataset("pets", split, tmp_path).ids == load_dataset("pets_trimap", split, tmp_path).ids
+
+
+def test_a_pet_trimap_without_a_pet_is_background_and_void(tmp_path):
+    """Decoded labels of only 0 and 255 are real here, not a raw 0/255 mask (which a binary set refuses)."""
+    no_pet = np.array([[2, 2, 3], [2, 3, 3]], np.uint8)  # background and border only
+    write_pets(tmp_path, {"Bengal_1": no_pet}, {})
+    np.testing.assert_array_equal(load_dataset("pets", "all", tmp_path).load(0)[1], [[0, 0, 255], [0, 255, 255]])
+    with pytest.raises(DataError, match="0/255 mask"):  # the check itself still holds for labels given as they are
+        validate_mask(np.array([[0, 255]], np.uint8), num_classes=2)
 
 
 def test_pets_trimap_with_other_values_is_refused(tmp_path):

@@ -33,10 +33,11 @@ class DatasetSpec:
     name: str
     title: str
     folder: str                    # relative to the data dir, in the publisher's layout
-    marker: str                    # a path inside ``folder`` that proves the dataset is there
+    marker: str                    # a path (or glob pattern) inside ``folder`` that proves the dataset is there
     task: str                      # "binary", "multiclass" or "boundary"
     class_names: tuple[str, ...]
     palette: np.ndarray            # (num_classes, 3) uint8 display colours
+    colour_masks: bool = False     # masks painted in class colours (palette PNGs are read as RGB)
     splits: tuple[str, ...] = ("train", "val")
     split_rule: str = "official"
     split_dir: str = "{split}"     # a folder whose presence means the split is on disk
@@ -51,6 +52,8 @@ class DatasetSpec:
         return len(self.class_names)
 
     def is_present(self, folder: Path) -> bool:
+        if "*" in self.marker:  # a pattern: some file must match it
+            return next(Path(folder).glob(self.marker), None) is not None
         return (folder / self.marker).exists()
 
     def has_split(self, folder: Path, split: str) -> bool:
@@ -74,9 +77,10 @@ class DatasetSpec:
     def load(self, item: Item, report: Counter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(image HxWx3 uint8, labels HxW uint8)``, validated against the image."""
         image = read_image(item.image)
-        labels = self.decode(read_label(item.mask), item, image.shape[:2], report)
-        return image, validate_mask(labels, num_classes=self.num_classes,
-                                    image_size=image.shape[:2], path=item.mask)
+        labels = self.decode(read_label(item.mask, self.colour_masks), item, image.shape[:2], report)
+        decoded = type(self).decode is not DatasetSpec.decode  # its own decoder maps void: 0/255 may be real
+        return image, validate_mask(labels, num_classes=self.num_classes, image_size=image.shape[:2],
+                                    path=item.mask, decoded=decoded)
 
 
 class SegmentationDataset:

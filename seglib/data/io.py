@@ -127,14 +127,18 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.asarray(img)
 
 
-def read_label(path: str | Path) -> np.ndarray:
+def read_label(path: str | Path, colour: bool = False) -> np.ndarray:
     """The stored values of a label image, undecoded: ``HxW`` for index/gray masks, ``HxWx3`` for
-    colour-coded ones. 1-bit masks become 0/255 uint8, palette ("P") images keep their indices and
-    16-bit files are uint16 (older Pillow opens them as 32-bit "I": values that fit 16 bits become
-    uint16 too), so that :func:`seglib.masks.binarize` knows their scale.
+    colour-coded ones. 1-bit masks become 0/255 uint8, palette ("P") images keep their indices
+    (their colours with ``colour=True``, for datasets whose masks are colour-coded: PNG optimizers
+    store those as palette images) and 16-bit files are uint16 (older Pillow opens them as 32-bit
+    "I": values that fit 16 bits become uint16 too), so that :func:`seglib.masks.binarize` knows
+    their scale.
     """
     img = _open(Path(path))
-    if img.mode == "1":
+    if colour and img.mode in ("P", "PA"):
+        img = img.convert("RGB")
+    elif img.mode == "1":
         img = img.convert("L")
     elif img.mode in ("RGBA", "LA"):
         img = img.convert(img.mode[:-1])

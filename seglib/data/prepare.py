@@ -77,8 +77,11 @@ def format_stats(name: str, results: list[SplitStats]) -> str:
             continue
         lines.append(f"  {r.split:5s}: {r.count} samples, sizes {r.min_hw} .. {r.max_hw} (HxW)")
         total = r.class_pixels.sum() + r.ignored_pixels
-        freqs = ", ".join(f"{c} {100 * n / total:.1f}%" for c, n in zip(spec.class_names, r.class_pixels))
-        lines.append(f"         pixels: {freqs}, ignore {100 * r.ignored_pixels / total:.1f}%")
+        if total:
+            freqs = ", ".join(f"{c} {100 * n / total:.1f}%" for c, n in zip(spec.class_names, r.class_pixels))
+            lines.append(f"         pixels: {freqs}, ignore {100 * r.ignored_pixels / total:.1f}%")
+        else:
+            lines.append("         pixels: none (no mask of this split could be read; see the problems below)")
         for quirk, n in sorted(r.quirks.items()):
             lines.append(f"         note: {quirk}: {n}")
         for p in r.problems:

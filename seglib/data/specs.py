@@ -134,6 +134,7 @@ class _ColourMasks(DatasetSpec):
     an error that names the file."""
 
     void_color: tuple[int, int, int] = (0, 0, 0)
+    colour_masks = True
 
     @property
     def file_colours(self) -> np.ndarray:
@@ -263,7 +264,7 @@ class CityscapesPairs(DatasetSpec):
     """The Kaggle "cityscapes image pairs": one 256x512 JPG per sample, photo | colour mask."""
 
     name, title = "cityscapes_pairs", "Cityscapes image pairs (Kaggle)"
-    folder, marker = "cityscapes_data", "train"
+    folder, marker = "cityscapes_data", "train/*.jpg"  # a bare "train" folder is in many datasets
     task = "multiclass"
     class_names = masks.CITYSCAPES_CLASSES
     palette = masks.CITYSCAPES_PALETTE

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -52,4 +53,13 @@ def read_split_file(path: Path, split: str, known: set[str]) -> list[str]:
     if missing:
         raise DataError(path, f"{len(missing)} ids name no file in the dataset, e.g. {missing[:5]}",
                         "fix or regenerate the split file, or restore the missing files")
+    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if twice:
+        raise DataError(path, f"the {split!r} list names {len(twice)} ids more than once, e.g. {twice[:5]}",
+                        "list each id once")
+    for other, listed in table.items():
+        shared = sorted(set(ids) & set(listed)) if other != split and isinstance(listed, list) else []
+        if shared:
+            raise DataError(path, f"{len(shared)} ids are in both {split!r} and {other!r}, e.g. {shared[:5]}: "
+                            "a model would be scored on images it trained on", "put each id in one list only")
     return list(ids)
