@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,9 @@ def _not_a_checkpoint(path: Path) -> str | None:
     format), e.g. ``"JSON"``; None for a file that may be a checkpoint."""
     with open(path, "rb") as f:
         head = f.read(512)
-    if head.startswith((b"PK\x03\x04", b"\x80")):
+    if head.startswith(b"PK\x03\x04"):
+        return _foreign_zip(path)
+    if head.startswith(b"\x80"):
         return None
     for magic, kind in _SIGNATURES:
         if head.startswith(magic):
@@ -114,6 +117,18 @@ def _not_a_checkpoint(path: Path) -> str | None:
     except UnicodeDecodeError:
         pass
     return f"an unknown format (first bytes {head[:8].hex(' ')})"
+
+
+def _foreign_zip(path: Path) -> str | None:
+    """``"a zip archive ..."`` for a readable zip without the ``data.pkl`` of ``torch.save``; None otherwise (a
+    cut-off checkpoint has no readable directory: torch.load then names it truncated)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    return None if any(n.rsplit("/", 1)[-1] == "data.pkl" for n in names) else \
+        f"a zip archive of {len(names)} files (no data.pkl, so not written by torch.save)"
 
 
 def _whole(low: int, high: int):

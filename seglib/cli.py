@@ -108,7 +108,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not (out / "best.pt").is_file():
             raise DataError(out / "best.pt", "not found: there is no trained run to test here",
                             "train first (--train, or python -m seglib train), or pass the run's --out")
-        cfg = TrainConfig(**cfg_fields)
+        saved = run_options(out / "best.pt")  # test on the run's own dataset, not the flags' default
+        if cfg_fields.get("dataset", saved["dataset"]) != saved["dataset"]:
+            raise ConfigError(f"{out / 'best.pt'} was trained on {saved['dataset']}, not {cfg_fields['dataset']}: "
+                              "drop --dataset (the run's own is used), or pass another run's --out")
+        root = cfg_fields.get("root") or (saved["root"] if saved["root"] and Path(saved["root"]).is_dir() else None)
+        cfg = TrainConfig(**{**saved, "out": str(out), "root": root})
         return evaluate_run(cfg, ensure_dataset(cfg.dataset, cfg.root))
     if not (args.resume or args.overwrite):
         _refuse_earlier_run(out, "pass --resume to continue it, --overwrite to replace it, or another --out")
@@ -264,7 +269,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch = []
         for path in inputs[start:start + predictor.batch_size]:
             try:
-                batch.append((path, read_image(path)))
+                batch.append((path, read_image(path, upright=True)))  # as a viewer shows it
             except DataError as exc:
                 print(f"skipped: {exc}", file=sys.stderr)
                 failed += 1

@@ -37,6 +37,12 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: i
     """Write ``model`` (in eval mode, on the CPU) to ``path`` atomically; returns the path.
     ``overwrite=False`` refuses a file already there (the command line without ``--overwrite``)."""
     _onnxruntime()
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ConfigError(f"opset {opset} is newer than the installed onnx {onnx.__version__} knows ({newest}): "
+                          f"pass --opset {newest} or lower, or upgrade onnx")
     model = model.cpu().eval()
     example = torch.randn(2, 3, image_size, image_size)
 
@@ -47,6 +53,10 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: i
             torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=opset,
                               input_names=["image"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False)
+        written = next(o.version for o in onnx.load(tmp, load_external_data=False).opset_import if o.domain == "")
+        if written != opset:  # the exporter falls back to its own opset when a conversion fails
+            raise ConfigError(f"the exporter wrote opset {written}, not the {opset} asked for; nothing was written: "
+                              f"pass --opset {written}")
 
     return write_atomic(path, write, overwrite=overwrite)
 

@@ -42,7 +42,8 @@ __all__ = ["TTA_SCALES", "Predictor", "load_model", "measure_latency"]
 
 
 def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
-    """The model saved in a seglib checkpoint (``best.pt`` / ``last.pt``), in eval mode, and its meta."""
+    """The model saved in a seglib checkpoint (``best.pt`` / ``last.pt``), in eval mode, and its meta. The
+    ``last.pt`` of an ``--ema-decay`` run gives its moving average: the weights it validated and saved in best.pt."""
     from seglib.models import create_model
 
     state = load_checkpoint(path)
@@ -56,7 +57,7 @@ def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     except ConfigError as exc:
         raise DataError(path, f"its meta['model_options'] do not build a {meta['model']} ({exc})",
                         "pass best.pt or last.pt written by python -m seglib train") from exc
-    load_weights(model, state, path)
+    load_weights(model, {**state, "model": state["ema"]["model"]} if "ema" in state else state, path)
     return model.to(device).eval(), meta
 
 

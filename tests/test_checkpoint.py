@@ -55,6 +55,18 @@ def test_truncated_checkpoint_is_detected(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_zip_that_torch_did_not_write_is_named_not_called_corrupt(tmp_path):
+    import zipfile
+
+    path = tmp_path / "pets.zip"  # e.g. a dataset archive passed as --checkpoint by mistake
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("oxford_iiit_pet/images/Bengal_1.jpg", b"photo")
+    with pytest.raises(DataError, match=r"not a PyTorch checkpoint: it looks like a zip archive of 1 files "
+                                        r"\(no data.pkl, so not written by torch.save\)") as caught:
+        load_checkpoint(path)
+    assert "delete" not in str(caught.value)
+
+
 def test_checkpoint_for_another_model_is_refused(tmp_path):
     save_checkpoint({"model": {}, "meta": {"model": "unet", "num_classes": 12}}, tmp_path / "best.pt")
     with pytest.raises(DataError, match="num_classes=12, not 2"):

@@ -13,7 +13,9 @@ from PIL import Image
 from seglib.checkpoint import load_checkpoint, save_checkpoint
 from seglib.cli import build_parser, main, reference_argv
 from seglib.data import SPECS, load_dataset
+from seglib.errors import ConfigError
 from seglib.evaluation import evaluate_dataset
+from seglib.export import export_onnx
 from seglib.inference import Predictor, load_model
 from seglib.models import create_model
 from seglib.synthetic import make_sample
@@ -153,6 +155,36 @@ def test_cli_predict_writes_input_sized_labels_and_keeps_going_past_bad_files(sm
         assert np.array(Image.open(out / f"{name[0]}_overlay.png")).shape == (*size, 3)
 
 
+def test_cli_predict_turns_phone_photos_upright(smoke_run, tmp_path):
+    """A JPEG whose EXIF says "turn 90°" is shown upright by viewers: its mask must fit that picture."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the stored 20x36 pixels are shown turned, 36x20
+    Image.fromarray(make_sample(0, (20, 36))[0]).save(inputs / "phone.jpg", exif=exif.tobytes())
+    proc = cli("predict", "--checkpoint", str(smoke_run / "best.pt"), "--input", str(inputs),
+               "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert np.array(Image.open(tmp_path / "out" / "phone.png")).shape == (36, 20)
+
+
+def test_cli_export_refuses_an_opset_its_onnx_cannot_write(smoke_run, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    proc = cli("export", "--checkpoint", str(smoke_run / "best.pt"), "--onnx", str(tmp_path / "m.onnx"),
+               "--opset", "99")
+    assert proc.returncode == 2 and "opset 99 is newer than the installed onnx" in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()
+    # an onnx that claims more than the exporter can convert to: the exporter falls back to its own opset
+    newest = onnx.defs.onnx_opset_version()
+    monkeypatch.setattr(onnx.defs, "onnx_opset_version", lambda: newest + 2)
+    model, meta = load_model(smoke_run / "best.pt")
+    with pytest.raises(ConfigError, match=f"the exporter wrote opset \\d+, not the {newest + 2} asked for"):
+        export_onnx(model, tmp_path / "m.onnx", meta["image_size"], opset=newest + 2)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_cli_export_onnx_matches_pytorch(smoke_run, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnxruntime
@@ -230,6 +262,10 @@ def test_person_mask_project_train_then_test_in_process(tmp_path, capsys):
     assert "mIoU" in printed.out
     assert "synthetic has no test split here: testing on val, the split that chose best.pt" in printed.err
     assert load_checkpoint(out / "best.pt")["meta"]["model"] == "unet"
+    assert main(["--test", "--out", str(out)]) == 0  # without --dataset: the run's own, not the default
+    assert "synthetic/val" in capsys.readouterr().out
+    assert main(["--test", "--dataset", "pennfudan", "--out", str(out)]) == 2
+    assert f"{out / 'best.pt'} was trained on synthetic, not pennfudan" in capsys.readouterr().err
 
 
 def test_pretrained_with_unet_is_refused_before_any_data_is_read(tmp_path, capsys):

@@ -21,6 +21,7 @@ from seglib.data import SPECS
 from seglib.engine import NonFiniteLoss, TrainConfig, fit
 from seglib.errors import ConfigError, DataError
 from seglib.gpu_augment import resize_batch
+from seglib.inference import load_model
 from seglib.losses import build_loss
 from seglib.metrics import ConfusionMatrix, logits_to_labels
 from seglib.models import create_model
@@ -332,6 +333,9 @@ def test_fit_with_ema_saves_the_average_and_resumes_exactly(tmp_path, monkeypatc
         torch.testing.assert_close(best[key], value, rtol=0, atol=0)
     last_key = list(best)[-1]
     assert not torch.equal(best[last_key], one["model"].state_dict()[last_key])
+    from_last, _ = load_model(tmp_path / "one" / "last.pt")  # predicting with last.pt runs the average too
+    for key, value in from_last.state_dict().items():
+        torch.testing.assert_close(value, best[key], rtol=0, atol=0)
 
     straight = run(replace(cfg, out=str(tmp_path / "straight")))
     averaged = straight["ema_model"].state_dict()

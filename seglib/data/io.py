@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from seglib.errors import ConfigError, DataError
 
@@ -112,10 +112,14 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
     """An RGB ``HxWx3`` uint8 array. Grayscale and RGBA files are converted to RGB, 16-bit ones
-    scaled to 8 bits (PIL alone would clip them)."""
+    scaled to 8 bits (PIL alone would clip them). ``upright`` turns the pixels as the file's EXIF
+    orientation says (phone photos), as image viewers do; datasets keep the stored pixels, on which
+    their masks were drawn."""
     img = _open(Path(path))
+    if upright:
+        img = ImageOps.exif_transpose(img)
     if img.mode.startswith("I;16"):
         gray = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
