@@ -80,8 +80,9 @@ class ResidentBatches:
 class WorkerBatches:
     """The general path: a DataLoader with CPU workers running albumentations.
 
-    Under DDP each rank loads its own shard (the same epoch permutation as ``ResidentBatches``)
-    with its own augmentation seed.
+    Under DDP each rank loads its own slice of one seeded permutation per epoch, sliced as
+    ``ResidentBatches`` slices its own (whose permutation, drawn on the GPU there, is another), with its
+    own augmentation seed.
     """
 
     def __init__(self, source, transform, batch_size: int, device, *, seed: int, shuffle: bool,

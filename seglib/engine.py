@@ -113,7 +113,9 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn, num_classes: int, *, 
              amp: str = "off", channels_last: bool = False, max_batches: int | None = None) -> dict:
     """Loss and metrics over the whole of ``batches`` (dataset-level confusion matrix).
 
-    ``num_classes`` counts *label* classes; a 1-channel (sigmoid) model is scored as 2 classes.
+    The loss is the mean over images of each image's loss, so it does not depend on how the images are
+    batched (a batch's mean loss weighs images by their labelled pixels). ``num_classes`` counts *label*
+    classes; a 1-channel (sigmoid) model is scored as 2 classes.
     """
     model.eval()
     cm = ConfusionMatrix(num_classes, device=device)
@@ -121,7 +123,7 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn, num_classes: int, *, 
     for x, y in _limit(batches, max_batches, channels_last):
         with autocast(device, amp):
             logits = model(x)
-        total[0] += loss_fn(logits.float(), y) * len(x)
+        total[0] += sum(loss_fn(logits[i:i + 1].float(), y[i:i + 1]) for i in range(len(x)))
         total[1] += len(x)
         cm.update(logits_to_labels(logits.float()), y)
     cm.all_reduce()

@@ -598,7 +598,7 @@ def test_build_data_trains_on_train_reshuffled_and_validates_on_all_of_val_in_or
 
 def test_evaluate_averages_the_loss_over_every_image_and_builds_no_graph():
     """The person-mask project reported the last batch's loss as the validation loss, computed with
-    autograd on: ``evaluate`` weighs each batch by its images, under inference mode."""
+    autograd on: ``evaluate`` averages every image's own loss, under inference mode, however the images are batched."""
     torch.manual_seed(0)
     x, y = torch.randn(5, 3, 8, 8), torch.randint(0, 3, (5, 8, 8))
     modes = []
@@ -612,14 +612,17 @@ def test_evaluate_averages_the_loss_over_every_image_and_builds_no_graph():
             modes.append((torch.is_inference_mode_enabled(), torch.is_grad_enabled(), self.training))
             return self.conv(images)
 
-    model, loss_fn = Spy(), torch.nn.CrossEntropyLoss()
+    model, loss_fn = Spy(), torch.nn.CrossEntropyLoss(ignore_index=255)
+    y[2:4, :7] = 255  # two images mostly void: a batch's mean loss would weigh them by their few pixels
     batches = [(x[:4], y[:4]), (x[4:], y[4:])]  # uneven: 4 images, then 1
-    result = engine.evaluate(model, batches, loss_fn, 3, device=torch.device("cpu"))
+    result = engine.evaluate(model, batches, loss_fn, 3, device="cpu")  # a device name works too
     with torch.no_grad():
         per_image = [loss_fn(model.conv(x[i:i + 1]), y[i:i + 1]).item() for i in range(5)]
     assert result["loss"] == pytest.approx(sum(per_image) / 5, rel=1e-6)
     assert result["loss"] != pytest.approx(per_image[4], rel=1e-3)  # not the last batch's
     assert modes == [(True, False, False)] * 2
+    one_by_one = engine.evaluate(model, [(x[i:i + 1], y[i:i + 1]) for i in range(5)], loss_fn, 3, device="cpu")
+    assert one_by_one["loss"] == pytest.approx(result["loss"], rel=1e-6)  # batching changes nothing
 
 
 def test_deterministic_is_set_for_each_run_both_ways(tmp_path):
