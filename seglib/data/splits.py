@@ -58,7 +58,9 @@ def read_split_file(path: Path, split: str, known: set[str]) -> list[str]:
         raise DataError(path, f"the {split!r} list names {len(twice)} ids more than once, e.g. {twice[:5]}",
                         "list each id once")
     for other, listed in table.items():
-        shared = sorted(set(ids) & set(listed)) if other != split and isinstance(listed, list) else []
+        if other == split or not isinstance(listed, list):  # itself, or "rule" and other notes
+            continue
+        shared = sorted(set(ids) & set(listed))
         if shared:
             raise DataError(path, f"{len(shared)} ids are in both {split!r} and {other!r}, e.g. {shared[:5]}: "
                             "a model would be scored on images it trained on", "put each id in one list only")
