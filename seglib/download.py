@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from seglib.data import DatasetSpec, get_spec
-from seglib.data.convert import flatten_tiktok_videos
+from seglib.data.convert import flatten_tiktok_videos, is_tiktok_video
 from seglib.errors import ConfigError, DataError, DownloadError
 from seglib.secure_io import (fetch, file_digest, is_url, merge_tree, safe_extract, source_filename, tree_clashes,
                               verify_checksum)
@@ -203,8 +203,9 @@ def _dataset_folders(extracted: Path, entry: DatasetSource, spec: DatasetSpec) -
     return hits or ([extracted] if entry.archive_folder == "" else [])
 
 
-# release layouts that prepare converts into the spec's layout: converter(source folder, target folder)
-CONVERTERS = {"tiktok": flatten_tiktok_videos}
+# release layouts that prepare converts into the spec's layout:
+# (is one unit of the release, e.g. a video; converter(folder holding the units, target folder))
+CONVERTERS = {"tiktok": (is_tiktok_video, flatten_tiktok_videos)}
 
 
 def _local_folder(folder: Path, spec: DatasetSpec, root: Path) -> Path:
@@ -214,7 +215,7 @@ def _local_folder(folder: Path, spec: DatasetSpec, root: Path) -> Path:
         if spec.is_present(candidate):
             return candidate
     if spec.name in CONVERTERS:
-        return CONVERTERS[spec.name](folder, root / spec.folder)
+        return CONVERTERS[spec.name][1](folder, root / spec.folder)
     raise DataError(folder, f"not a {spec.title} folder in its original layout (no "
                     f"'{spec.marker}' inside it or in '{spec.folder}/')",
                     f"pass the folder that holds '{spec.marker}', or the downloaded archive")
@@ -236,7 +237,7 @@ def _blamed_on(archive: Path, extracted: Path, problem: str, fix: str | None = N
 def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, *, whole: bool) -> None:
     """Extract ``archive`` in a staging folder under ``root`` and move the dataset's folder into place, merging it
     with what is there (:func:`_place`). A release layout of :data:`CONVERTERS` (several sibling folders holding the
-    marker, e.g. TikTok's videos) is converted into ``root`` as a folder ``source`` is.
+    marker, e.g. TikTok's videos, or one of them) is converted into ``root`` as a folder ``source`` is.
 
     ``whole``: the archive holds the whole dataset, so its folder must hold the spec's marker and every sample
     must be paired (image and mask) before it is moved (a dataset in several archives, Cityscapes or the pets, is
@@ -248,9 +249,9 @@ def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, 
     try:
         safe_extract(archive, staging)
         found = _dataset_folders(staging, entry, spec)
-        if len(found) > 1 and spec.name in CONVERTERS and len({f.parent for f in found}) == 1:
+        if _is_release(found, spec, staging):
             with _blamed_on(archive, staging, f"is not a {spec.title} release"):
-                CONVERTERS[spec.name](found[0].parent, root / spec.folder)
+                CONVERTERS[spec.name][1](found[0].parent, root / spec.folder)
             return
         if len(found) > 1:
             names = ", ".join(str(f.relative_to(staging)) for f in found)
@@ -270,6 +271,16 @@ def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, 
         _place(found[0], root / entry.folder, archive)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_release(found: list[Path], spec: DatasetSpec, staging: Path) -> bool:
+    """Whether the folders ``found`` in an extracted archive are the units of a release layout of
+    :data:`CONVERTERS` (several siblings, or a single one that is a unit: a one-video TikTok release)."""
+    if spec.name not in CONVERTERS or not found or len({f.parent for f in found}) > 1:
+        return False
+    if staging in found or found[0].name == Path(spec.folder).name:  # the dataset's own folder is no unit
+        return False
+    return len(found) > 1 or CONVERTERS[spec.name][0](found[0])
 
 
 def _place(found: Path, dest: Path, archive: Path) -> None:

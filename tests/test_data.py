@@ -204,6 +204,18 @@ def test_image_without_mask_and_mask_without_image(tmp_path):
         load_dataset("tiktok", "all", tmp_path)
 
 
+def test_tiktok_frames_without_their_video_prefix_are_refused(tmp_path):
+    # one video's folder used as the dataset: each frame was its own split group, so the video leaked into val
+    folder = write_pairs(tmp_path / "tiktok_person")
+    for sub in ("images", "masks"):
+        (folder / sub / "00003_0001.png").rename(folder / sub / "0007.png")
+    with pytest.raises(DataError) as err:
+        load_dataset("tiktok", "train", tmp_path)
+    msg = str(err.value)
+    assert str(folder / "images") in msg and "1 frames have no <video>_ prefix (e.g. ['0007.png'])" in msg
+    assert "prepare tiktok --source" in msg
+
+
 @pytest.mark.parametrize("damage", ["corrupt", "truncated", "empty"])
 def test_bad_image_files_name_the_file(tmp_path, damage):
     folder = write_pairs(tmp_path / "tiktok_person")

@@ -504,6 +504,17 @@ def test_a_tiktok_release_archive_is_converted_like_a_release_folder(tmp_path):
     assert sorted(leftovers(root)) == [DOWNLOADS_SUBDIR, "tiktok_person"]  # no staging left
 
 
+def test_a_one_video_tiktok_release_archive_gets_its_video_prefix(tmp_path):
+    # one video folder was placed as the dataset, its frames named without their video
+    archive = tiktok_release_zip(tmp_path / "TikTok_dataset.zip", videos=("00003",), frames=3)
+    folder = download_dataset("tiktok", tmp_path / "data", source=archive)
+    names = [f"00003_{i:04d}.png" for i in range(3)]
+    assert leftovers(folder / "images") == names and leftovers(folder / "masks") == names
+    flat = make_zip(tmp_path / "flat.zip", {f"tiktok_person/{sub}/00003_0001.png": sub.encode()
+                                            for sub in ("images", "masks")})
+    assert leftovers(download_dataset("tiktok", tmp_path / "other", source=flat) / "images") == ["00003_0001.png"]
+
+
 def test_an_archive_with_several_dataset_folders_is_refused_by_name(tmp_path):
     peds = {"PNGImages/FudanPed00001.png": b"i", "PedMasks/FudanPed00001_mask.png": b"m"}
     archive = make_zip(tmp_path / "two.zip", {f"{top}/{name}": data for top in ("a", "b/c")

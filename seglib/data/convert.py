@@ -19,6 +19,12 @@ def tiktok_video_folders(source: Path) -> list[Path]:
     return sorted(d for d in source.iterdir() if d.is_dir() and ((d / "images").is_dir() or (d / "masks").is_dir()))
 
 
+def is_tiktok_video(folder: Path) -> bool:
+    """Whether ``folder`` is one video of the release: frames named ``<frame>.png``, without the flat layout's
+    ``<video>_`` prefix."""
+    return any("_" not in p.name for p in (folder / "images").glob("*.png"))
+
+
 def tiktok_video_frames(video: Path) -> list[Item]:
     """The frames of one video folder, each with its mask (same file name); a bad layout names the folder."""
     if "_" in video.name:

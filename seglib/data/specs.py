@@ -86,7 +86,14 @@ class TikTok(_HashSplit):
         return item_id.split("_")[0]  # <video>_<frame>
 
     def all_items(self, folder):
-        return pair_files(folder / "images", folder / "masks", "*.png", lambda p: p.name)
+        items = pair_files(folder / "images", folder / "masks", "*.png", lambda p: p.name)
+        bare = [item.image.name for item in items if "_" not in item.id]
+        if bare:
+            raise DataError(folder / "images", f"{len(bare)} frames have no <video>_ prefix (e.g. {bare[:3]}), so "
+                            "the split could not keep a video's frames together: its frames would be in both "
+                            "train and val", "convert the release with 'python -m seglib prepare tiktok --source "
+                            "DIR' (DIR holds the video folders 00001/, 00002/, ...), or rename them <video>_<frame>.png")
+        return items
 
     def decode(self, raw, item, image_hw, report):
         if raw.shape != tuple(image_hw) and report is not None:
