@@ -39,6 +39,7 @@ from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
 from seglib.schedules import build_scheduler
 from seglib.snapshots import Snapshots, remove_snapshots
+from seglib.tensorboard_log import close_board, log_validation, open_board
 from seglib.train_config import TrainConfig
 from seglib.utils import environment, write_atomic
 
@@ -157,12 +158,13 @@ class Run:
     steps: int = 0         # optimizer steps per epoch
     made: tuple = ()       # the folders setup_run created (out, then its new parents)
     lock: int | None = None  # the descriptor of out/.lock, held while the run writes
+    board: object = None   # the TensorBoard writer (--tensorboard, process 0), closed by holding()
 
 
 FINISHED = ("best.pt", "metrics.json", "history.json", "history.csv")  # what a run leaves besides last.pt
 # how a run goes on, not what it learns
 RESUMABLE = ("epochs", "out", "root", "num_workers", "loader", "amp", "compile", "channels_last", "deterministic",
-             "val_every", "save_freq", "snapshot_every", "log_freq", "patience")
+             "val_every", "save_freq", "snapshot_every", "tensorboard", "log_freq", "patience")
 
 
 def check_out(cfg: TrainConfig, init_from: str | Path | None) -> None:
@@ -262,16 +264,19 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
 
 @contextlib.contextmanager
 def holding(run: Run) -> Iterator[None]:
-    """The run's folder while the block trains: its lock is released at the end, and a failure before
-    anything was written removes the folders :func:`setup_run` made (never one that was there)."""
+    """The run's folder while the block trains: its TensorBoard file is closed and its lock released at the end,
+    and a failure before anything was written removes the folders :func:`setup_run` made (never one that was
+    there)."""
     try:
         yield
     except BaseException:
+        close_board(run)
         unlock_folder(run)
         for folder in run.made:
             with contextlib.suppress(OSError):  # rmdir: only while empty
                 folder.rmdir()
         raise
+    close_board(run)
     unlock_folder(run)
 
 
@@ -425,6 +430,8 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     if run.rank == 0 and not resuming:  # a new run here: the pictures of the run it replaces go
         remove_snapshots(run.out)
     snapshots = Snapshots(run.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and run.rank == 0 else None
+    if cfg.tensorboard and run.rank == 0:
+        run.board = open_board(run.out, start_epoch)
     saved_at, start = start_epoch, time.perf_counter()  # last.pt: at the first validation after each save_freq
     for epoch in range(start_epoch, cfg.epochs):
         if history.stopped(cfg.patience):  # a resumed run that had stopped early
@@ -451,6 +458,8 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
             save_progress(run, history, epoch + 1, improved, last)
             if snapshots and ((epoch + 1) % cfg.snapshot_every == 0 or epoch + 1 == cfg.epochs or stop):
                 snapshots.save(run.ema.model if run.ema else unwrap(run.model), epoch + 1, val["miou"])
+            if run.board:
+                log_validation(run.board, history.rows[-1], val["iou"], run.meta["class_names"])
             if verbose:
                 print(history.line(cfg.epochs, improved), flush=True)
         if stop:

@@ -133,6 +133,8 @@ class TrainConfig:
     snapshot_every: int | None = option(None, "every N epochs (at a validation) and at the end, draw 4 validation "
                                         "images, their truth and the prediction into OUT/snapshots/",
                                         rule=at_least(1))
+    tensorboard: bool = option(False, "also log each validation (losses, mIoU, per-class IoU, lr, speed) to "
+                               "OUT/tensorboard/ for TensorBoard (needs pip install tensorboard)")
     log_freq: int = option(50, "progress-bar loss every N steps (one host sync each)", rule=at_least(1),
                            aliases=("--logFreq",))
     val_images: int | None = option(None, "validate on N val images only, spread evenly over the split",

@@ -677,3 +677,47 @@ def test_snapshots_draw_the_same_validation_images_every_n_epochs_and_at_the_end
         replace(TINY, snapshot_every=3, val_every=2)
     run(replace(TINY, epochs=1, out=str(tmp_path)))  # a new run in the folder (--overwrite): old pictures go
     assert list((tmp_path / "snapshots").iterdir()) == []
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag in a TensorBoard folder as (step, value) pairs, as TensorBoard shows them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_logs_each_validation_once_even_across_a_resume(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="the tensorboard package is not installed (pip install tensorboard)")
+    cfg = replace(TINY, epochs=4, save_freq=2, tensorboard=True, out=str(tmp_path / "run"))
+    real_evaluate, calls = engine.evaluate, {"n": 0}
+
+    def killed_in_epoch_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+    monkeypatch.setattr(engine, "evaluate", killed_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)  # epochs 1-3 logged, last.pt holds epoch 2
+    monkeypatch.setattr(engine, "evaluate", real_evaluate)
+    assert [s for s, _ in tensorboard_scalars(tmp_path / "run" / "tensorboard")["loss/val"]] == [1, 2, 3]
+    rows = run(cfg, resume=True)["history"]
+    scalars = tensorboard_scalars(tmp_path / "run" / "tensorboard")
+    for column, tag in (("val_loss", "loss/val"), ("val_miou", "val/mIoU"), ("train_loss", "loss/train"),
+                        ("lr", "lr")):  # the first run's epoch 3 is dropped: the resumed run trained it again
+        assert scalars[tag] == [(r["epoch"], pytest.approx(r[column], rel=1e-6)) for r in rows], tag
+    best = json.loads((tmp_path / "run" / "metrics.json").read_text())["best"]
+    names = SPECS["synthetic"].class_names
+    at_best = {name: dict(scalars[f"val_iou/{name}"])[best["epoch"]] for name in names
+               if f"val_iou/{name}" in scalars}
+    assert at_best and all(at_best[n] == pytest.approx(best["val_iou"][i], rel=1e-6)
+                           for i, n in enumerate(names) if n in at_best)
+
+
+def test_tensorboard_without_the_package_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        run(replace(TINY, tensorboard=True, out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()  # the folder it made is gone

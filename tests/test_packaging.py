@@ -19,7 +19,7 @@ def _split(req: str) -> tuple[str, str]:
 def pip_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    reqs = (project["dependencies"] + extras["notebooks"] + extras["export"]
+    reqs = (project["dependencies"] + extras["notebooks"] + extras["export"] + extras["tensorboard"]
             + [r for r in extras["test"] if "[" not in r])
     return dict(_split(r) for r in reqs)
 
