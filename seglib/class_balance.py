@@ -9,6 +9,7 @@ from every image gets weight 1. The MSRC / DeepLabV3+ reference project trained 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,9 @@ def read_weights_file(path: str | Path, num_classes: int) -> torch.Tensor:
     except ValueError as exc:
         raise DataError(path, f"is not JSON ({exc})", fix) from exc
     if (not isinstance(values, list) or len(values) != num_classes
-            or not all(isinstance(v, (int, float)) and v > 0 for v in values)):
-        raise DataError(path, f"holds {values!r:.80}, not {num_classes} positive numbers", fix)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+                       for v in values)):
+        raise DataError(path, f"holds {values!r:.80}, not {num_classes} positive finite numbers", fix)
     return torch.tensor(values, dtype=torch.float32)
 
 

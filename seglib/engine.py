@@ -423,7 +423,7 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     build_parts(run, init_from)
     start_epoch, history = resume_state(run) if resuming else (0, History())
     if start_epoch and verbose and run.rank == 0:
-        print(f"resumed from {run.out / 'last.pt'} at epoch {start_epoch}")
+        print(f"resumed from {run.out / 'last.pt'} after epoch {start_epoch}")
     train_model, eval_model = wrap_model(run.model, run.device, run.world, cfg.compile)
     eval_model = run.ema.model if run.ema else eval_model
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")

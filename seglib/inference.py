@@ -33,7 +33,7 @@ from seglib.checkpoint import load_checkpoint
 from seglib.checkpoint import load_weights
 from seglib.errors import ConfigError, DataError
 from seglib.gpu_augment import normalize
-from seglib.precision import autocast
+from seglib.precision import DTYPES, autocast, check_amp
 from seglib.utils import get_device
 
 TTA_SCALES = (0.75, 1.0, 1.25)
@@ -72,7 +72,7 @@ class Predictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.image_size, self.batch_size, self.dataset = image_size, batch_size, dataset
         self.class_names = tuple(class_names)  # a 1-channel (sigmoid) model has two: background, foreground
-        self.amp = amp  # autocast on CUDA only (seglib.precision.autocast)
+        self.amp = check_amp(amp)  # autocast on CUDA only (seglib.precision.autocast)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device=None, **options) -> Predictor:
@@ -155,8 +155,8 @@ def measure_latency(model: nn.Module, image_size: int, *, device, amp: str = "of
     """Forward-pass latency on random input: median, 90th-percentile and minimum ms per call, images/s.
 
     Each call is timed with a device synchronize before and after (latency, not throughput).
-    ``amp`` is ``off`` (float32), ``bf16`` or ``fp16`` (CUDA only); ``channels_last`` defaults to
-    on for CUDA.
+    ``amp`` is ``off`` (float32), ``bf16`` or ``fp16``, autocast on the CPU too (measured, not assumed);
+    ``channels_last`` defaults to on for CUDA.
     """
     device = torch.device(device)
     model = model.to(device).eval()
@@ -166,7 +166,7 @@ def measure_latency(model: nn.Module, image_size: int, *, device, amp: str = "of
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    dtype = DTYPES.get(check_amp(amp), torch.bfloat16)
     with torch.autocast(device.type, dtype=dtype, enabled=amp != "off"):  # CPU bf16 too: it is measured
         for i in range(warmup + iters):
             sync()

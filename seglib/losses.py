@@ -69,8 +69,10 @@ class FocalLoss(nn.Module):
                              reduction="none")
         valid = target != self.ignore_index
         safe = torch.where(valid, target, 0)
-        p_t = logits.softmax(1).gather(1, safe[:, None])[:, 0]
-        return mean_over_valid((1 - p_t).pow(self.gamma) * ce, target, self.ignore_index, self.weight)
+        p_t = torch.where(valid, logits.softmax(1).gather(1, safe[:, None])[:, 0], 0)
+        # clamped: for gamma < 1 the factor's derivative is infinite at p_t = 1 (a confident pixel), 0 * inf = NaN
+        factor = (1 - p_t).clamp_min(1e-6).pow(self.gamma)
+        return mean_over_valid(factor * ce, target, self.ignore_index, self.weight)
 
 
 class DiceLoss(nn.Module):

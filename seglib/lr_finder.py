@@ -14,6 +14,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from seglib.errors import ConfigError
+
 
 def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim.Optimizer, *,
             start_lr: float = 1e-6, end_lr: float = 1.0, steps: int = 100, smooth: float = 0.9,
@@ -22,9 +24,11 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
 
     ``batches`` yields ``(x, y)`` on any device; each is moved to the model's. ``losses`` are
     exponentially smoothed (factor ``smooth``); the test stops early once the smoothed loss exceeds
-    ``diverge`` times its minimum. ``suggestion`` is the learning rate at the steepest descent of
-    the smoothed loss.
+    ``diverge`` times its minimum, or when ``batches`` (read again for as many passes as ``steps`` needs)
+    runs dry. ``suggestion`` is the learning rate at the steepest descent of the smoothed loss. The
+    weights, the optimizer and train/eval mode are restored.
     """
+    was_training = model.training
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
     factor = (end_lr / start_lr) ** (1 / max(1, steps - 1))
@@ -33,6 +37,7 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
     model.train()
     step = 0
     while step < steps:
+        before = step
         for x, y in batches:
             lr = start_lr * factor**step
             for group in optimizer.param_groups:
@@ -52,8 +57,13 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
             if step >= steps or not math.isfinite(smoothed) or smoothed > diverge * best:
                 step = steps
                 break
+        if step == before:  # a pass without a batch: an empty loader, or a one-shot iterator used up
+            if not lrs:
+                raise ConfigError("lr_find: batches yielded no batch; pass a DataLoader or a list of (x, y)")
+            break
     model.load_state_dict(saved_model)
     optimizer.load_state_dict(saved_opt)
+    model.train(was_training)
     slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
               for i in range(len(lrs) - 1) if math.isfinite(losses[i + 1])]
     suggestion = lrs[min(range(len(slopes)), key=slopes.__getitem__)] if slopes else start_lr

@@ -47,8 +47,9 @@ def test_a_weights_file_is_read_and_a_wrong_one_named(tmp_path):
     good = tmp_path / "weights.json"
     good.write_text(json.dumps([1, 2.5, 0.5]))
     torch.testing.assert_close(read_weights_file(good, 3), torch.tensor([1, 2.5, 0.5]))
-    for text, problem in [("[1, 2]", "not 3 positive numbers"), ("[1, 0, 2]", "not 3 positive numbers"),
-                          ("{", "is not JSON")]:
+    for text, problem in [("[1, 2]", "not 3 positive finite numbers"), ("[1, 0, 2]", "not 3 positive finite"),
+                          ("[1, Infinity, 2]", "not 3 positive finite"), ("[true, 1, 2]", "not 3 positive finite"),
+                          ("[1, NaN, 2]", "not 3 positive finite"), ("{", "is not JSON")]:
         good.write_text(text)
         with pytest.raises(DataError, match=problem) as err:
             read_weights_file(good, 3)

@@ -247,3 +247,13 @@ def test_measure_latency():
     r = measure_latency(create_model("unet", 2, base_channels=8, depth=2), 32, device="cpu", warmup=1, iters=3)
     assert r["ms_p90"] >= r["ms_median"] > 0
     assert r["images_per_s"] == pytest.approx(1000 / r["ms_median"])
+
+
+def test_an_unknown_amp_is_refused_not_taken_for_fp16():
+    # "fp32" or "none" used to mean fp16 autocast on CUDA
+    model = create_model("unet", 2, base_channels=4, depth=2)
+    for amp in ("fp32", "none", "Off"):
+        with pytest.raises(ConfigError, match="amp must be one of bf16, fp16, off"):
+            Predictor(model, image_size=32, class_names=["a", "b"], device="cpu", amp=amp)
+        with pytest.raises(ConfigError, match="amp must be one of bf16, fp16, off"):
+            measure_latency(model, 32, device="cpu", amp=amp, warmup=0, iters=1)

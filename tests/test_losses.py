@@ -46,6 +46,16 @@ def test_focal_with_gamma_zero_is_cross_entropy_and_downweights_easy_pixels():
     assert focal[0] / per_pixel_ce[0] < focal[1] / per_pixel_ce[1]  # the easy pixel is damped more
 
 
+def test_focal_with_gamma_below_one_keeps_finite_gradients_on_confident_and_ignored_pixels():
+    # (1 - p_t) ** 0.5 has an infinite slope at p_t = 1: a confident pixel (or an ignored one) made every
+    # gradient NaN
+    logits = torch.tensor([[[[30.0, 0.1]], [[-30.0, 0.0]]]], requires_grad=True)  # (1, 2, 1, 2)
+    for target in (torch.tensor([[[0, 1]]]), torch.tensor([[[255, 1]]])):
+        logits.grad = None
+        FocalLoss(gamma=0.5)(logits, target).backward()
+        assert torch.isfinite(logits.grad).all() and logits.grad[0, :, 0, 1].abs().max() > 0
+
+
 def test_class_weights_give_torchs_weighted_mean_for_ce_and_focal():
     logits, target = batch()
     weight = torch.tensor([0.2, 1.0, 3.0, 0.5])

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from seglib.errors import ConfigError
 from seglib.lr_finder import lr_find
 
 
@@ -48,3 +49,17 @@ def test_moves_each_batch_to_the_models_device():
                      steps=5)
     assert len(result["lrs"]) == 5
     assert moves == [torch.device("cpu")] * 10  # x and y of every step, to where the parameters live
+
+
+def test_a_one_shot_or_empty_iterable_ends_the_test_instead_of_hanging():
+    # it used to loop for ever: the inner for-loop over a used-up generator never advanced the step
+    torch.manual_seed(0)
+    x = torch.randn(16, 8)
+    model = torch.nn.Linear(8, 1).eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    one_shot = ((x, x.sum(1, keepdim=True)) for _ in range(3))
+    result = lr_find(model, one_shot, torch.nn.functional.mse_loss, opt, start_lr=1e-5, end_lr=1e-3, steps=10)
+    assert len(result["lrs"]) == 3  # what the generator held
+    assert not model.training  # the mode it came in
+    with pytest.raises(ConfigError, match="yielded no batch"):
+        lr_find(model, [], torch.nn.functional.mse_loss, opt, steps=10)

@@ -203,7 +203,7 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
 
     resumed = cli(*train, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resumed from {out / 'last.pt'} at epoch {done}" in resumed.stdout
+    assert f"resumed from {out / 'last.pt'} after epoch {done}" in resumed.stdout
     history = json.loads((out / "history.json").read_text())
     assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
     assert history[:done] == state["history"]  # the epochs before the kill are kept as they were
