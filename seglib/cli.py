@@ -244,7 +244,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from seglib.data import SPECS
     from seglib.data.io import read_image
     from seglib.utils import write_atomic
-    from seglib.viz import default_palette, overlay
+    from seglib.viz import background_class, default_palette, overlay
 
     predictor = _predictor(args)
     inputs = _list_images(Path(args.input))
@@ -278,7 +278,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             write_atomic(targets[path], lambda tmp, a=label: Image.fromarray(a).save(tmp, format="PNG"),
                          overwrite=args.overwrite)
             if args.overlay:
-                colours = overlay(image, label, palette)
+                colours = overlay(image, label, palette, background=background_class(predictor.class_names))
                 write_atomic(overlays[path], lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"),
                              overwrite=args.overwrite)
     print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))

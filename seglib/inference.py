@@ -98,7 +98,7 @@ class Predictor:
             logits = self.model(x)
         return (logits.flip(-1) if flip else logits).float()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the caller may edit what it returns (an inference tensor refuses)
     def probabilities(self, images: Sequence[np.ndarray], *, flip: bool = False,
                       scales: Sequence[float] = (1.0,)) -> list[torch.Tensor]:
         """Per image a ``C×H×W`` float32 tensor (on the predictor's device) at the image's own size,

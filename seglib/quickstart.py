@@ -97,7 +97,10 @@ def run_quickstart(out: str | Path, *, smoke: bool = False, device=None, progres
     headline = (f"UNet (base width {cfg.model_options['base_channels']}, {cfg.image_size} px) trained from scratch "
                 f"for {run['wall_seconds']:.0f} s on the {len(train)} training photos of the pets sample shipped "
                 "with seglib")
+    import matplotlib.pyplot as plt
+
     fig = quickstart_figure(predictor, val, report, headline)
     figure = run["out"] / FIGURE
     write_atomic(figure, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)  # written: a notebook calling run_quickstart does not show it a second time
     return {"report": report, "figure": figure, "seconds": run["wall_seconds"]}

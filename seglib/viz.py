@@ -46,11 +46,20 @@ def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE
     return table[labels]
 
 
+def background_class(class_names) -> int | None:
+    """0 when class 0 is a background (nothing worth tinting: "background", "non-boundary"), else None
+    (scene datasets: class 0 is sky, building or road)."""
+    return 0 if class_names[0] in ("background", "non-boundary") else None
+
+
 def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
-            ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """The image with class colours blended in (background class 0 and ignore left clear)."""
+            ignore_index: int = IGNORE_INDEX, background: int | None = 0) -> np.ndarray:
+    """The image with class colours blended in; ignored pixels and the ``background`` class (None: none, every
+    class is tinted; :func:`background_class` says which) are left clear."""
     colours = colorize(labels, palette, ignore_index).astype(np.float32)
-    blend = (labels > 0) & (labels != ignore_index)
+    blend = labels != ignore_index
+    if background is not None:
+        blend &= labels != background
     out = image.astype(np.float32)
     out[blend] = (1 - alpha) * out[blend] + alpha * colours[blend]
     return out.astype(np.uint8)
@@ -80,7 +89,8 @@ def show_samples(ds, indices, *, publish: bool = False, size: float = 2.4):
         image, labels = ds.load(i)
         show_image(row[0], image, hidden=hidden, title=ds.ids[i])
         show_image(row[1], colorize(labels, ds.palette), hidden=hidden, title="labels")
-        show_image(row[2], overlay(image, labels, ds.palette), hidden=hidden, title="overlay")
+        show_image(row[2], overlay(image, labels, ds.palette, background=background_class(ds.class_names)),
+                   hidden=hidden, title="overlay")
     fig.tight_layout()
     return fig
 
@@ -108,8 +118,11 @@ def _check_shape(name: str, shape, other: str, other_shape) -> None:
 
 
 def default_palette(num_classes: int) -> np.ndarray:
-    """Black background, then matplotlib's tab10 colours."""
-    colours = plt.get_cmap("tab10")(np.arange(num_classes - 1) % 10)[:, :3] * 255
+    """Black background, then matplotlib's tab10 colours (tab20 for up to 20 classes more, evenly spaced hues
+    beyond: no two classes share a colour)."""
+    n = num_classes - 1
+    steps = np.arange(n) if n <= 20 else np.arange(n) / n
+    colours = plt.get_cmap("tab10" if n <= 10 else "tab20" if n <= 20 else "hsv")(steps)[:, :3] * 255
     return np.vstack([[0, 0, 0], colours]).astype(np.uint8)
 
 
@@ -209,9 +222,9 @@ def plot_architecture(model, x, *, title: str | None = None):
 
 
 def four_panel(image, target, probability, *, threshold: float = 0.5, hidden: bool = False,
-               titles=None, palette=None, last: str = "confidence"):
+               titles=None, palette=None, last: str = "confidence", background: int | None = 0):
     """image | ground truth | prediction | probability (viridis, 0..1), or the prediction laid over
-    the image with ``last="overlay"`` (the person-mask project's plot).
+    the image with ``last="overlay"`` (the person-mask project's plot; ``background`` as in :func:`overlay`).
 
     ``probability`` is the ``HxW`` foreground probability of a binary task (prediction:
     ``p > threshold``) or a ``CxHxW`` softmax (prediction: argmax; last panel: the confidence,
@@ -239,7 +252,7 @@ def four_panel(image, target, probability, *, threshold: float = 0.5, hidden: bo
     for ax, panel, title in zip(axes, (image, colorize(target, palette), colorize(pred, palette)), titles):
         show_image(ax, panel, hidden=hidden, title=title)
     if last == "overlay":
-        show_image(axes[3], overlay(image, pred, palette), hidden=hidden, title=titles[3])
+        show_image(axes[3], overlay(image, pred, palette, background=background), hidden=hidden, title=titles[3])
     else:
         show_image(axes[3], confidence, hidden=hidden, title=titles[3], cmap="viridis", vmin=0, vmax=1)
         fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(0, 1), "viridis"), ax=axes[3], fraction=0.046)
@@ -356,11 +369,12 @@ def plot_per_class_iou(iou, class_names, palette=None, *, title=None, compare=No
     NaN (class absent) gets no bar, only the word "absent". ``compare`` ({model: iou}) adds grouped
     bars, one colour per model, ``iou`` being labelled ``name``."""
     series, k = {name: iou, **(compare or {})}, len(class_names)
+    series = {label: np.asarray(values, np.float64) for label, values in series.items()}
+    for label, values in series.items():  # before the figure: a refused input leaves no figure behind
+        _check_shape(f"IoU of {label}", values.shape, "class_names", (k,))
     single, height = len(series) == 1, 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(6, 1 + 0.3 * k * len(series) ** 0.5), layout="constrained")
     for j, (label, values) in enumerate(series.items()):
-        values = np.asarray(values, np.float64)
-        _check_shape(f"IoU of {label}", values.shape, "class_names", (k,))
         y, present = np.arange(k) + (j - (len(series) - 1) / 2) * height, ~np.isnan(values)
         colour = np.asarray(palette)[:k][present] / 255 if single and palette is not None else f"C{j}"
         ax.barh(y[present], values[present], height, color=colour, edgecolor="k", linewidth=0.5,

@@ -257,3 +257,12 @@ def test_an_unknown_amp_is_refused_not_taken_for_fp16():
             Predictor(model, image_size=32, class_names=["a", "b"], device="cpu", amp=amp)
         with pytest.raises(ConfigError, match="amp must be one of bf16, fp16, off"):
             measure_latency(model, 32, device="cpu", amp=amp, warmup=0, iters=1)
+
+
+def test_probabilities_can_be_edited_by_the_caller():
+    # they were inference tensors: q[1] = 0 raised "Inplace update to inference tensor outside InferenceMode"
+    predictor = Predictor(create_model("unet", 2, base_channels=4, depth=2), image_size=32,
+                          class_names=["a", "b"], device="cpu")
+    q = predictor.probabilities([np.zeros((20, 24, 3), np.uint8)])[0]
+    q[1] = 0
+    assert q.shape == (2, 20, 24) and q[1].abs().max() == 0

@@ -287,3 +287,16 @@ def test_bad_weight_files_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not fit torchvision's resnet50 .weights of another architecture") as e:
         create_model("deeplabv3plus", 2, backbone="resnet50", pretrained=other)
     assert "\n" not in str(e.value) and len(str(e.value)) < 500
+
+
+def test_a_resnet_with_another_head_or_none_loads_its_trunk(tmp_path):
+    # a ResNet fine-tuned for 10 classes was refused for its fc layer, which the trunk never uses
+    tuned = torchvision.models.resnet18(num_classes=10).state_dict()
+    headless = {k: v for k, v in tuned.items() if not k.startswith("fc.")}
+    for name, state in (("tuned.pth", tuned), ("headless.pth", headless)):
+        torch.save(state, tmp_path / name)
+        assert_trunk_holds(ResNetTrunk("resnet18", 16, tmp_path / name), headless)
+    del headless["layer1.0.conv1.weight"]  # anything else missing is still refused
+    torch.save(headless, tmp_path / "broken.pth")
+    with pytest.raises(ConfigError, match="does not fit torchvision's resnet18"):
+        ResNetTrunk("resnet18", 16, tmp_path / "broken.pth")

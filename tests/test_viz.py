@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from seglib import viz  # noqa: E402
+from seglib.data import SPECS  # noqa: E402
 from seglib.history import write_history  # noqa: E402
 
 PALETTE = np.array([[0, 0, 0], [200, 0, 0], [0, 150, 0]], np.uint8)
@@ -352,3 +353,32 @@ def test_save_fig_writes_in_full_runs_only(tmp_path, monkeypatch):
     viz.save_fig(fig, "full_run", NotebookSettings())
     assert (tmp_path / "figures" / "full_run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plt.close(fig)
+
+
+def test_overlay_tints_class_0_of_scene_datasets_and_leaves_a_background_clear():
+    # class 0 is sky in CamVid, building in MSRC: it used to be left untinted like a background
+    image = np.full((1, 3, 3), 100, np.uint8)
+    labels = np.array([[0, 1, 255]], np.uint8)
+    palette = np.array([[255, 0, 0], [0, 255, 0]], np.uint8)
+    background_class, overlay = viz.background_class, viz.overlay
+    assert background_class(SPECS["camvid"].class_names) is None
+    assert background_class(SPECS["pets"].class_names) == 0
+    scene = overlay(image, labels, palette, background=background_class(SPECS["camvid"].class_names))
+    assert scene[0, 0].tolist() == [177, 50, 50] and scene[0, 1].tolist() == [50, 177, 50]
+    assert scene[0, 2].tolist() == [100, 100, 100]  # void stays clear
+    person = overlay(image, labels, palette, background=0)
+    assert person[0, 0].tolist() == [100, 100, 100] and person[0, 1].tolist() == [50, 177, 50]
+
+
+@pytest.mark.parametrize("classes", [2, 11, 12, 21, 32])
+def test_default_palette_gives_every_class_its_own_colour(classes):
+    palette = viz.default_palette(classes)  # 12 classes used to repeat class 1's colour for class 11
+    assert palette.shape == (classes, 3) and palette[0].tolist() == [0, 0, 0]
+    assert len({tuple(c) for c in palette.tolist()}) == classes
+
+
+def test_a_refused_per_class_plot_leaves_no_figure_open():
+    plt.close("all")
+    with pytest.raises(ValueError, match="does not match class_names"):
+        viz.plot_per_class_iou([0.5, 0.2], ["a", "b", "c"])
+    assert plt.get_fignums() == []

@@ -83,9 +83,13 @@ def trunk_state_dict(backbone: str, pretrained: str | Path, progress: bool = Tru
 
 
 def load_trunk_weights(resnet: torch.nn.Module, backbone: str, pretrained: str | Path) -> None:
-    """Load ``pretrained`` into a torchvision ``resnet``; weights of another architecture are a ``ConfigError``."""
+    """Load ``pretrained`` into a torchvision ``resnet``; weights of another architecture are a ``ConfigError``.
+    The classifier (``fc``), which the trunk never uses, is not read: a ResNet fine-tuned for other classes, or
+    one saved without its head, loads too."""
+    own_head = {k: v for k, v in resnet.state_dict().items() if k.startswith("fc.")}
+    state = {k: v for k, v in trunk_state_dict(backbone, pretrained).items() if not k.startswith("fc.")}
     try:
-        resnet.load_state_dict(trunk_state_dict(backbone, pretrained))
+        resnet.load_state_dict({**state, **own_head})
     except RuntimeError as error:  # wrong or missing keys, wrong shapes
         raise ConfigError(f"pretrained={str(pretrained)!r} does not fit torchvision's {backbone} (weights of "
                           f"another architecture?): {shorten(str(error), 300)}") from error
