@@ -5,9 +5,10 @@ dataset-level confusion matrix does not. ``update`` runs on the device of the pr
 host synchronisation (no boolean indexing, no ``bincount``), so it can sit inside a GPU loop;
 ``compute`` moves one small matrix to the host at the end.
 
-Labels outside ``0..C-1`` (a target other than the ignore index, or any prediction) are never
-clamped into a class: they are counted in two extra bins, and ``compute`` raises a ValueError with
-their counts, once, at the end.
+Labels outside ``0..C-1`` (a target other than the ignore index, or a prediction at a labelled pixel) are
+never clamped into a class: they are counted in two extra bins, and ``compute`` raises a ValueError with
+their counts, once, at the end. A prediction at an ignored pixel is not looked at (``pred[void] = 255`` is
+fine).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class ConfusionMatrix:
         ignored = target == self.ignore_index
         index = torch.where(ignored, n * n, target * n + pred)
         index = torch.where(~ignored & ((target < 0) | (target >= n)), n * n + 1, index)
-        index = torch.where((pred < 0) | (pred >= n), n * n + 2, index)
+        index = torch.where(~ignored & ((pred < 0) | (pred >= n)), n * n + 2, index)
         self._counts.index_add_(0, index, torch.ones_like(index))
 
     def all_reduce(self) -> None:

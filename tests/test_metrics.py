@@ -75,6 +75,9 @@ def test_labels_outside_the_classes_are_refused_and_the_ignore_index_is_not():
     cm.reset()
     cm.update(torch.tensor([0, 1, 2]), torch.tensor([0, 255, 2]))
     assert cm.compute()["pixels"] == 2
+    cm.reset()
+    cm.update(torch.tensor([0, 255, 2]), torch.tensor([0, 255, 2]))  # predictions painted void where the truth is
+    assert cm.compute()["pixels"] == 2  # it used to count as a bad prediction
 
 
 def test_logits_to_labels_binary_and_multiclass():
