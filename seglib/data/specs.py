@@ -92,7 +92,8 @@ class TikTok(_HashSplit):
             raise DataError(folder / "images", f"{len(bare)} frames have no <video>_ prefix (e.g. {bare[:3]}), so "
                             "the split could not keep a video's frames together: its frames would be in both "
                             "train and val", "convert the release with 'python -m seglib prepare tiktok --source "
-                            "DIR' (DIR holds the video folders 00001/, 00002/, ...), or rename them <video>_<frame>.png")
+                            "DIR' (DIR holds the video folders 00001/, 00002/, ...), or rename them "
+                            "<video>_<frame>.png")
         return items
 
     def decode(self, raw, item, image_hw, report):
