@@ -25,6 +25,22 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
+def merge_streams(nb) -> None:
+    """Join each run of stdout (or stderr) outputs of a cell into one, as a reader sees them: the kernel splits
+    a cell's printing into as many outputs as its timing happens to flush."""
+    for cell in nb.cells:
+        merged = []
+        for out in cell.get("outputs", []):
+            last = merged[-1] if merged else None
+            if out.output_type == "stream" and last is not None and last.output_type == "stream" \
+                    and last.name == out.name:
+                last.text += out.text
+            else:
+                merged.append(out)
+        if cell.cell_type == "code":
+            cell.outputs = merged
+
+
 def run(path: Path, timeout: int, dest: Path) -> float:
     """Execute ``path`` (in its own folder) and write it, with its outputs, to ``dest / path.name``."""
     nb = nbformat.read(path, as_version=4)
@@ -32,6 +48,7 @@ def run(path: Path, timeout: int, dest: Path) -> float:
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
+    merge_streams(nb)
     dest.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest / path.name)
     subprocess.run([sys.executable, "-m", "nbstripout", "--keep-output", "--keep-count", str(dest / path.name)],
