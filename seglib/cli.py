@@ -243,12 +243,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from seglib.data import SPECS
     from seglib.data.io import read_image
-    from seglib.utils import write_atomic
+    from seglib.utils import refuse_dataset_folder, write_atomic
     from seglib.viz import background_class, default_palette, overlay
 
+    out = Path(args.output)
+    refuse_dataset_folder(out, "--output")  # a prediction among the masks would pass for ground truth
     predictor = _predictor(args)
     inputs = _list_images(Path(args.input))
-    out = Path(args.output)
     targets = {path: out / f"{path.stem}.png" for path in inputs}
     overlays = {path: out / f"{path.stem}_overlay.png" for path in inputs} if args.overlay else {}
     written = [*targets.values(), *overlays.values()]
@@ -295,6 +296,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from seglib.inference import load_model
     from seglib.utils import check_output
 
+    if Path(args.onnx).suffix.lower() != ".onnx":
+        raise ConfigError(f"--onnx {args.onnx}: an ONNX file's name ends in .onnx (a checkpoint or an image is "
+                          "never replaced by one); pass e.g. model.onnx")
     check_output(args.onnx, "--onnx", overwrite=args.overwrite, inputs={"the checkpoint": args.checkpoint})
     model, meta = load_model(args.checkpoint)
     size = args.image_size or meta["image_size"]

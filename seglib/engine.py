@@ -41,7 +41,7 @@ from seglib.schedules import build_scheduler
 from seglib.snapshots import Snapshots, remove_snapshots
 from seglib.tensorboard_log import close_board, log_validation, open_board
 from seglib.train_config import TrainConfig
-from seglib.utils import environment, write_atomic
+from seglib.utils import environment, refuse_dataset_folder, write_atomic
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "evaluate", "fit", "train_one_epoch"]
 
@@ -173,8 +173,7 @@ def check_out(cfg: TrainConfig, init_from: str | Path | None) -> None:
     from seglib.data import find_folder
 
     out, data = Path(cfg.out).resolve(), find_folder(cfg.dataset, cfg.root).resolve()
-    if out == data or data in out.parents:
-        raise DataError(cfg.out, f"is inside the dataset folder {data}", "pass an --out outside the dataset")
+    refuse_dataset_folder(Path(cfg.out), "--out", (data,))
     if out.is_dir() and any(p.name in ("images", "masks") or p.suffix.lower() in IMAGE_SUFFIXES
                             for p in out.iterdir()):
         raise DataError(cfg.out, "holds images (a dataset's folder?); a run never writes among them",

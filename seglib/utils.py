@@ -182,12 +182,23 @@ def ensure_free_space(path: Path, needed: int) -> None:
         raise disk_full(path, needed)
 
 
+def refuse_dataset_folder(path: Path, flag: str, folders: tuple = ()) -> None:
+    """Refuse an output ``path`` that is, or is inside, one of ``folders`` or a dataset's folder
+    (:func:`seglib.data.dataset_around`): nothing is ever written among a dataset's files."""
+    from seglib.data import dataset_around
+
+    target, found = Path(path).expanduser().resolve(), dataset_around(path)
+    for folder in [*map(Path, folders), *([found[1]] if found else [])]:
+        if folder.resolve() == target or folder.resolve() in target.parents:
+            raise DataError(path, f"is inside the dataset folder {folder}", f"write {flag} outside the dataset")
+
+
 def check_output(path: str | Path, flag: str, *, overwrite: bool = False, inputs: dict | None = None,
                  folders: tuple = ()) -> Path:
     """Refuse, before any work, an output ``flag`` names that would replace what it must not.
 
-    ``inputs`` (``{"the checkpoint": path}``) and anything inside ``folders`` (a dataset) are never
-    written, with or without ``overwrite``; nor a folder or a symbolic link; an existing file only
+    ``inputs`` (``{"the checkpoint": path}``) and anything inside ``folders`` or a dataset's folder
+    (:func:`seglib.data.dataset_around`) are never written, with or without ``overwrite``; nor a folder or a symbolic link; an existing file only
     with ``overwrite``.
     """
     target = Path(path)
@@ -197,9 +208,7 @@ def check_output(path: str | Path, flag: str, *, overwrite: bool = False, inputs
     for what, source in (inputs or {}).items():
         if target.exists() and target.resolve() == Path(source).resolve():
             raise DataError(target, f"is {what} being read: {flag} would overwrite it", f"pass another {flag} file")
-    for folder in map(Path, folders):
-        if folder.resolve() in target.resolve().parents:
-            raise DataError(target, f"is inside the dataset folder {folder}", f"write {flag} outside the dataset")
+    refuse_dataset_folder(target, flag, folders)
     if not overwrite:
         refuse_existing(target)
     return target

@@ -177,7 +177,7 @@ def test_a_full_disk_while_writing_last_pt_is_one_line_and_keeps_the_previous_on
 
 def test_out_inside_a_dataset_or_holding_images_is_refused(tmp_path):
     inside = find_folder("synthetic") / "masks" / "run"
-    with pytest.raises(DataError, match=f"{inside}: is inside the dataset folder .*Fix: pass an --out outside"):
+    with pytest.raises(DataError, match=f"{inside}: is inside the dataset folder .*Fix: write --out outside"):
         fit(replace(TINY, out=str(inside)), device="cpu", verbose=False)
     assert not inside.exists()
     pictures = tmp_path / "pictures"
@@ -320,20 +320,25 @@ def test_outputs_never_replace_the_checkpoint_being_read(smoke_run, tmp_path, ca
     checkpoint = tmp_path / "best.pt"
     shutil.copy(smoke_run / "best.pt", checkpoint)
     before = checkpoint.read_bytes()
-    status, line = seglib(capsys, command, "--checkpoint", checkpoint, flag, checkpoint)
-    assert status == 2 and f"is the checkpoint being read: {flag} would overwrite it" in line
+    status, line = seglib(capsys, command, "--checkpoint", checkpoint, flag, checkpoint, "--overwrite")
+    assert status == 2 and (f"is the checkpoint being read: {flag} would overwrite it" if command == "evaluate"
+                            else "an ONNX file's name ends in .onnx") in line
     assert checkpoint.read_bytes() == before
-    status, line = seglib(capsys, command, "--checkpoint", checkpoint, flag, tmp_path)
-    assert status == 2 and f"{tmp_path}: is a folder" in line
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    status, line = seglib(capsys, command, "--checkpoint", checkpoint, flag, folder)
+    assert status == 2 and f"{folder}: is a folder" in line
 
 
 @pytest.mark.parametrize("command, flag", [("evaluate", "--json"), ("export", "--onnx")])
 def test_outputs_never_replace_a_file_unless_asked(smoke_run, tmp_path, capsys, command, flag):
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)
+    earlier = run / ("report.json" if command == "evaluate" else "model.onnx")
+    earlier.write_text("old")
     before = snapshot(run)
-    status, line = seglib(capsys, command, "--checkpoint", run / "best.pt", flag, run / "last.pt")
-    assert status == 2 and line == (f"error: {run / 'last.pt'}: exists. Fix: pass --overwrite to replace it, "
+    status, line = seglib(capsys, command, "--checkpoint", run / "best.pt", flag, earlier)
+    assert status == 2 and line == (f"error: {earlier}: exists. Fix: pass --overwrite to replace it, "
                                     "or choose another name")
     assert snapshot(run) == before
 
@@ -347,6 +352,33 @@ def test_evaluate_json_replaces_only_with_overwrite_and_never_in_the_dataset(smo
     inside = find_folder("synthetic") / "report.json"
     status, line = seglib(capsys, "evaluate", "--checkpoint", smoke_run / "best.pt", "--json", inside, "--overwrite")
     assert status == 2 and f"{inside}: is inside the dataset folder" in line and not inside.exists()
+
+
+def test_predict_and_export_never_write_into_a_dataset_even_with_overwrite(smoke_run, tmp_path, capsys):
+    # predict --overwrite replaced a dataset's ground-truth masks; export --overwrite a dataset image or last.pt
+    peds = tmp_path / "data" / "PennFudanPed"
+    for sub in ("PNGImages", "PedMasks"):
+        (peds / sub).mkdir(parents=True)
+    mask = peds / "PedMasks" / "FudanPed00001_mask.png"
+    mask.write_bytes(b"truth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(photos / "FudanPed00001_mask.png")
+    before = snapshot(tmp_path / "data")
+    for output in (peds / "PedMasks", peds, peds / "PedMasks" / "new"):
+        status, line = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "-i", photos,
+                              "--output", output, "--overwrite")
+        assert status == 2 and f"{output}: is inside the dataset folder {peds}" in line, line
+    status, line = seglib(capsys, "export", "--checkpoint", smoke_run / "best.pt", "--onnx",
+                          peds / "PNGImages" / "model.onnx", "--overwrite")
+    assert status == 2 and "is inside the dataset folder" in line, line
+    assert snapshot(tmp_path / "data") == before and mask.read_bytes() == b"truth"
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    before = snapshot(run)
+    status, line = seglib(capsys, "export", "--checkpoint", run / "best.pt", "--onnx", run / "last.pt", "--overwrite")
+    assert status == 2 and "an ONNX file's name ends in .onnx" in line, line
+    assert snapshot(run) == before
 
 
 def test_cli_predict_never_overwrites_inputs(smoke_run, tmp_path):

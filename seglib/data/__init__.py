@@ -82,6 +82,18 @@ def find_folder(name: str, root: str | Path | None = None, *, sample: bool = Tru
                     f"{base}, or point SEGLIB_DATA_DIR / --root at the folder that holds it")
 
 
+def dataset_around(path: str | Path) -> tuple[str, Path] | None:
+    """``(name, folder)`` of a dataset whose folder is ``path`` or holds it: a folder under its original name
+    (``CamVid``, ``PennFudanPed``, ...) with the dataset's marker inside; None when there is none. Outputs are
+    never written there (a prediction over a mask folder would pass for ground truth)."""
+    target = Path(path).expanduser().resolve()
+    for folder in (target, *target.parents):
+        for name, spec in SPECS.items():
+            if folder.name == Path(spec.folder).name and spec.is_present(folder):
+                return name, folder
+    return None
+
+
 def _spread(items: list[Item], n: int | None) -> list[Item]:
     """``n`` items (all, if there are fewer) spread evenly over the list, the first one included."""
     if n is None or len(items) <= n:
