@@ -80,7 +80,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
-    from seglib.engine import resumable, run_options
+    from seglib.engine import refuse_changed_options, resumable, run_options
     from seglib.models import check_options
     from seglib.train_config import TrainConfig, given_options
 
@@ -112,22 +112,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfg_fields.get("dataset", saved["dataset"]) != saved["dataset"]:
             raise ConfigError(f"{out / 'best.pt'} was trained on {saved['dataset']}, not {cfg_fields['dataset']}: "
                               "drop --dataset (the run's own is used), or pass another run's --out")
-        root = cfg_fields.get("root") or (saved["root"] if saved["root"] and Path(saved["root"]).is_dir() else None)
-        cfg = TrainConfig(**{**saved, "out": str(out), "root": root})
-        return evaluate_run(cfg, ensure_dataset(cfg.dataset, cfg.root))
+        cfg = TrainConfig(**{**saved, "out": str(out), "root": cfg_fields.get("root") or saved["root"]})
+        return evaluate_run(cfg, run_data(cfg.dataset, cfg.root, out / "best.pt"))
     if not (args.resume or args.overwrite):
         _refuse_earlier_run(out, "pass --resume to continue it, --overwrite to replace it, or another --out")
-    if args.resume and resumable(out):  # the run's own options, changed only where given (and refused if so)
-        cfg_fields = {**run_options(out / "last.pt"), **cfg_fields}
-    elif args.resume:
+    saved = run_options(out / "last.pt") if args.resume and resumable(out) else None
+    if args.resume and saved is None:
         print(f"note: {out / 'last.pt'} does not exist: starting a new run", file=sys.stderr)
-    cfg = TrainConfig(**cfg_fields)
-    folder = ensure_dataset(cfg.dataset, cfg.root)
-    cfg.root = str(folder)
+    cfg = TrainConfig(**{**(saved or {}), **cfg_fields})  # a resumed run's own options, changed only where given
+    if saved is not None:  # refused before any dataset is looked for (or downloaded)
+        refuse_changed_options(out / "last.pt", saved, cfg)
+    folder = run_data(cfg.dataset, cfg.root, out / "last.pt") if saved is not None \
+        else ensure_dataset(cfg.dataset, cfg.root)
+    cfg.root = str(folder.absolute())  # recorded as it is: --test-only and --resume work from any folder
     run_training(cfg, args)
     if args.test and int(os.environ.get("RANK", "0")) == 0:
         return evaluate_run(cfg, folder)
     return 0
+
+
+def run_data(name: str, root: str | None, checkpoint: Path) -> Path:
+    """The data of the run ``checkpoint`` belongs to, in ``root`` (the folder it recorded): found, never
+    downloaded (a resumed or tested run scores what it trained on, or says where that went)."""
+    from seglib.data import find_folder
+
+    try:
+        return find_folder(name, root)
+    except DataError as exc:
+        raise DataError(exc.path, f"{exc.problem} (the data of {checkpoint}, recorded as --root {root})",
+                        "put the dataset back there, or pass --root with the folder that holds it now") from exc
 
 
 def run_training(cfg, args: argparse.Namespace) -> None:
@@ -211,9 +224,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name = args.dataset or predictor.dataset
     if name is None:
         raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on; pass --dataset")
+    root = args.root or (_recorded_root(args.checkpoint) if name == predictor.dataset else None)
     if args.json:
-        check_output(args.json, "--json", overwrite=args.overwrite, folders=(find_folder(name, args.root),))
-    ds = load_dataset(name, args.split, args.root, max_samples=args.max_images)
+        check_output(args.json, "--json", overwrite=args.overwrite, folders=(find_folder(name, root),))
+    ds = load_dataset(name, args.split, root, max_samples=args.max_images)
     report = {"checkpoint": str(args.checkpoint),
               **evaluate_dataset(predictor, ds, boundary_width=args.boundary_width,
                                  progress=sys.stderr.isatty(), **_tta(args))}
@@ -223,6 +237,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            overwrite=args.overwrite)
         print(f"wrote {out}")
     return 0
+
+
+def _recorded_root(checkpoint: str | Path) -> str | None:
+    """The data folder the run of ``checkpoint`` trained on (its ``--root``), when it is still there."""
+    from seglib.engine import run_options
+
+    root = run_options(Path(checkpoint)).get("root")
+    return root if root and Path(root).is_dir() else None
 
 
 def _list_images(source: Path) -> list[Path]:

@@ -303,6 +303,14 @@ def changed_options(saved: dict, cfg: TrainConfig) -> list[str]:
             if name not in RESUMABLE and old[name] != new[name]]
 
 
+def refuse_changed_options(last: Path, saved: dict, cfg: TrainConfig) -> None:
+    """A ``--resume`` of the run in ``last`` (its options ``saved``) with other training options is refused."""
+    changed = changed_options(saved, cfg)
+    if changed:
+        raise DataError(last, f"--resume with other training options ({'; '.join(changed)})",
+                        "drop them to go on with the run's own, or pass another --out to start a new run")
+
+
 def build_parts(run: Run, init_from: str | Path | None = None) -> None:
     """Batches, model (weights from ``init_from`` if given), loss, optimizer, schedule, scaler, EMA."""
     from seglib.models import create_model
@@ -346,10 +354,7 @@ def resume_state(run: Run) -> tuple[int, History]:
             raise DataError(path, "it was written without --ema-decay",
                             "resume with the options it was trained with, or start a new --out")
         run.ema.load_state_dict(state["ema"])
-    changed = changed_options(state.get("config", asdict(cfg)), cfg)
-    if changed:
-        raise DataError(path, f"--resume with other training options ({'; '.join(changed)})",
-                        "drop them to go on with the run's own, or pass another --out to start a new run")
+    refuse_changed_options(path, state.get("config", asdict(cfg)), cfg)
     set_rng_state(state["rng"])
     return state["epoch"], History(state["history"], state["best"])
 

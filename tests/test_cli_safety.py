@@ -32,7 +32,7 @@ from seglib.masks import binarize
 from seglib.synthetic import make_sample
 from seglib.utils import write_atomic
 
-from helpers import SEGLIB, TINY, cli, synthetic_copy
+from helpers import SEGLIB, TINY, cli, groups_in_both_splits, synthetic_copy, write_png_pairs
 
 try:
     import fcntl
@@ -588,3 +588,28 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
     image = read_image(tmp_path / "deep.png")
     assert image.shape == (16, 16, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[..., 1], (values >> 8).astype(np.uint8))  # PIL alone: 255 almost everywhere
+
+
+def test_a_run_with_a_relative_root_is_tested_evaluated_and_resumed_from_any_folder(tmp_path, monkeypatch, capsys):
+    # the run recorded --root as given (relative): --test-only from another folder went to download the dataset,
+    # evaluate looked in the default data folder, and a --resume that changed the dataset downloaded it first
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    videos = groups_in_both_splits("tiktok", [f"{i:05d}" for i in range(40)])
+    write_png_pairs(project / "data" / "tiktok_person" / "images", project / "data" / "tiktok_person" / "masks",
+                    [f"{v}_0001" for v in videos], size=32)
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    assert main(["train", "--smoke", "--dataset", "tiktok", "--root", "data", "--out", "run", "--epochs", "1"]) == 0
+    run = project / "run"
+    assert load_checkpoint(run / "last.pt")["config"]["root"] == str(project / "data" / "tiktok_person")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr("seglib.download.download_dataset", lambda *a, **k: pytest.fail("downloaded"))
+    capsys.readouterr()
+    assert main(["train", "--test-only", "--out", str(run)]) == 0
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt")]) == 0
+    assert "downloading" not in capsys.readouterr().out
+    status, line = seglib(capsys, "train", "--out", run, "--resume", "--dataset", "pets")
+    assert status == 2 and "--resume with other training options (dataset: 'tiktok' → 'pets')" in line, line
+    shutil.move(project / "data", tmp_path / "moved")
+    status, line = seglib(capsys, "train", "--test-only", "--out", run)
+    assert status == 2 and f"(the data of {run / 'best.pt'}, recorded as --root" in line, line
