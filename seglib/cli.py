@@ -85,6 +85,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seglib.train_config import TrainConfig, given_options
 
     cfg_fields = given_options(args)
+    flags = sorted(set(args.model_flags or ()))
+    if len(flags) > 1 or (flags and cfg_fields.get("model", flags[0]) != flags[0]):
+        given = [f"--{m}" for m in flags] + ([f"--model {cfg_fields['model']}"] if "model" in cfg_fields else [])
+        raise ConfigError(f"{' and '.join(given)} name different models: keep one")
+    if flags:
+        cfg_fields["model"] = flags[0]
     model = cfg_fields.get("model", "unet")
     if args.smoke:  # the tiny configuration, on the dataset and model asked for
         smoke, default = asdict(TrainConfig.smoke()), asdict(TrainConfig())
@@ -100,6 +106,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["pretrained"] = args.pretrained
     if model == "deeplabv3plus":
         options["train_trunk"] = args.train_trunk
+    elif not args.train_trunk:
+        raise ConfigError(f"--no-train-trunk freezes DeepLabV3+'s ResNet trunk; {model} has none: leave it out")
     check_options(model, options)  # before the data is searched or downloaded
     if options:
         cfg_fields["model_options"] = options
@@ -112,7 +120,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if cfg_fields.get("dataset", saved["dataset"]) != saved["dataset"]:
             raise ConfigError(f"{out / 'best.pt'} was trained on {saved['dataset']}, not {cfg_fields['dataset']}: "
                               "drop --dataset (the run's own is used), or pass another run's --out")
+        if args.resume or args.overwrite:
+            raise ConfigError("--test-only trains nothing, so --resume and --overwrite do not apply: leave them out")
         cfg = TrainConfig(**{**saved, "out": str(out), "root": cfg_fields.get("root") or saved["root"]})
+        asked = asdict(TrainConfig(**{**saved, **cfg_fields}))
+        ignored = [f"{k}: {saved[k]!r} → {v!r}" for k, v in asked.items() if k not in ("root", "out") and v != saved[k]]
+        if ignored:
+            raise ConfigError(f"--test-only scores the run in {out} as it was trained, so {'; '.join(ignored)} "
+                              "would be ignored: leave those options out")
         return evaluate_run(cfg, run_data(cfg.dataset, cfg.root, out / "best.pt"))
     if not (args.resume or args.overwrite):
         _refuse_earlier_run(out, "pass --resume to continue it, --overwrite to replace it, or another --out")
@@ -338,7 +353,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    """Inference latency at batch 1: float32 and bf16, median and 90th percentile."""
+    """Inference latency (batch 1 by default): float32, and bf16 on a GPU; median and 90th percentile."""
     import torch
 
     from seglib.inference import load_model, measure_latency
@@ -348,21 +363,22 @@ def cmd_latency(args: argparse.Namespace) -> int:
     if args.checkpoint:
         model, meta = load_model(args.checkpoint)
         _refuse_another_model(args, meta)
-        label = f"{meta['model']} from {args.checkpoint}"
+        label, size = f"{meta['model']} from {args.checkpoint}", args.image_size or meta["image_size"]
     else:
         args.model, args.num_classes = args.model or "unet", args.num_classes or 2
         model = create_model(args.model, args.num_classes, **({"big": True} if args.big else {}))
-        label = f"{args.model}{' (big)' if args.big else ''}, random weights"
+        label, size = f"{args.model}{' (big)' if args.big else ''}, random weights", args.image_size or 512
     device = get_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{label} | {args.image_size}x{args.image_size} | batch {args.batch_size} | {name} | "
-          f"torch {torch.__version__}")
+    precisions = args.precision or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+    print(f"{label} | {size}x{size} | batch {args.batch_size} | {name} | torch {torch.__version__}")
+    if not args.precision and device.type != "cuda":
+        print("(bf16 not timed: a CPU without bf16 units emulates it, often 10-40x slower; --precision bf16 times it)")
     print(f"{'precision':10s} {'median ms':>10s} {'p90 ms':>8s} {'images/s':>9s}")
-    for amp in ("off", "bf16"):
-        r = measure_latency(model, args.image_size, device=device, amp=amp, batch_size=args.batch_size,
-                            warmup=args.warmup, iters=args.iters)
-        print(f"{'fp32' if amp == 'off' else amp:10s} {r['ms_median']:10.2f} {r['ms_p90']:8.2f} "
-              f"{r['images_per_s']:9.1f}")
+    for precision in precisions:
+        r = measure_latency(model, size, device=device, amp="off" if precision == "fp32" else precision,
+                            batch_size=args.batch_size, warmup=args.warmup, iters=args.iters)
+        print(f"{precision:10s} {r['ms_median']:10.2f} {r['ms_p90']:8.2f} {r['images_per_s']:9.1f}")
     return 0
 
 
@@ -418,7 +434,7 @@ def add_train_parser(sub) -> None:
                      "would), without training")
     ref = p.add_argument_group("spellings from the reference projects", REFERENCE_SPELLINGS)
     for flag, name in MODEL_FLAGS.items():
-        ref.add_argument(flag, dest="model", action="store_const", const=name, help=f"= --model {name}")
+        ref.add_argument(flag, dest="model_flags", action="append_const", const=name, help=f"= --model {name}")
     p.set_defaults(func=cmd_train)
 
 
@@ -468,13 +484,16 @@ def add_inference_parsers(sub) -> None:
     p.add_argument("--checkpoint", help="a trained model (default: --model with random weights)")
     p.add_argument("--model", choices=MODEL_NAMES, help="with random weights (default unet); with --checkpoint, "
                    "only its own model")
-    p.add_argument("--big", action="store_true")
+    p.add_argument("--big", action="store_true", help="with random weights: the UNet / Hourglass of base width 64")
     p.add_argument("--num-classes", type=number.classes, help="with random weights (default 2)")
-    p.add_argument("--image-size", type=number.image_side, default=512)
-    p.add_argument("--batch-size", type=number.count, default=1)
-    p.add_argument("--warmup", type=number.count, default=10)
-    p.add_argument("--iters", type=number.count, default=50)
-    p.add_argument("--device")
+    p.add_argument("--image-size", type=number.image_side,
+                   help="square input side (default: the checkpoint's training size, else 512)")
+    p.add_argument("--batch-size", type=number.count, default=1, help="images per call (default 1)")
+    p.add_argument("--precision", action="append", choices=("fp32", "bf16", "fp16"),
+                   help="time this precision (repeat for several; default fp32, and bf16 on a GPU)")
+    p.add_argument("--warmup", type=number.count, default=10, help="untimed calls first (default 10)")
+    p.add_argument("--iters", type=number.count, default=50, help="timed calls (default 50)")
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(func=cmd_latency)
 
 
@@ -526,7 +545,11 @@ def os_error_line(exc: OSError) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``error: <prog>: <problem>. Fix: ...``, exit status 2."""
+    """argparse with one-line errors: ``error: <prog>: <problem>. Fix: ...``, exit status 2; no abbreviated flags
+    (``--ov`` must not reach ``--overwrite``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message}. Fix: see '{self.prog} --help'\n")

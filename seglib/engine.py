@@ -39,7 +39,7 @@ from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
 from seglib.schedules import build_scheduler
 from seglib.snapshots import Snapshots, remove_snapshots
-from seglib.tensorboard_log import close_board, log_validation, open_board
+from seglib.tensorboard_log import close_board, log_validation, open_board, remove_board
 from seglib.train_config import TrainConfig
 from seglib.utils import environment, refuse_dataset_folder, write_atomic
 
@@ -431,8 +431,9 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     train_model, eval_model = wrap_model(run.model, run.device, run.world, cfg.compile)
     eval_model = run.ema.model if run.ema else eval_model
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")
-    if run.rank == 0 and not resuming:  # a new run here: the pictures of the run it replaces go
+    if run.rank == 0 and not resuming:  # a new run here: the pictures and curves of the run it replaces go
         remove_snapshots(run.out)
+        remove_board(run.out)
     snapshots = Snapshots(run.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and run.rank == 0 else None
     if cfg.tensorboard and run.rank == 0:
         run.board = open_board(run.out, start_epoch)

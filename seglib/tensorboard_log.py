@@ -25,6 +25,12 @@ def open_board(out: Path, first_epoch: int):
     return SummaryWriter(Path(out) / FOLDER, purge_step=first_epoch + 1)
 
 
+def remove_board(out: Path) -> None:
+    """Delete the TensorBoard events of a run that a new one in ``out`` replaces."""
+    for old in (Path(out) / FOLDER).glob("events.out.tfevents.*"):
+        old.unlink()
+
+
 def close_board(run) -> None:
     """Close ``run.board``, the writer of :func:`open_board`, if there is one."""
     if run.board is not None:

@@ -161,6 +161,9 @@ class TrainConfig:
         if self.trunk_lr_mult != 1 and self.model != "deeplabv3plus":
             raise ConfigError(f"trunk_lr_mult applies to deeplabv3plus (its ResNet trunk), not {self.model}: "
                               "leave it at 1")
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(f"warmup_epochs {self.warmup_epochs:g} is longer than the run ({self.epochs} epochs): "
+                              "the learning rate would never reach its peak; shorten the warm-up")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

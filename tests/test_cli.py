@@ -204,8 +204,14 @@ def test_cli_export_onnx_matches_pytorch(smoke_run, tmp_path):
 
 
 def test_cli_latency(smoke_run):
-    proc = cli("latency", "--checkpoint", smoke_run / "best.pt", "--image-size", "32", "--iters", "3", "--warmup", "1")
+    # on a CPU it timed bf16 too, emulated and 40x slower (hours for the README's example); and at 512 px
+    proc = cli("latency", "--checkpoint", smoke_run / "best.pt", "--iters", "3", "--warmup", "1")
     assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("fp32", "bf16"))]
+    assert [r[0] for r in rows] == ["fp32"] and float(rows[0][1]) > 0
+    assert " | 32x32 | batch 1 | CPU" in proc.stdout and "--precision bf16 times it" in proc.stdout  # training size
+    proc = cli("latency", "--checkpoint", smoke_run / "best.pt", "--image-size", "32", "--iters", "3", "--warmup",
+               "1", "--precision", "fp32", "--precision", "bf16")
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("fp32", "bf16"))]
     assert [r[0] for r in rows] == ["fp32", "bf16"] and all(float(r[1]) > 0 for r in rows)
 
@@ -239,7 +245,8 @@ def test_evaluate_and_predict_on_each_real_dataset_in_its_original_layout(real_d
 ])
 def test_person_mask_project_flags_parse_as_seglib_train(argv, command, model, big, test, test_only):
     args = build_parser().parse_args(reference_argv(argv))
-    assert (args.command, args.model, args.big, args.test, args.test_only) == (command, model, big, test, test_only)
+    assert (args.command, args.model_flags, args.big, args.test, args.test_only) == (command, [model], big, test,
+                                                                                     test_only)
     assert reference_argv(["evaluate", "--split", "train"]) == ["evaluate", "--split", "train"]  # commands as they are
 
 
@@ -266,6 +273,33 @@ def test_person_mask_project_train_then_test_in_process(tmp_path, capsys):
     assert "synthetic/val" in capsys.readouterr().out
     assert main(["--test", "--dataset", "pennfudan", "--out", str(out)]) == 2
     assert f"{out / 'best.pt'} was trained on synthetic, not pennfudan" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train", "--unet", "--hourglass"], "--hourglass and --unet name different models: keep one"),
+    (["train", "--hourglass", "--model", "unet"], "--hourglass and --model unet name different models"),
+    (["train", "--no-train-trunk"], "--no-train-trunk freezes DeepLabV3+'s ResNet trunk; unet has none"),
+    (["train", "--epochs", "1", "--warmup-epochs", "5"], "warmup_epochs 5 is longer than the run (1 epochs)"),
+])
+def test_conflicting_or_abbreviated_train_flags_are_refused_not_resolved_silently(tmp_path, capsys, argv, message):
+    # each was quietly resolved: the last model flag won, the trunk flag or the warm-up was ignored
+    assert main([*argv, "--root", str(tmp_path / "absent"), "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # abbreviations: --ov was taken for --overwrite
+        main(["train", "--ov", "--out", str(tmp_path / "run")])
+    assert stop.value.code == 2 and "unrecognized arguments: --ov" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_test_only_refuses_options_it_would_ignore(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--smoke", "--dataset", "synthetic", "--epochs", "1", "--out", str(out)]) == 0
+    for extra, message in ((["--epochs", "5"], "--test-only scores the run in"),
+                           (["--resume"], "--test-only trains nothing, so --resume and --overwrite do not apply"),
+                           (["--hourglass"], "model: 'unet' → 'hourglass'")):
+        assert main(["train", "--test-only", "--out", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err, extra
+    assert main(["--test", "--unet", "--out", str(out)]) == 0  # the reference's spelling, naming the run's model
 
 
 def test_pretrained_with_unet_is_refused_before_any_data_is_read(tmp_path, capsys):

@@ -714,6 +714,9 @@ def test_tensorboard_logs_each_validation_once_even_across_a_resume(tmp_path, mo
                if f"val_iou/{name}" in scalars}
     assert at_best and all(at_best[n] == pytest.approx(best["val_iou"][i], rel=1e-6)
                            for i, n in enumerate(names) if n in at_best)
+    run(replace(cfg, epochs=2))  # a new run in the folder (not resumed): the old run's events go
+    assert len(list((tmp_path / "run" / "tensorboard").iterdir())) == 1
+    assert [s for s, _ in tensorboard_scalars(tmp_path / "run" / "tensorboard")["loss/val"]] == [1, 2]
 
 
 def test_tensorboard_without_the_package_is_a_config_error(tmp_path, monkeypatch):
