@@ -25,20 +25,20 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     if args.root is not None and not Path(args.root).is_dir():
         raise DataError(args.root, "folder not found", "pass the folder that holds the datasets")
     print(f"data folder: {args.root or data_dir()} (set SEGLIB_DATA_DIR or pass --root to change)")
-    print(f"{'name':17s} {'task':10s} {'classes':>7s}  {'found':32s} counts")
+    print(f"{'name':17s} {'task':10s} {'classes':>7s}  {'samples':26s} found in")
     for name, spec in SPECS.items():
         try:
             folder = find_folder(name, args.root)
         except SeglibError:
-            print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {'no':32s} -")
+            print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {'-':26s} not found")
             continue
         try:
             counts = ", ".join(f"{s} {len(spec.list_items(folder, s))}" for s in spec.splits
                                if spec.has_split(folder, s))
         except SeglibError as exc:
             counts = f"broken: {exc}"
-        where = "the sample shipped with seglib" if folder == shipped_sample(name) else str(folder)[-32:]
-        print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {where:32s} {counts}")
+        where = "the sample shipped with seglib" if folder == shipped_sample(name) else str(folder)
+        print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {counts:26s} {where}")
     return 0
 
 
@@ -69,7 +69,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     root = ensure_dataset(args.dataset, args.root, args.source)
     results = prepare(args.dataset, root, max_samples=args.max_samples)
-    print(format_stats(args.dataset, results))
+    print(format_stats(args.dataset, results, root))
     problems = sum(len(r.problems) for r in results)
     if problems:
         print(f"error: {problems} samples failed the checks above. Fix: repair or replace each file named "
@@ -284,6 +284,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from seglib.viz import background_class, default_palette, overlay
 
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "is a file, not a folder", "pass a folder (new or existing) to --output")
     refuse_dataset_folder(out, "--output")  # a prediction among the masks would pass for ground truth
     predictor = _predictor(args)
     inputs = _list_images(Path(args.input))
@@ -319,7 +321,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 colours = overlay(image, label, palette, background=background_class(predictor.class_names))
                 write_atomic(overlays[path], lambda tmp, a=colours: Image.fromarray(a).save(tmp, format="PNG"),
                              overwrite=args.overwrite)
-    print(f"wrote {len(inputs) - failed} label maps to {out}" + (" (and overlays)" if args.overlay else ""))
+    written = len(inputs) - failed
+    print(f"wrote {written} label map{'s' * (written != 1)} to {out}" + (" (and overlays)" if args.overlay else ""))
     if failed:
         print(f"error: {failed} of {len(inputs)} inputs could not be read (each named above). Fix: replace "
               "or remove those files and run predict again", file=sys.stderr)
@@ -524,6 +527,7 @@ _OS_FIXES = {
     errno.EPERM: "check its permissions, or choose a file or folder you may use",
     errno.EISDIR: "it is a folder: pass a file name",
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EEXIST: "a file is in the way where a folder is needed: choose another path, or move the file",
 }
 
 
@@ -588,7 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(reference_argv(sys.argv[1:] if argv is None else list(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" in argv[1:]:  # also after the command: seglib predict ... --debug
+        argv = ["--debug", *(a for a in argv if a != "--debug")]
+    args = build_parser().parse_args(reference_argv(argv))
     try:
         return args.func(args)
     except (SeglibError, OSError) as exc:  # expected failures: one line, no traceback

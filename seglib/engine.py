@@ -249,6 +249,8 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
     # warn_only: bilinear upsampling's and adaptive pooling's backward (DeepLabV3+) have no deterministic CUDA kernel
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     out, made, lock = Path(cfg.out), (), None
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; pass a folder for the run")
     if rank == 0:
         made = tuple(p for p in (out, *out.parents) if not p.exists())
         try:

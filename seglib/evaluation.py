@@ -92,8 +92,10 @@ def evaluate_dataset(predictor: Predictor, ds, *, flip: bool = False, scales=(1.
     """
     k = predictor.num_classes
     if ds.num_classes != k:
-        raise ConfigError(f"the checkpoint predicts {k} classes ({', '.join(predictor.class_names)}) but "
-                          f"{ds.name} has {ds.num_classes}; pass --dataset to match the checkpoint")
+        own = f", trained on {predictor.dataset}" if predictor.dataset else ""
+        raise ConfigError(f"the checkpoint predicts {k} classes ({', '.join(predictor.class_names)}{own}) but "
+                          f"{ds.name} has {ds.num_classes}; score it on a dataset of {k} classes (leave --dataset "
+                          "out for its own)")
     cm = ConfusionMatrix(k, ignore_index=ds.ignore_index, device=predictor.device)
     boundary = BoundaryIoU(k, boundary_width, ds.ignore_index)
     n = len(ds) if max_images is None else min(len(ds), max_images)

@@ -32,10 +32,12 @@ def work_dir() -> Path:
 
 def display_path(path: str | Path) -> str:
     """``path`` as a reader of committed outputs should see it: under the data folder as
-    ``$SEGLIB_DATA_DIR/...``, under the work folder as ``$SEGLIB_WORK_DIR/...``, inside the repository
-    relative to it; anything else (a temporary folder, say) as its name alone."""
+    ``$SEGLIB_DATA_DIR/...`` and under the work folder as ``$SEGLIB_WORK_DIR/...`` where those are set, inside
+    the repository relative to it (``data/...``); anything else (a temporary folder, say) as its name alone."""
     path = Path(path).expanduser().resolve()
-    for root, shown in ((data_dir(), "$SEGLIB_DATA_DIR"), (work_dir(), "$SEGLIB_WORK_DIR"), (REPO_ROOT, ".")):
+    named = [(folder(), f"${var}") for folder, var in ((data_dir, "SEGLIB_DATA_DIR"), (work_dir, "SEGLIB_WORK_DIR"))
+             if os.environ.get(var)]  # unset, both are <repo>/data: shown as data/...
+    for root, shown in (*named, (REPO_ROOT, ".")):
         if path == root or root in path.parents:
             return str(Path(shown) / path.relative_to(root))
     return f"<...>/{path.name}"

@@ -102,12 +102,13 @@ def _open_source(source: str | Path, timeout: float):
         response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (schemes checked)
     except urllib.error.HTTPError as exc:
         raise DownloadError(source, f"HTTP {exc.code} {exc.reason}",
-                            "check the URL, or download the file by hand and pass the local file as source") from exc
+                            "check the URL, or download the file by hand and pass the local file with "
+                            "prepare --source FILE") from exc
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(source, f"cannot connect ({reason})",
                             "check your connection and try again, or download the file by hand and pass "
-                            "the local file as source") from exc
+                            "the local file with prepare --source FILE") from exc
     length = response.headers.get("Content-Length")
     return response, int(length) if length and length.isdigit() else None
 
@@ -166,16 +167,16 @@ def fetch(source: str | Path, dest_dir: str | Path, *, sha256: str | None = None
             if total is not None and received != total:
                 raise DownloadError(source, f"download cut off after {received} of {total} bytes; nothing was kept "
                                     f"at {final}", "try again (check your connection), or download the file by "
-                                    "hand and pass the local file as source")
+                                    "hand and pass the local file with prepare --source FILE")
             bad = _mismatches(part, sha256, md5)
             if bad:
                 raise DownloadError(final, f"checksum mismatch for the file from {source} ({'; '.join(bad)}); it "
                                     "was not kept", f"download it again (delete {final} if it exists and is not "
-                                    "the right file), or pass the right file as source")
+                                    "the right file), or pass the right file with prepare --source FILE")
     except (OSError, http.client.HTTPException) as exc:
         raise DownloadError(source, f"download failed ({type(exc).__name__}: {exc}); nothing was kept at {final}",
                             "try again (check your connection and the free disk space), or download the file "
-                            "by hand and pass the local file as source") from exc
+                            "by hand and pass the local file with prepare --source FILE") from exc
     finally:
         if created and dest_dir.is_dir() and not any(dest_dir.iterdir()):
             dest_dir.rmdir()  # a failed first download leaves no empty folder behind
@@ -300,7 +301,7 @@ def _archive_kind(archive: Path) -> str:
     if tarfile.is_tarfile(archive):
         return "tar"
     raise DownloadError(archive, "not a zip or tar archive (or a damaged one)",
-                        "delete it and download it again, or pass the right file")
+                        "download it again (a download cut short is the usual cause), or pass another copy")
 
 
 def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
@@ -344,7 +345,8 @@ def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
                 shutil.rmtree(tmp, ignore_errors=True)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
         raise DownloadError(archive, f"damaged archive ({type(exc).__name__}: {exc}); nothing was extracted",
-                            "delete it and download it again") from exc
+                            "download it again (a download cut short is the usual cause), or pass another "
+                            "copy") from exc
     except OSError as exc:  # bz2/lzma data errors, a full disk, permissions
         raise DownloadError(archive, f"cannot extract ({type(exc).__name__}: {exc}); nothing was extracted",
                             "check the free disk space and permissions, or delete the archive and download "

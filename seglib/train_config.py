@@ -141,7 +141,7 @@ class TrainConfig:
                                     rule=at_least(1), aliases=("--valImages",))
     max_steps: int | None = option(None, "cap on steps per epoch (smoke runs)", rule=at_least(1))
     max_samples: int | None = option(None, "cap on samples per split (smoke runs)", rule=at_least(1))
-    out: str = option("runs/default", "output folder (the CLI's default: runs/DATASET_MODEL)")
+    out: str = option("runs/default", "output folder (default: runs/DATASET_MODEL; in Python, runs/default)")
 
     def __post_init__(self):
         for f in fields(self):
@@ -214,7 +214,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     for f in flag_fields():
         names = [f"--{f.name.replace('_', '-')}", *f.metadata["aliases"]]
         default = None if f.default is MISSING else f.default
-        help_text = f.metadata["help"] + ("" if default is None else f" (default {default})")
+        shown = default is not None and "default:" not in f.metadata["help"]
+        help_text = f.metadata["help"] + (f" (default {default})" if shown else "")
         if "bool" in f.type:
             parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)

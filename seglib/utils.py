@@ -198,8 +198,8 @@ def check_output(path: str | Path, flag: str, *, overwrite: bool = False, inputs
     """Refuse, before any work, an output ``flag`` names that would replace what it must not.
 
     ``inputs`` (``{"the checkpoint": path}``) and anything inside ``folders`` or a dataset's folder
-    (:func:`seglib.data.dataset_around`) are never written, with or without ``overwrite``; nor a folder or a symbolic link; an existing file only
-    with ``overwrite``.
+    (:func:`seglib.data.dataset_around`) are never written, with or without ``overwrite``; nor a folder or a
+    symbolic link; an existing file only with ``overwrite``.
     """
     target = Path(path)
     refuse_link(target)

@@ -613,3 +613,19 @@ def test_a_run_with_a_relative_root_is_tested_evaluated_and_resumed_from_any_fol
     shutil.move(project / "data", tmp_path / "moved")
     status, line = seglib(capsys, "train", "--test-only", "--out", run)
     assert status == 2 and f"(the data of {run / 'best.pt'}, recorded as --root" in line, line
+
+
+def test_cli_messages_say_what_is_wrong_and_what_to_do(smoke_run, tmp_path, capsys):
+    status, line = seglib(capsys, "train", "--dataset", "pennfudann", "--out", tmp_path / "run")
+    assert status == 2 and "unknown dataset 'pennfudann'; did you mean 'pennfudan'?" in line  # no suggestion
+    status, line = seglib(capsys, "train", "--dataset", "PennFudanPed", "--out", tmp_path / "run")
+    assert "did you mean 'pennfudan'?" in line  # the folder's name
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    status, line = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "-i", a_file, "--output", a_file)
+    assert status == 2 and f"{a_file}: is a file, not a folder" in line  # was "File exists ... check the disk"
+    status, line = seglib(capsys, "train", "--smoke", "--dataset", "synthetic", "--out", a_file)
+    assert status == 2 and f"--out {a_file} is a file, not a folder" in line and a_file.read_text() == "mine"
+    with pytest.raises(DataError):  # --debug after the command: the traceback, not "unrecognized arguments"
+        main(["predict", "--checkpoint", str(tmp_path / "absent.pt"), "-i", str(a_file), "--output",
+              str(tmp_path / "out"), "--debug"])

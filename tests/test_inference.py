@@ -236,7 +236,7 @@ def test_binary_report_has_foreground_iou_and_two_class_miou(tmp_path):
 
 def test_class_count_mismatch_is_refused():
     predictor = Predictor(ColourModel(2), image_size=16, class_names=["bg", "fg"], device="cpu")
-    with pytest.raises(ConfigError, match="predicts 2 classes .* synthetic has 4; pass --dataset"):
+    with pytest.raises(ConfigError, match="predicts 2 classes .* synthetic has 4; score it on a dataset of 2 classes"):
         evaluate_dataset(predictor, load_dataset("synthetic", "val", max_samples=2), progress=False)
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,7 +30,11 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return SPECS[name]
     except KeyError:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(SPECS)}") from None
+        pass
+    by_folder = {Path(spec.folder).name.lower(): known for known, spec in SPECS.items()}
+    close = difflib.get_close_matches(str(name).lower(), [*SPECS, *by_folder], n=1, cutoff=0.75)
+    guess = f"did you mean {by_folder.get(close[0], close[0])!r}? " if close else ""
+    raise ConfigError(f"unknown dataset {name!r}; {guess}choose one of: {', '.join(SPECS)}") from None
 
 
 def shipped_sample(name: str) -> Path | None:

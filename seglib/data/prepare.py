@@ -65,12 +65,15 @@ def prepare(name: str, root: str | Path | None = None,
     return results
 
 
-def format_stats(name: str, results: list[SplitStats]) -> str:
-    """A readable report: one block per split, class frequencies as percentages."""
+def format_stats(name: str, results: list[SplitStats], folder: Path | None = None) -> str:
+    """A readable report: one block per split, class frequencies as percentages; the samples the spec leaves
+    out, those in ``folder`` only when it is given."""
     spec = get_spec(name)
     lines = [f"{spec.title} ({name}): {spec.task}, {spec.num_classes} classes, "
              f"split rule: {spec.split_rule}"]
-    lines += [f"  left out: {item} ({why})" for item, why in spec.left_out.items()]
+    present = {item.id for item in spec.all_items(folder)} if folder is not None and spec.left_out else None
+    lines += [f"  left out: {item} ({why})" for item, why in spec.left_out.items()
+              if present is None or item in present]
     for r in results:
         if r.count == 0:
             lines.append(f"  {r.split:5s}: not present")

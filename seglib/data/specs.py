@@ -27,7 +27,7 @@ def pair_files(image_dir: Path, mask_dir: Path, pattern: str,
     """
     for d in (image_dir, mask_dir):
         if not d.is_dir():
-            raise DataError(d, "folder not found", "check the dataset layout (see data/README.md)")
+            raise DataError(d, "folder not found", "check the dataset layout (the README's Datasets table)")
     images = sorted(p for p in image_dir.glob(pattern) if not p.name.startswith("."))
     wanted = {mask_name(p): p for p in images}
     present = {p.name for p in mask_dir.iterdir() if p.is_file() and not p.name.startswith(".")}

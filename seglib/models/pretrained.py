@@ -71,7 +71,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and weights_only errors all mean "not a state dict"
-        raise ConfigError(f"{path}: cannot be read as a state dict ({error})") from error
+        raise ConfigError(f"{path}: cannot be read as a state dict ({shorten(str(error), 200)}); pass a file "
+                          "written by torch.save(resnet.state_dict(), path), or --pretrained imagenet") from error
 
 
 def trunk_state_dict(backbone: str, pretrained: str | Path, progress: bool = True) -> dict[str, torch.Tensor]:
