@@ -92,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if flags:
         cfg_fields["model"] = flags[0]
     model = cfg_fields.get("model", "unet")
-    if args.smoke:  # the tiny configuration, on the dataset and model asked for
+    if args.smoke:  # the tiny configuration, on the dataset and model asked for (else the synthetic shapes)
+        cfg_fields.setdefault("dataset", "synthetic")
         smoke, default = asdict(TrainConfig.smoke()), asdict(TrainConfig())
         sizes = {k: v for k, v in smoke.items() if v != default[k] and k not in ("dataset", "model", "model_options")}
         cfg_fields = {**sizes, "model_options": smoke["model_options"] if model != "deeplabv3plus" else {},
@@ -430,7 +431,8 @@ def add_train_parser(sub) -> None:
     run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     run.add_argument("--init-from", "--loadCheckpoint", help="start from the weights of a checkpoint")
-    run.add_argument("--smoke", action="store_true", help="tiny CPU configuration (CI): TrainConfig.smoke()")
+    run.add_argument("--smoke", action="store_true", help="tiny CPU configuration (CI): TrainConfig.smoke(), on "
+                     "the generated synthetic shapes unless --dataset is given (no download)")
     run.add_argument("--test", action="store_true", help="then evaluate best.pt on the held-out split (test where "
                      "the dataset publishes one, else val)")
     run.add_argument("--test-only", action="store_true", help="only evaluate the run already in --out (as --test "

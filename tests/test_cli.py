@@ -55,8 +55,9 @@ def test_help_and_models_do_not_import_torchvision():
 
 
 def test_cli_train_smoke(tmp_path):
-    out = cli("train", "--smoke", "--dataset", "synthetic", "--out", str(tmp_path))
+    out = cli("train", "--smoke", "--out", str(tmp_path))  # without --dataset: the synthetic shapes, no download
     assert out.returncode == 0, out.stderr
+    assert load_checkpoint(tmp_path / "best.pt")["meta"]["dataset"] == "synthetic"
     assert "best val mIoU" in out.stdout and (tmp_path / "best.pt").is_file()
     assert "epoch   2/2 | train_loss" in out.stdout
     assert "it/s" not in out.stderr and "\r" not in out.stderr  # no progress bars in a log
