@@ -1,5 +1,6 @@
 """The training engine on CPU: it learns, resumes exactly, stops on NaN, and runs under DDP."""
 
+import contextlib
 import functools
 import json
 import subprocess
@@ -32,6 +33,25 @@ from helpers import TINY, free_port
 
 def run(cfg, **kw):
     return fit(cfg, device="cpu", verbose=False, **kw)
+
+
+@contextlib.contextmanager
+def killed_at_validation(monkeypatch, n: int):
+    """The block must end in a KeyboardInterrupt raised by ``engine.evaluate``'s ``n``-th call (a run killed during
+    that epoch's validation); the real ``evaluate`` is back afterwards."""
+    real, calls = engine.evaluate, {"n": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        monkeypatch.setattr(engine, "evaluate", real)
 
 
 def test_overfitting_one_batch_drives_the_loss_down_and_iou_up():
@@ -105,19 +125,8 @@ def test_last_pt_is_written_at_the_first_validation_after_each_multiple_of_save_
 
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
     straight = run(replace(TINY, out=str(tmp_path / "straight")))["model"].state_dict()
-
-    calls = {"n": 0}
-    real_evaluate = engine.evaluate
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # "killed" during the second epoch
-        return real_evaluate(*args, **kwargs)
-    monkeypatch.setattr(engine, "evaluate", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_validation(monkeypatch, 2):  # "killed" during the second epoch
         run(replace(TINY, out=str(tmp_path / "resumed")))
-    monkeypatch.setattr(engine, "evaluate", real_evaluate)
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
     resumed = run(replace(TINY, out=str(tmp_path / "resumed")), resume=True)
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
@@ -339,17 +348,8 @@ def test_fit_with_ema_saves_the_average_and_resumes_exactly(tmp_path, monkeypatc
 
     straight = run(replace(cfg, out=str(tmp_path / "straight")))
     averaged = straight["ema_model"].state_dict()
-    real_evaluate, calls = engine.evaluate, {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-    monkeypatch.setattr(engine, "evaluate", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_validation(monkeypatch, 2):
         run(replace(cfg, out=str(tmp_path / "resumed")))
-    monkeypatch.setattr(engine, "evaluate", real_evaluate)
     resumed = run(replace(cfg, out=str(tmp_path / "resumed")), resume=True)
     for key, value in averaged.items():
         torch.testing.assert_close(resumed["ema_model"].state_dict()[key], value, rtol=0, atol=0)
@@ -691,17 +691,8 @@ def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
 def test_tensorboard_logs_each_validation_once_even_across_a_resume(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard", reason="the tensorboard package is not installed (pip install tensorboard)")
     cfg = replace(TINY, epochs=4, save_freq=2, tensorboard=True, out=str(tmp_path / "run"))
-    real_evaluate, calls = engine.evaluate, {"n": 0}
-
-    def killed_in_epoch_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-    monkeypatch.setattr(engine, "evaluate", killed_in_epoch_4)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_validation(monkeypatch, 4):
         run(cfg)  # epochs 1-3 logged, last.pt holds epoch 2
-    monkeypatch.setattr(engine, "evaluate", real_evaluate)
     assert [s for s, _ in tensorboard_scalars(tmp_path / "run" / "tensorboard")["loss/val"]] == [1, 2, 3]
     rows = run(cfg, resume=True)["history"]
     scalars = tensorboard_scalars(tmp_path / "run" / "tensorboard")
