@@ -240,7 +240,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name = args.dataset or predictor.dataset
     if name is None:
         raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on; pass --dataset")
-    root = args.root or (_recorded_root(args.checkpoint) if name == predictor.dataset else None)
+    recorded = predictor.root if name == predictor.dataset and predictor.root else None
+    root = args.root or (recorded if recorded and Path(recorded).is_dir() else None)  # the run's own data
     if args.json:
         check_output(args.json, "--json", overwrite=args.overwrite, folders=(find_folder(name, root),))
     ds = load_dataset(name, args.split, root, max_samples=args.max_images)
@@ -253,14 +254,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            overwrite=args.overwrite)
         print(f"wrote {out}")
     return 0
-
-
-def _recorded_root(checkpoint: str | Path) -> str | None:
-    """The data folder the run of ``checkpoint`` trained on (its ``--root``), when it is still there."""
-    from seglib.engine import run_options
-
-    root = run_options(Path(checkpoint)).get("root")
-    return root if root and Path(root).is_dir() else None
 
 
 def _list_images(source: Path) -> list[Path]:

@@ -15,8 +15,9 @@ TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "val_miou": "val/mIo
 
 
 def open_board(out: Path, first_epoch: int):
-    """A SummaryWriter on ``out/tensorboard``. Events it holds from epoch ``first_epoch + 1`` on (those of the run a
-    new one replaces, or those a resumed run trains again) are dropped from what TensorBoard shows."""
+    """A SummaryWriter on ``out/tensorboard``. Events it holds from epoch ``first_epoch + 1`` on (those a resumed
+    run trains again) are dropped from what TensorBoard shows; a new run's folder was emptied by
+    :func:`remove_board`."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
