@@ -17,8 +17,9 @@ import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -158,6 +159,7 @@ class Run:
     steps: int = 0         # optimizer steps per epoch
     made: tuple = ()       # the folders setup_run created (out, then its new parents)
     lock: int | None = None  # the descriptor of out/.lock, held while the run writes
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in best.pt and last.pt: which run wrote them
     board: object = None   # the TensorBoard writer (--tensorboard, process 0), closed by holding()
 
 
@@ -341,11 +343,26 @@ def build_parts(run: Run, init_from: str | Path | None = None) -> None:
     run.ema = WeightEMA(run.model, cfg.ema_decay) if cfg.ema_decay else None
 
 
+def refuse_foreign_last(last: Path, run_id: str | None) -> None:
+    """A ``last.pt`` written by another run than the ``best.pt`` beside it (copied in) is not resumed: going on
+    would replace that run's best weights with another run's."""
+    best = last.with_name("best.pt")
+    if run_id is None or not best.exists():
+        return
+    other = load_checkpoint(best).get("run_id")
+    if other is not None and other != run_id:
+        raise DataError(last, f"was written by another run than {best.name} beside it (run {run_id[:8]}, "
+                        f"not {other[:8]}); resuming would replace that run's best weights",
+                        "resume each run in its own folder: move this last.pt (or best.pt) to another --out")
+
+
 def resume_state(run: Run) -> tuple[int, History]:
     """Load ``out/last.pt`` into the parts; ``(epoch to start from, history so far)``."""
     path, cfg = run.out / "last.pt", run.cfg
     state = load_checkpoint(path, expect={"model": cfg.model, "num_classes": run.meta["num_classes"],
                                           "dataset": cfg.dataset, "image_size": cfg.image_size})
+    refuse_foreign_last(path, state.get("run_id"))
+    run.run_id = state.get("run_id") or run.run_id
     load_weights(run.model, state, path, RESUME_KEYS)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -366,12 +383,12 @@ def save_progress(run: Run, history: History, epoch: int, improved: bool, last: 
     weights = (run.ema.model if run.ema else unwrap(run.model)).state_dict()
     if improved:
         save_checkpoint({"model": weights, "meta": run.meta, "config": asdict(run.cfg), "epoch": epoch,
-                         "metrics": history.best}, run.out / "best.pt")
+                         "metrics": history.best, "run_id": run.run_id}, run.out / "best.pt")
     if last:
         save_checkpoint({"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
                          "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                          "epoch": epoch, "rng": rng_state(), "config": asdict(run.cfg), "meta": run.meta,
-                         "history": history.rows, "best": history.best,
+                         "history": history.rows, "best": history.best, "run_id": run.run_id,
                          **({"ema": run.ema.state_dict()} if run.ema else {})}, run.out / "last.pt")
     write_history(run.out, history.rows)
 

@@ -134,6 +134,20 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeyp
         torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=0)
 
 
+def test_a_last_pt_copied_in_from_another_run_is_not_resumed_over_that_folders_best(tmp_path, monkeypatch):
+    with killed_at_validation(monkeypatch, 2):
+        run(replace(TINY, out=str(tmp_path / "a")))
+    run(replace(TINY, out=str(tmp_path / "b"), seed=1))
+    best_b = (tmp_path / "b" / "best.pt").read_bytes()
+    (tmp_path / "b" / "last.pt").write_bytes((tmp_path / "a" / "last.pt").read_bytes())
+    with pytest.raises(DataError, match="another run than best.pt beside it.*move this last.pt"):
+        run(replace(TINY, out=str(tmp_path / "b"), seed=1), resume=True)
+    assert (tmp_path / "b" / "best.pt").read_bytes() == best_b
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["run_id"]  # its own folder resumes, and keeps its id
+    run(replace(TINY, out=str(tmp_path / "a")), resume=True)
+    assert load_checkpoint(tmp_path / "a" / "best.pt")["run_id"] == load_checkpoint(tmp_path / "a" / "last.pt")["run_id"] == a
+
+
 def test_early_stopping_survives_a_resume(tmp_path, monkeypatch):
     """Val mIoU 0.5, 0.4, 0.3, ... with patience 2 stops after epoch 3, interrupted or not."""
     real_evaluate = engine.evaluate
