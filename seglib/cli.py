@@ -553,6 +553,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message}. Fix: see '{self.prog} --help'\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but a flag the command does not know points to that command's help, not the top one's."""
+        args, extra = self.parse_known_args(args, namespace)
+        if extra:
+            commands = getattr(self, "commands", {})
+            commands.get(getattr(args, "command", None), self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return args
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="seglib", description="The segmentation workbook's tools.",
@@ -583,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     add_inference_parsers(sub)
+    parser.commands = sub.choices  # for parse_args: whose help an unknown flag points to
     return parser
 
 

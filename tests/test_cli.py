@@ -288,7 +288,9 @@ def test_conflicting_or_abbreviated_train_flags_are_refused_not_resolved_silentl
     assert message in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:  # abbreviations: --ov was taken for --overwrite
         main(["train", "--ov", "--out", str(tmp_path / "run")])
-    assert stop.value.code == 2 and "unrecognized arguments: --ov" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "unrecognized arguments: --ov" in err
+    assert "see 'seglib train --help'" in err  # the command's own help, which lists its flags
     assert not (tmp_path / "run").exists()
 
 
