@@ -85,7 +85,7 @@ def pack_dataset(name: str, dest: Path, root: Path | None, quality: int) -> list
     from seglib.data import find_folder, get_spec
 
     spec = get_spec(name)
-    source = find_folder(name, root)
+    source = find_folder(name, root, sample=False)  # the shipped pets sample would pass for the full subset
     photos = {item.image.resolve() for item in spec.list_items(source, "all")}
     target = dest / spec.folder
     reencoded = []
@@ -104,23 +104,34 @@ def pack_dataset(name: str, dest: Path, root: Path | None, quality: int) -> list
 
 def pack(datasets: list[str], dest: Path, *, root: Path | None = None, quality: int = 95,
          wheels: list[str] = (), budget: int = BUDGET) -> dict:
-    """Write the bundle into ``dest`` (replacing it) and return its manifest; over ``budget``
-    together with the tracked files, the bundle is deleted and :class:`BundleTooLarge` raised."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    exclude(dest)
+    """Write the bundle into ``dest`` (replacing an earlier bundle, never another folder) and return its manifest;
+    over ``budget`` together with the tracked files, nothing is kept and :class:`BundleTooLarge` is raised. It is
+    built beside ``dest`` and renamed into place, so a failed pack leaves the earlier bundle as it was."""
+    if dest.exists() and not (dest / "bundle.json").is_file() and (not dest.is_dir() or any(dest.iterdir())):
+        raise SystemExit(f"error: {dest} holds files but no bundle.json: it is not a bundle, and packing would "
+                         "replace it. Pass another --dest")
+    build = dest.with_name(f".{dest.name}.partial")
+    exclude(dest), exclude(build)  # a pack killed midway must not leave licensed data for `run` to carry
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
     manifest = {"quality": quality, "subsampling": "4:4:4", "datasets": list(datasets), "reencoded": []}
-    for name in datasets:
-        manifest["reencoded"] += pack_dataset(name, dest / "data", root, quality)
-    pack_wheels(list(wheels), dest / "wheels")
-    (dest / "bundle.json").write_text(json.dumps(manifest, indent=1))
-    total = tracked_size() + size_of(dest)
-    manifest["mib"] = {"bundle": size_of(dest) / 2**20, "with_tracked_files": total / 2**20}
+    try:
+        for name in datasets:
+            manifest["reencoded"] += pack_dataset(name, build / "data", root, quality)
+        pack_wheels(list(wheels), build / "wheels")
+        (build / "bundle.json").write_text(json.dumps(manifest, indent=1))
+        total = tracked_size() + size_of(build)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    manifest["mib"] = {"bundle": size_of(build) / 2**20, "with_tracked_files": total / 2**20}
     if total > budget:
-        shutil.rmtree(dest)
+        shutil.rmtree(build)
         raise BundleTooLarge(f"error: the bundle and the tracked files come to {total / 2**20:.1f} MiB, over one "
-                             f"call's {budget / 2**20:.0f} MiB; nothing was kept. Pack fewer datasets or wheel "
+                             f"call's {budget / 2**20:.0f} MiB; it was not kept (an earlier bundle in {dest} is unchanged). Pack fewer datasets or wheel "
                              "groups, or a lower --quality")
+    shutil.rmtree(dest, ignore_errors=True)
+    build.rename(dest)
     return manifest
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from seglib.data import find_folder, get_spec, load_dataset, shipped_sample
+from seglib.errors import DataError
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -89,6 +90,28 @@ def test_wheels_a_kernel_never_imports_are_left_behind(tmp_path, monkeypatch):
 def test_a_bundle_over_the_budget_is_refused_and_deleted(tmp_path):
     with pytest.raises(gpu_pack.BundleTooLarge, match="over one call's"):
         gpu_pack.pack(["synthetic"], tmp_path / "bundle", budget=2**20)
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_failed_pack_keeps_the_earlier_bundle_and_never_replaces_another_folder(tmp_path):
+    gpu_pack.pack(["synthetic"], tmp_path / "bundle")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "bundle").rglob("*"))
+    with pytest.raises(gpu_pack.BundleTooLarge, match="earlier bundle .* is unchanged"):
+        gpu_pack.pack(["synthetic"], tmp_path / "bundle", budget=2**20)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "bundle").rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no half-built folder left beside it
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="holds files but no bundle.json"):
+        gpu_pack.pack(["synthetic"], tmp_path / "notes")
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+
+
+def test_the_shipped_pets_sample_is_never_packed_as_the_full_subset(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGLIB_DATA_DIR", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="not found"):
+        gpu_pack.pack(["pets"], tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
 
 
