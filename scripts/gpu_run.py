@@ -30,6 +30,8 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,8 +50,8 @@ from seglib.utils import write_atomic  # noqa: E402  (after the path: the script
 
 BUNDLE = REPO / ".gpu"
 SUFFIX = ".jpg"  # scripts/gpu_pack.py: a photo travels as <its name>.jpg
-CAPS = {"a": None, "c": 100, "b": 420}  # seconds; stage a's cap is the sum of its recipes' seconds + setup
-CAPS_SMOKE = {"a": None, "c": 240, "b": 600}
+CAPS = {"a": None, "c": 100}  # seconds; stage a's cap is the sum of its recipes' seconds + setup
+CAPS_SMOKE = {"a": None, "c": 240}  # stage b, always the last, gets what is left
 SETUP_SECONDS = 30   # per recipe: start, caches, probe, native evaluation (typically 15-25 s)
 VALIDATIONS = 25     # points on each recipe's time-to-quality curve
 
@@ -259,13 +261,13 @@ class Run:
     def child(self, args: list[str], timeout: float) -> int | None:
         """Run ``python3 args`` in the repository, its output into the log; None when it timed out."""
         proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
+                                text=True, bufsize=1, start_new_session=True)  # its group: kernels, loader workers
         pump = threading.Thread(target=lambda: [self.say("  " + line.rstrip()) for line in proc.stdout], daemon=True)
         pump.start()
         try:
             code = proc.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # the child and what it started: nothing keeps the GPU busy
             proc.wait()
             code = None
         pump.join(timeout=5)
@@ -284,13 +286,13 @@ def stage_a(run: Run, smoke: bool, keep_for_c: bool = True) -> None:
         target = run.work / f"recipe_{name}.json"
         code = run.child([str(Path(__file__)), "recipe", name, "--seconds", str(seconds), "--json", str(target),
                           "--work", str(run.work), *(["--smoke"] if smoke else [])],
-                         timeout=seconds * 1.2 + 2 * SETUP_SECONDS)
+                         timeout=min(seconds * 1.2 + 2 * SETUP_SECONDS, run.left() - 5))  # never past the budget
         if code == 0:
             results[name] = json.loads(target.read_text())
         elif code is None:
             results[name] = partial_recipe(name, run.work)
         else:
-            results[name] = {"dataset": name, "error": f"exit code {code} (see log.txt)"}
+            results[name] = {**partial_recipe(name, run.work), "error": f"exit code {code} (see log.txt)"}
         results[name]["target"] = dict(zip(("metric", "value", "seconds"), TARGETS[name])) if name in TARGETS \
             else None
         run.write("recipes.json", {"env": run.summary.get("env"), "recipes": results})
@@ -320,18 +322,21 @@ def stage_c(run: Run, smoke: bool) -> None:
 def stage_b(run: Run, smoke: bool, notebooks: list[str]) -> None:
     t0 = time.monotonic()
     missing = [m for m in ("nbclient", "ipykernel", "nbstripout") if importlib.util.find_spec(m) is None]
-    cap = min((CAPS_SMOKE if smoke else CAPS)["b"], run.left() - 10)
-    if missing or cap < 60:
+    cap = run.left() - 15  # the last stage: all that is left, less the time to pack the archive
+    if missing or cap < 120:  # notebook 06 alone takes longer
         why = f"no {', '.join(missing)} (pack --wheels notebooks)" if missing else f"{run.left():.0f} s left"
         run.stage("b", f"skipped: {why}", 0)
         return
     executed = run.work / "notebooks"
+    shutil.rmtree(executed, ignore_errors=True)  # an earlier call's notebooks are not this one's results
+    started = time.time()
     code = run.child(["scripts/run_notebooks.py", *(["--smoke"] if smoke else []), "--dest", str(executed),
                       *notebooks], timeout=cap)
     with tarfile.open(run.out / "notebooks.tgz", "w:gz") as tar:
         for path in sorted(executed.glob("*.ipynb")):
             tar.add(path, arcname=f"notebooks/{path.name}")
-        for path in sorted(p for p in (REPO / "figures").iterdir() if p.name[:2] in notebooks):  # none in smoke
+        for path in sorted(p for p in (REPO / "figures").iterdir()  # the figures this run wrote (none in smoke)
+                           if p.name[:2] in notebooks and p.stat().st_mtime >= started):
             tar.add(path, arcname=f"figures/{path.name}")
     run.stage("b", "done" if code == 0 else "timed out" if code is None else f"exit code {code}",
               time.monotonic() - t0)

@@ -145,7 +145,8 @@ def test_a_last_pt_copied_in_from_another_run_is_not_resumed_over_that_folders_b
     assert (tmp_path / "b" / "best.pt").read_bytes() == best_b
     a = load_checkpoint(tmp_path / "a" / "last.pt")["run_id"]  # its own folder resumes, and keeps its id
     run(replace(TINY, out=str(tmp_path / "a")), resume=True)
-    assert load_checkpoint(tmp_path / "a" / "best.pt")["run_id"] == load_checkpoint(tmp_path / "a" / "last.pt")["run_id"] == a
+    assert load_checkpoint(tmp_path / "a" / "best.pt")["run_id"] == a
+    assert load_checkpoint(tmp_path / "a" / "last.pt")["run_id"] == a
 
 
 def test_early_stopping_survives_a_resume(tmp_path, monkeypatch):

@@ -105,9 +105,36 @@ def test_a_recipe_cut_off_keeps_its_history(tmp_path):
         {"epoch": 8, "seconds": 4.5, "val_miou_train_size": 0.4}]
 
 
-def test_a_stage_past_its_time_is_stopped(tmp_path):
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\tZ" not in next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+
+
+def test_a_stage_past_its_time_is_stopped_with_what_it_started(tmp_path):
     run = gpu_run.Run(tmp_path, tmp_path, budget=60)
     start = time.monotonic()
-    assert run.child(["-c", "import time; print('started', flush=True); time.sleep(30)"], timeout=1) is None
+    child = (f"import subprocess, time; p = subprocess.Popen(['sleep', '30']); "  # a kernel, a loader worker
+             f"open({str(tmp_path / 'pid')!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(30)")
+    assert run.child(["-c", child], timeout=2) is None
     assert time.monotonic() - start < 10
     assert "started" in (tmp_path / "log.txt").read_text()
+    time.sleep(0.2)
+    assert not alive(int((tmp_path / "pid").read_text()))
+
+
+@pytest.mark.skipif(any(__import__("importlib").util.find_spec(m) is None for m in ("nbclient", "ipykernel",
+                                                                                     "nbstripout")),
+                    reason="stage b needs nbclient, ipykernel and nbstripout (pip install -e '.[test]')")
+def test_stage_b_gets_all_the_time_left_and_returns_only_this_calls_notebooks(tmp_path, monkeypatch):
+    run = gpu_run.Run(tmp_path / "out", tmp_path / "work", budget=560)
+    (tmp_path / "work" / "notebooks").mkdir(parents=True)
+    (tmp_path / "work" / "notebooks" / "06_training.ipynb").write_text("{}")  # an earlier call's
+    timeouts = []
+    monkeypatch.setattr(run, "child", lambda args, timeout: timeouts.append(timeout) or 0)
+    gpu_run.stage_b(run, smoke=False, notebooks=["06"])
+    assert 530 < timeouts[0] <= 545  # not a fixed cap below the budget: 06-08 need 5-8 minutes
+    with tarfile.open(tmp_path / "out" / "notebooks.tgz") as tar:
+        assert tar.getnames() == []  # neither the stale notebook nor the committed CPU-plan figures
