@@ -128,8 +128,8 @@ def pack(datasets: list[str], dest: Path, *, root: Path | None = None, quality: 
     if total > budget:
         shutil.rmtree(build)
         raise BundleTooLarge(f"error: the bundle and the tracked files come to {total / 2**20:.1f} MiB, over one "
-                             f"call's {budget / 2**20:.0f} MiB; it was not kept (an earlier bundle in {dest} is unchanged). Pack fewer datasets or wheel "
-                             "groups, or a lower --quality")
+                             f"call's {budget / 2**20:.0f} MiB; it was not kept (an earlier bundle in {dest} is "
+                             "unchanged). Pack fewer datasets or wheel groups, or a lower --quality")
     shutil.rmtree(dest, ignore_errors=True)
     build.rename(dest)
     return manifest

@@ -2,9 +2,12 @@
 the test names in docs/RELIABILITY.md are checked here too."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +69,13 @@ def test_package_data_ships_every_file_of_the_samples():
     shipped = {p for pattern in patterns for p in package.glob(pattern)}
     files = {p for p in (package / "sample_data").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert files and files <= shipped
+
+
+def test_ruff_is_the_version_pre_commit_runs_and_the_code_and_notebooks_pass_it():
+    repos = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
+    rev = next(repo["rev"] for repo in repos if "ruff" in repo["repo"])
+    assert pip_requirements()["ruff"] == "==" + rev.lstrip("v")
+    pytest.importorskip("ruff", reason="pip install -e '.[test]' installs ruff")
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout[-3000:]
