@@ -12,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import http.client
+import lzma
 import os
 import re
 import shutil
@@ -304,13 +305,30 @@ def _archive_kind(archive: Path) -> str:
                         "download it again (a download cut short is the usual cause), or pass another copy")
 
 
+def _mac_metadata(name: str) -> bool:
+    """A ``__MACOSX/`` member (the resource forks macOS adds to a zip it makes): never part of a dataset."""
+    return PurePosixPath(name.replace("\\", "/")).parts[:1] == ("__MACOSX",)
+
+
+def _refuse_over_free_space(archive: Path, target_dir: Path, size: int) -> None:
+    """Refuse before writing when the members' declared sizes (which zipfile and tarfile hold them to) exceed the
+    free space where they go: a zip bomb, or a disk too small, fails at once instead of after filling it."""
+    where = next(p for p in (target_dir, *target_dir.parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if size > free:
+        raise DownloadError(archive, f"unpacks to {size / 2**30:.2f} GiB, more than the {free / 2**30:.2f} GiB free "
+                            f"on {where}; nothing was extracted", "free disk space, or unpack on another disk "
+                            "(--root)")
+
+
 def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
     """Extract a zip or tar (.tar, .tar.gz/.tgz, .tar.bz2, .tar.xz) into ``target_dir``.
 
     Every member is checked before anything is written: an absolute path, a ``..`` component, a
-    drive letter, a symbolic or hard link, or a device/fifo member refuses the whole archive. The
-    members go to a temporary folder inside ``target_dir`` whose top-level entries are then moved
-    into place, so a failure leaves nothing half-extracted. Returns ``target_dir``.
+    drive letter, a symbolic or hard link, or a device/fifo member refuses the whole archive, and so does
+    a total size over the free disk space; ``__MACOSX/`` members are left out. The members go to a
+    temporary folder inside ``target_dir`` whose top-level entries are then moved into place, so a
+    failure leaves nothing half-extracted. Returns ``target_dir``.
     """
     archive, target_dir = Path(archive), Path(target_dir).expanduser()
     if not archive.is_file():
@@ -319,22 +337,24 @@ def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
     try:
         with (zipfile.ZipFile(archive) if kind == "zip" else tarfile.open(archive, "r:*")) as af:
             if kind == "zip":
-                members = [(i.filename, i.is_dir(), _zip_problem(i), lambda i=i: af.open(i))
+                members = [(i.filename, i.is_dir(), _zip_problem(i), i.file_size, lambda i=i: af.open(i))
                            for i in af.infolist()]
             else:
-                members = [(m.name, m.isdir(), _tar_problem(m), lambda m=m: af.extractfile(m))
+                members = [(m.name, m.isdir(), _tar_problem(m), m.size, lambda m=m: af.extractfile(m))
                            for m in af.getmembers()]
-            for name, _, why, _ in members:
+            members = [m for m in members if not _mac_metadata(m[0])]
+            for name, _, why, _, _ in members:
                 if why:
                     raise DownloadError(archive, f"refusing to extract member {name!r}: {why}",
                                         "use the official archive; nothing was extracted")
+            _refuse_over_free_space(archive, target_dir, sum(size for _, is_dir, _, size, _ in members if not is_dir))
             target_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=target_dir, prefix=".extract-")).resolve()
             try:
                 # Members are written one by one as plain files and folders (never links, never
                 # modes or owners from the archive), so this holds on every Python without
                 # relying on tarfile's extraction filters.
-                for name, is_dir, _, open_member in members:
+                for name, is_dir, _, _, open_member in members:
                     dest = _inside(tmp, name)
                     if is_dir:
                         dest.mkdir(parents=True, exist_ok=True)
@@ -343,7 +363,11 @@ def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
                 move_entries(tmp, target_dir)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
+    except (RuntimeError, NotImplementedError) as exc:  # zipfile: an encrypted member, an unknown compression
+        raise DownloadError(archive, f"cannot be read ({exc}); nothing was extracted",
+                            "pass the official archive, or re-pack the folder as a plain zip or tar (no password, "
+                            "deflate compression)") from exc
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise DownloadError(archive, f"damaged archive ({type(exc).__name__}: {exc}); nothing was extracted",
                             "download it again (a download cut short is the usual cause), or pass another "
                             "copy") from exc

@@ -7,8 +7,10 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import random
 import re
 import tarfile
+import shutil
 import threading
 import zipfile
 from pathlib import Path
@@ -19,8 +21,10 @@ from seglib.data import SPECS, load_dataset
 from helpers import write_camvid32
 from seglib.download import (DOWNLOADS_SUBDIR, SOURCES, DatasetSource, download_dataset, fetch,
                              file_digest, safe_extract, verify_checksum)
+from seglib import secure_io
 from seglib.errors import DataError, DownloadError
 
+shutil_usage = shutil._ntuple_diskusage
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, several read chunks' worth of progress
 
 
@@ -316,6 +320,42 @@ def test_safe_extract_truncated_tar_gz(tmp_path):
     with pytest.raises(DownloadError):
         safe_extract(cut, target)
     assert leftovers(target) == []
+
+
+def test_safe_extract_damaged_xz_and_unreadable_zips_are_download_errors(tmp_path):
+    rng = random.Random(0)  # text that xz compresses (a stored, incompressible chunk would hide the damage)
+    words = [bytes(rng.choice(b"abcdefghij") for _ in range(5)) for _ in range(500)]
+    text = b" ".join(rng.choice(words) for _ in range(100_000))
+    good = make_tar(tmp_path / "x.tar.xz", [tar_file("Top/a.txt", text)], mode="w:xz")
+    data = bytearray(good.read_bytes())
+    cut = len(data) // 2
+    data[cut:cut + 64] = bytes(64)  # past the header: lzma.LZMAError (not an OSError) while extracting
+    (tmp_path / "bad.tar.xz").write_bytes(data)
+    locked = bytearray(make_zip(tmp_path / "plain.zip", {"Top/a.txt": b"secret"}).read_bytes())
+    for header, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the "encrypted" bit, local and central
+        locked[locked.index(header) + flags_at] |= 0x1  # zipfile then raises RuntimeError (password required)
+    (tmp_path / "locked.zip").write_bytes(locked)
+    for archive, why in ((tmp_path / "bad.tar.xz", "damaged archive"), (tmp_path / "locked.zip", "encrypted")):
+        target = tmp_path / archive.stem
+        target.mkdir()
+        with pytest.raises(DownloadError, match=why):
+            safe_extract(archive, target)
+        assert leftovers(target) == []
+
+
+def test_safe_extract_leaves_out_macos_metadata(tmp_path):
+    archive = make_zip(tmp_path / "mac.zip", {"Top/a.txt": b"a", "__MACOSX/Top/._a.txt": b"fork",
+                                              "__MACOSX/._Top": b"fork"})
+    safe_extract(archive, tmp_path / "t")
+    assert leftovers(tmp_path / "t") == ["Top"] and leftovers(tmp_path / "t" / "Top") == ["a.txt"]
+
+
+def test_safe_extract_refuses_more_than_the_free_space_before_writing(tmp_path, monkeypatch):
+    archive = make_zip(tmp_path / "big.zip", {"Top/a.bin": PAYLOAD})  # 1 MiB unpacked, a few KiB packed
+    monkeypatch.setattr(secure_io.shutil, "disk_usage", lambda path: shutil_usage(total=2**30, used=0, free=2**19))
+    with pytest.raises(DownloadError, match="unpacks to 0.00 GiB, more than the 0.00 GiB free.*nothing was extracted"):
+        safe_extract(archive, tmp_path / "t")
+    assert not (tmp_path / "t").exists()
 
 
 # ----------------------------------------------------------------------------------------------
