@@ -60,6 +60,10 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
     if source is None:
         return folder
     # found, and --source given: download_dataset adds another archive of the dataset, or refuses; never ignores it
+    if folder.name != Path(spec.folder).name:  # --root is the dataset under another name: its parent is not ours
+        raise DataError(folder, f"already holds {spec.title} (under another name than '{Path(spec.folder).name}'), "
+                        f"so --source {source} would not be used", "leave out --source, or rename the folder to "
+                        f"'{Path(spec.folder).name}' to add an archive to it")
     return download_dataset(name, folder.parents[len(Path(spec.folder).parts) - 1], source=source)
 
 

@@ -293,3 +293,8 @@ def test_source_given_for_a_dataset_already_there_is_not_ignored(tmp_path, capsy
     status, err = seglib(capsys, "prepare", "pennfudan", "--root", root, "--source", source)
     assert status == 2 and err.startswith(f"error: {root / 'PennFudanPed'}: already holds Penn-Fudan"), err
     assert "--source" in err and "Fix: " in err and not (root / DOWNLOADS_SUBDIR).exists()
+    renamed = tmp_path / "mine" / "peds"  # --root is the dataset itself, under another name
+    (root / "PennFudanPed").rename(renamed.parent.mkdir() or renamed)
+    status, err = seglib(capsys, "prepare", "pennfudan", "--root", renamed, "--source", source)
+    assert status == 2 and err.startswith(f"error: {renamed}: already holds Penn-Fudan"), err
+    assert sorted(p.name for p in renamed.parent.iterdir()) == ["peds"]  # no second copy unpacked beside it
