@@ -103,7 +103,11 @@ def main(argv=None) -> dict:
     p.add_argument("--levers", nargs="*", help="levers to try (default: all); the base always runs")
     p.add_argument("--out", type=Path, help="where the runs go (default: a temporary folder)")
     p.add_argument("--seeds", type=int, default=1, help="train each variant with seeds 0..N-1; mean and spread")
-    args = resolve(p.parse_args(argv), FULL, SMOKE)
+    args = p.parse_args(argv)
+    ignored = [f"--{name}" for name in ("models", "sizes", "steps") if getattr(args, name) is not None]
+    if ignored:  # each lever sets its own: a flag that would change nothing is refused, not ignored
+        p.error(f"{', '.join(ignored)}: the levers set the model, size and steps of each run; leave them out")
+    args = resolve(args, FULL, SMOKE)
     base = BASES[args.dataset]
     if args.device.type != "cuda":
         base = replace(base, num_workers=0)

@@ -26,7 +26,7 @@ if not __package__:  # run as python benchmarks/<script>.py: the repository root
 from benchmarks.common import model_spec, parser, report, resolve
 from seglib.engine import fit
 from seglib.train_config import TrainConfig
-from seglib.errors import DataError
+from seglib.errors import SeglibError
 
 # target and recipe per dataset (PERF.md's reference recipes, square instead of 352x480 for CamVid)
 RECIPES = {"pennfudan": dict(target=0.90, size=384, batch_size=16, epochs=300),
@@ -72,7 +72,7 @@ def run(dataset: str, model: str, size: int, recipe: dict, args) -> dict:
                           save_freq=recipe["epochs"], log_freq=sys.maxsize, out=out)
         try:
             result = fit(cfg, device=args.device, verbose=False)
-        except DataError as exc:  # a dataset that is not here: say so in its row, go on with the others
+        except SeglibError as exc:  # a dataset that is not here, CUDA out of memory: say so in its row, go on
             return {**row, "error": str(exc)}
     history = result["history"]
     curve = cumulative(history)

@@ -13,6 +13,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the repo, not installed
 from benchmarks import common, data_path, latency, levers, time_to_quality, train_throughput  # noqa: E402
+from seglib.errors import SeglibError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,14 @@ def test_time_to_quality_is_null_when_the_target_is_never_reached(run):
     assert row["epochs_run"] == 2 and len(row["curve"]) == 2
 
 
+def test_time_to_quality_keeps_going_past_a_run_that_fails(run, monkeypatch):
+    def out_of_memory(cfg, **kwargs):  # fit turns CUDA out of memory into a SeglibError saying what to shrink
+        raise SeglibError("CUDA out of memory at --batch-size 8 and --image-size 64; try --batch-size 4")
+    monkeypatch.setattr(time_to_quality, "fit", out_of_memory)
+    (row,) = run(time_to_quality, "--target", "0")["rows"]
+    assert "out of memory" in row["error"] and "seconds_to_target" not in row
+
+
 def test_first_crossing_sums_the_seconds_of_every_epoch_until_the_target():
     history = [{"epoch": e, "seconds": 2.0, "val_miou": m} for e, m in ((1, 0.3), (2, 0.7), (3, 0.6))]
     curve = time_to_quality.cumulative(history)
@@ -138,3 +147,9 @@ def test_levers_with_seeds_report_the_mean_and_spread(run):
     assert row["native_std"] == pytest.approx(abs(each[0] - each[1]) / 2 ** 0.5)
     with pytest.raises(SystemExit, match="unknown levers"):
         levers.main(["--smoke", "--device", "cpu", "--levers", "magic"])
+
+
+def test_levers_refuses_the_options_it_would_ignore(capsys):
+    with pytest.raises(SystemExit):
+        levers.main(["--smoke", "--device", "cpu", "--models", "unet-big", "--steps", "5"])
+    assert "--models, --steps: the levers set the model, size and steps of each run" in capsys.readouterr().err
