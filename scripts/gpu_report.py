@@ -45,9 +45,12 @@ def speed_table(speed: dict) -> str:
              "share of the bf16 ceiling | peak GiB | speed-up |",
              "|---|---|---|---|---|---|---|---|"]
     for row in speed["rows"]:
+        if row.get("error"):  # CUDA out of memory: no numbers
+            lines.append(f"| {row['regime']} | {row['error']} |" + " |" * 6)
+            continue
         lines.append(f"| {row['regime']} | {row['model_img_s']:.0f} | {row['e2e_img_s']:.0f} | "
                      f"{row['e2e_over_model']:.2f} | {row['tflops']:.0f} | {row['pct_ceiling']:.1%} | "
-                     f"{row['peak_gib']:.1f} | {row['speedup']:.1f}× |")
+                     f"{row['peak_gib']:.1f} | {fmt(row['speedup'], '.1f')}× |")
     return "\n".join(lines)
 
 
