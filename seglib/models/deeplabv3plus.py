@@ -120,7 +120,8 @@ class DeepLabV3Plus(nn.Module):
     ``backbone`` defaults to resnet18: trained from scratch (the default) on the small datasets
     of this workbook, deeper trunks gain little and resnet18 runs about 2–3× faster than resnet50.
     ``output_stride`` 16 dilates layer4 (ASPP rates 6/12/18); 8 also dilates layer3 (rates
-    12/24/36), four times the compute. ``pretrained``: None (from scratch), ``"imagenet"``
+    12/24/36): with resnet18 at 512 px, 2.1× the multiply-adds in all (3× in the trunk, 4× in ASPP; the
+    decoder stays at stride 4). ``pretrained``: None (from scratch), ``"imagenet"``
     (torchvision's weights: the cache, else a download; inputs then need ImageNet normalisation) or the
     path of a torchvision ResNet state dict. ``train_trunk=False`` freezes the backbone: no
     gradients, and its BatchNorm stays in eval mode during ``train()``.
