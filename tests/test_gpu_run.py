@@ -105,6 +105,21 @@ def test_a_recipe_cut_off_keeps_its_history(tmp_path):
         {"epoch": 8, "seconds": 4.5, "val_miou_train_size": 0.4}]
 
 
+def test_a_recipe_that_fails_after_training_keeps_its_curve(tmp_path, monkeypatch):
+    run = gpu_run.Run(tmp_path / "out", tmp_path / "work", budget=600)
+
+    def trained_then_failed(args, timeout):  # e.g. native scoring raised after fit wrote its history
+        folder = tmp_path / "work" / "runs" / "synthetic"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "history.json").write_text(json.dumps([{"epoch": 2, "seconds": 1.5, "val_miou": 0.4}]))
+        return 1
+    monkeypatch.setattr(run, "child", trained_then_failed)
+    gpu_run.stage_a(run, smoke=True, keep_for_c=False)
+    saved = json.loads((tmp_path / "out" / "recipes.json").read_text())["recipes"]["synthetic"]
+    assert saved["error"].startswith("exit code 1")
+    assert saved["curve"] == [{"epoch": 2, "seconds": 1.5, "val_miou_train_size": 0.4}]
+
+
 def alive(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status")
     try:
