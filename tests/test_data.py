@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,11 +264,17 @@ def test_cityscapes_official_layout_maps_label_ids_to_train_ids(tmp_path):
         image, _ = make_sample(1, (32, 64))
         ids = rng.integers(0, 34, (32, 64), dtype=np.uint8)
         Image.fromarray(image).save(root / "leftImg8bit" / split / "aachen" / "aachen_000000_000019_leftImg8bit.png")
-        Image.fromarray(ids).save(root / "gtFine" / split / "aachen" / "aachen_000000_000019_gtFine_labelIds.png")
+        gt = root / "gtFine" / split / "aachen" / "aachen_000000_000019_gtFine_"
+        Image.fromarray(ids).save(f"{gt}labelIds.png")
+        for sibling in ("color.png", "instanceIds.png", "polygons.json"):  # the official zip's other files
+            Path(f"{gt}{sibling}").write_bytes(b"")
     ds = load_dataset("cityscapes", "val", tmp_path)
     _, labels = ds.load(0)
     np.testing.assert_array_equal(labels, labelids_to_trainids(ids))
     assert labels.max() == 255 and set(np.unique(labels)) - {255} <= set(range(19))
+    (root / "gtFine" / "val" / "aachen" / "aachen_000001_000019_gtFine_labelIds.png").write_bytes(b"")
+    with pytest.raises(DataError, match="1 masks have no image"):  # a stray label file is still reported
+        load_dataset("cityscapes", "val", tmp_path)
 
 
 def test_cityscapes_pairs_recover_labels_through_jpeg(tmp_path):

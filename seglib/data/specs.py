@@ -19,18 +19,19 @@ PERSON_PALETTE = np.array([(0, 0, 0), (220, 20, 60)], np.uint8)
 
 
 def pair_files(image_dir: Path, mask_dir: Path, pattern: str,
-               mask_name: Callable[[Path], str]) -> list[Item]:
+               mask_name: Callable[[Path], str], mask_pattern: str = "*") -> list[Item]:
     """Items for every image in ``image_dir`` whose mask is ``mask_dir / mask_name(image)``.
 
-    An image without a mask, or a mask without an image, is an error that names the files. Hidden
-    files (``.DS_Store``, the ``._NAME`` AppleDouble files of archives made on a Mac) are not samples.
+    An image without a mask, or a mask (a file of ``mask_dir`` matching ``mask_pattern``) without an image, is an
+    error that names the files. Hidden files (``.DS_Store``, the ``._NAME`` AppleDouble files of archives made on a
+    Mac) are not samples.
     """
     for d in (image_dir, mask_dir):
         if not d.is_dir():
             raise DataError(d, "folder not found", "check the dataset layout (the README's Datasets table)")
     images = sorted(p for p in image_dir.glob(pattern) if not p.name.startswith("."))
     wanted = {mask_name(p): p for p in images}
-    present = {p.name for p in mask_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
+    present = {p.name for p in mask_dir.glob(mask_pattern) if p.is_file() and not p.name.startswith(".")}
     no_mask = [str(p) for name, p in wanted.items() if name not in present]
     if no_mask:
         raise DataError(mask_dir, f"{len(no_mask)} images have no mask here, e.g. {no_mask[:3]}",
@@ -260,8 +261,9 @@ class Cityscapes(DatasetSpec):
         labels = folder / "gtFine" / split
         items = []
         for city in sorted(p.name for p in images.iterdir() if p.is_dir()):
-            items += pair_files(images / city, labels / city, "*_leftImg8bit.png",
-                                lambda p: p.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png"))
+            items += pair_files(images / city, labels / city, "*_leftImg8bit.png",  # beside each labelIds file:
+                                lambda p: p.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png"),
+                                mask_pattern="*_gtFine_labelIds.png")  # _color, _instanceIds, _polygons.json
         return items
 
     def decode(self, raw, item, image_hw, report):
