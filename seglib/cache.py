@@ -29,8 +29,9 @@ Choices:
   whenever a cache is opened (not when a DataLoader worker reopens it): a byte changed in place is
   found. The whole files are checked, not samples: 1000 images at 256 px (262 MB) take 0.7 s on a
   busy 2-core machine (zlib's CRC-32 hashes ~1.3 GB/s there, SHA-1 ~0.6 GB/s), once per run. A
-  cache of an *older* version of the files is not damage: its fingerprint differs, so it lives at
-  another path and is simply not used; one of an older cache format is rebuilt.
+  cache of an *older* version of the files, or of labels an older decoder made (the fingerprint also
+  covers the spec's settings and the decoding code), is not damage: its fingerprint differs, so it
+  lives at another path and is simply not used; one of an older cache format is rebuilt.
 * **Space first.** A build checks the free space it needs and reserves the files' blocks
   (``posix_fallocate``) before writing: a full disk is one error naming the cache, not a ``SIGBUS``
   from a memory map on a full disk, and leaves no temporary folder.

@@ -195,3 +195,17 @@ def test_a_disk_that_fills_during_the_build_leaves_no_temporary_cache(monkeypatc
     with pytest.raises(DataError, match=f"{C.cache_path(ds, 32)}: no space left on the disk: it needs about"):
         C.load_or_build_cache(ds, 32)
     assert not C.cache_path(ds, 32).exists() and no_temporary_folder_left()
+
+
+def test_a_cache_never_serves_labels_that_the_decoder_would_now_make_otherwise(monkeypatch):
+    from seglib.data import base, load_dataset
+
+    ds = load_dataset("pets", "val", max_samples=4)  # the shipped sample
+    first = C.load_or_build_cache(ds, 16)
+    assert C.load_or_build_cache(ds, 16).path == first.path  # reused while nothing changes
+    monkeypatch.setattr(ds.spec, "left_out", ("Abyssinian_34", "Bengal_56"))  # a spec setting, as a fix would
+    changed = C.load_or_build_cache(ds, 16)
+    assert changed.path != first.path and changed.fingerprint() == ds.fingerprint()
+    monkeypatch.undo()
+    monkeypatch.setattr(base, "decoder_source", lambda: "the decoding code, edited")
+    assert ds.fingerprint() not in (first.fingerprint(), changed.fingerprint())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
@@ -83,6 +84,21 @@ class DatasetSpec:
                                     path=item.mask, decoded=decoded)
 
 
+def spec_settings(spec) -> list:
+    """A spec's plain settings (class names, palette, threshold, left-out ids, ...), its own and its classes'."""
+    found = {k: v for cls in reversed(type(spec).__mro__) for k, v in vars(cls).items()
+             if not k.startswith("_") and not callable(v) and not isinstance(v, (property, classmethod, staticmethod))}
+    return sorted({**found, **vars(spec)}.items())
+
+
+@functools.cache
+def decoder_source() -> str:
+    """A hash of the code that turns files into labels (the specs, the mask functions, the readers)."""
+    here = Path(__file__).resolve().parent
+    return hashlib.sha1(b"".join(p.read_bytes() for p in (here / "specs.py", here / "io.py",
+                                                           here.parent / "masks.py"))).hexdigest()
+
+
 class SegmentationDataset:
     """One split of one dataset: ``len(ds)``, ``ds.load(i) -> (image, labels)``."""
 
@@ -113,8 +129,10 @@ class SegmentationDataset:
         return self.spec.load(self.items[i], self.report)
 
     def fingerprint(self) -> str:
-        """Changes whenever a file is added, removed, resized or touched."""
+        """Changes whenever a file is added, removed, resized or touched, and whenever the labels would be decoded
+        otherwise (the spec's settings, or seglib's decoding code): a cache never serves labels of an old decoder."""
         h = hashlib.sha1(self.name.encode())
+        h.update(f"{type(self.spec).__qualname__}:{spec_settings(self.spec)!r}:{decoder_source()};".encode())
         for item in self.items:
             for path in (item.image, item.mask):
                 if path is not None:
