@@ -50,8 +50,9 @@ from seglib.utils import write_atomic  # noqa: E402  (after the path: the script
 
 BUNDLE = REPO / ".gpu"
 SUFFIX = ".jpg"  # scripts/gpu_pack.py: a photo travels as <its name>.jpg
-CAPS = {"a": None, "c": 100}  # seconds; stage a's cap is the sum of its recipes' seconds + setup
-CAPS_SMOKE = {"a": None, "c": 240}  # stage b, always the last, gets what is left
+# stage c's cap in seconds; stage a's is the sum of its recipes' seconds + setup, and stage b, always the last,
+# gets what is left
+STAGE_C_SECONDS = {"full": 100, "smoke": 240}
 SETUP_SECONDS = 30   # per recipe: start, caches, probe, native evaluation (typically 15-25 s)
 VALIDATIONS = 25     # points on each recipe's time-to-quality curve
 
@@ -276,7 +277,7 @@ class Run:
 
 def stage_a(run: Run, smoke: bool, keep_for_c: bool = True) -> None:
     recipes = SMOKE_RECIPES if smoke else RECIPES
-    reserve = (CAPS_SMOKE if smoke else CAPS)["c"] if keep_for_c else 0  # what stage c keeps
+    reserve = STAGE_C_SECONDS["smoke" if smoke else "full"] if keep_for_c else 0  # what stage c keeps
     results, t0 = {}, time.monotonic()
     for name, recipe in recipes.items():
         seconds = min(recipe["seconds"], run.left() - reserve - SETUP_SECONDS)
@@ -309,7 +310,7 @@ def stage_a(run: Run, smoke: bool, keep_for_c: bool = True) -> None:
 
 def stage_c(run: Run, smoke: bool) -> None:
     t0 = time.monotonic()
-    cap = min((CAPS_SMOKE if smoke else CAPS)["c"], run.left())
+    cap = min(STAGE_C_SECONDS["smoke" if smoke else "full"], run.left())
     options = (["--smoke"] if smoke else
                ["--dataset", "pennfudan", "--models", "unet-big", "--sizes", "256", "--batch-size", "32",
                 "--compile"])

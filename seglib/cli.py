@@ -244,8 +244,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name = args.dataset or predictor.dataset
     if name is None:
         raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on; pass --dataset")
-    recorded = predictor.root if name == predictor.dataset and predictor.root else None
-    root = args.root or (recorded if recorded and Path(recorded).is_dir() else None)  # the run's own data
+    recorded = predictor.root if name == predictor.dataset else None  # the run's own data, while it is there
+    root = args.root or (recorded if recorded and Path(recorded).is_dir() else None)
     if args.json:
         check_output(args.json, "--json", overwrite=args.overwrite, folders=(find_folder(name, root),))
     ds = load_dataset(name, args.split, root, max_samples=args.max_images)

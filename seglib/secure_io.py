@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from seglib.errors import ConfigError, DataError, DownloadError
-from seglib.utils import atomic_path
+from seglib.utils import atomic_path, ensure_free_space
 
 __all__ = ["fetch", "file_digest", "is_url", "merge_tree", "move_entries", "safe_extract", "source_filename",
            "tree_clashes", "verify_checksum"]
@@ -310,17 +310,6 @@ def _mac_metadata(name: str) -> bool:
     return PurePosixPath(name.replace("\\", "/")).parts[:1] == ("__MACOSX",)
 
 
-def _refuse_over_free_space(archive: Path, target_dir: Path, size: int) -> None:
-    """Refuse before writing when the members' declared sizes (which zipfile and tarfile hold them to) exceed the
-    free space where they go: a zip bomb, or a disk too small, fails at once instead of after filling it."""
-    where = next(p for p in (target_dir, *target_dir.parents) if p.exists())
-    free = shutil.disk_usage(where).free
-    if size > free:
-        raise DownloadError(archive, f"unpacks to {size / 2**30:.2f} GiB, more than the {free / 2**30:.2f} GiB free "
-                            f"on {where}; nothing was extracted", "free disk space, or unpack on another disk "
-                            "(--root)")
-
-
 def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
     """Extract a zip or tar (.tar, .tar.gz/.tgz, .tar.bz2, .tar.xz) into ``target_dir``.
 
@@ -347,7 +336,8 @@ def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
                 if why:
                     raise DownloadError(archive, f"refusing to extract member {name!r}: {why}",
                                         "use the official archive; nothing was extracted")
-            _refuse_over_free_space(archive, target_dir, sum(size for _, is_dir, _, size, _ in members if not is_dir))
+            # the declared sizes, which zipfile and tarfile hold members to: a zip bomb or a small disk fails here
+            ensure_free_space(target_dir, sum(size for _, is_dir, _, size, _ in members if not is_dir))
             target_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=target_dir, prefix=".extract-")).resolve()
             try:
