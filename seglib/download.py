@@ -293,13 +293,30 @@ def _place(found: Path, dest: Path, archive: Path) -> None:
         raise DataError(clashes[0], f"already exists and differs from its copy in {archive.name}{more}; nothing "
                         f"was changed, and {archive} is kept",
                         f"move {clashes[0]} (or all of {dest}) away, then run the same command again: it "
-                        "uses the archive kept in downloads/")
+                        f"extracts {archive} again")
     merge_tree(found, dest)
 
 
+def _archive(source: str | Path, entry: DatasetSource, root: Path) -> Path:
+    """The archive to extract for ``entry``: a URL is downloaded into ``<root>/downloads``; a local file is used
+    where it is, never copied (Cityscapes' images alone are 11 GB). Either is checked against the official
+    checksum when it bears the official file name."""
+    official = source == entry.url or source_filename(source) == entry.filename
+    sha256, md5 = (entry.sha256, entry.md5) if official else (None, None)
+    if is_url(source):
+        return fetch(source, root / DOWNLOADS_SUBDIR, sha256=sha256, md5=md5,
+                     filename=entry.filename if source == entry.url else None)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DataError(path, "file not found", "pass an existing archive, or a URL (http, https or file://)")
+    verify_checksum(path, sha256, md5, fix=f"download {entry.filename} again and pass that copy with --source "
+                    "(this file was left as it is)")
+    return path
+
+
 def _remove_copy(archive: Path, source: str | Path) -> bool:
-    """Delete ``archive`` when seglib made it (a download, or a copy of a local file), and the downloads folder
-    if that leaves it empty; never the user's own file. Whether it was deleted."""
+    """Delete ``archive`` when seglib downloaded it, and the downloads folder if that leaves it empty; never the
+    user's own file. Whether it was deleted."""
     if not is_url(source) and Path(source).expanduser().resolve() == archive.resolve():
         return False
     archive.unlink(missing_ok=True)
@@ -318,8 +335,9 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
     ``source`` may be a URL or a local archive to use instead of the official URL (the official
     checksum applies when the file name is the official one), or a local folder already in the
     original layout, which is returned as it is (or a release layout of :data:`CONVERTERS`, converted into
-    ``root``). Archives are kept in ``<root>/downloads``; one that fails to extract, or does not hold the
-    dataset, is removed from there (a local ``source`` itself is never deleted) and nothing is placed in
+    ``root``). A local archive is extracted where it is; downloads are kept in ``<root>/downloads``, and one
+    that fails to extract, or does not hold the dataset, is removed from there (a local ``source`` is never
+    deleted) and nothing is placed in
     ``root``; one whose files differ from those already in ``root`` is kept (DataError naming them). A ``source``
     for a dataset already in ``root`` is refused (unless it is another archive of a dataset published in several),
     never ignored.
@@ -351,11 +369,8 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
 
     root_existed = root.exists()
     for url, entry in jobs:
-        official = url == entry.url or source_filename(url) == entry.filename
         try:
-            archive = fetch(url, root / DOWNLOADS_SUBDIR, sha256=entry.sha256 if official else None,
-                            md5=entry.md5 if official else None,
-                            filename=entry.filename if url == entry.url else None)
+            archive = _archive(url, entry, root)
         except DownloadError as exc:
             raise DownloadError(exc.where, exc.problem, f"{exc.fix} (dataset page: {entry.homepage})") from exc
         try:

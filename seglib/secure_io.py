@@ -61,8 +61,10 @@ def _mismatches(path: Path, sha256: str | None, md5: str | None) -> list[str]:
     return out
 
 
-def verify_checksum(path: str | Path, sha256: str | None = None, md5: str | None = None) -> bool:
-    """Check ``path`` against the given digests; raise DownloadError naming both on a mismatch.
+def verify_checksum(path: str | Path, sha256: str | None = None, md5: str | None = None, *,
+                    fix: str | None = None) -> bool:
+    """Check ``path`` against the given digests; raise DownloadError naming both on a mismatch (with ``fix``, or
+    the advice to download it again).
 
     Returns True when at least one digest was checked, False when none was given.
     """
@@ -70,7 +72,7 @@ def verify_checksum(path: str | Path, sha256: str | None = None, md5: str | None
     bad = _mismatches(path, sha256, md5)
     if bad:
         raise DownloadError(path, f"checksum mismatch ({'; '.join(bad)}): the file is incomplete, corrupt or not "
-                            "the expected one", f"delete {path} and download it again, or pass the right file")
+                            "the expected one", fix or f"delete {path} and download it again, or pass the right file")
     return bool(sha256 or md5)
 
 

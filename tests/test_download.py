@@ -397,8 +397,8 @@ def test_download_dataset_from_local_archive(tmp_path):
     folder = download_dataset("pennfudan", root, source=archive)
     assert folder == root / "PennFudanPed"
     assert (folder / "PedMasks" / "FudanPed00001_mask.png").read_bytes() == b"mask"
-    assert (root / DOWNLOADS_SUBDIR / "my_copy.zip").is_file()  # the local copy
-    assert sorted(leftovers(root)) == ["PennFudanPed", DOWNLOADS_SUBDIR]  # no staging left
+    assert sorted(leftovers(root)) == ["PennFudanPed"]  # no staging left, and no copy: it is extracted in place
+    assert archive.is_file()
     # present now: found again without touching anything
     assert download_dataset("pennfudan", root) == folder
 
@@ -409,8 +409,8 @@ def test_download_dataset_official_name_gets_the_official_checksum(tmp_path):
     with pytest.raises(DownloadError) as err:
         download_dataset("pennfudan", root, source=archive)
     assert SOURCES["pennfudan"][0].md5 in str(err.value) and "cis.upenn.edu" in str(err.value)
-    assert not (root / "PennFudanPed").exists()
-    assert leftovers(root / DOWNLOADS_SUBDIR) == []
+    assert str(err.value).startswith(f"{archive}: checksum mismatch") and "delete" not in str(err.value)
+    assert not root.exists() and archive.is_file()
 
 
 def test_download_dataset_by_url_moves_the_inner_folder(tmp_path):
@@ -541,7 +541,7 @@ def test_a_tiktok_release_archive_is_converted_like_a_release_folder(tmp_path):
     names = [f"{video}_{i:04d}.png" for video in ("00003", "00005") for i in range(8)]
     assert leftovers(folder / "images") == names and leftovers(folder / "masks") == names
     assert (folder / "masks" / "00005_0007.png").read_bytes() == b"00005masks7"
-    assert sorted(leftovers(root)) == [DOWNLOADS_SUBDIR, "tiktok_person"]  # no staging left
+    assert sorted(leftovers(root)) == ["tiktok_person"]  # no staging left, no copy of the archive
 
 
 def test_a_one_video_tiktok_release_archive_gets_its_video_prefix(tmp_path):
