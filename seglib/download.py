@@ -245,7 +245,8 @@ def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, 
     when it differs from what is already in ``root``; either way nothing is placed.
     """
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".seglib-extract-"))
+    _remove_abandoned_staging(root)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f"{_STAGING}{os.getpid()}-"))
     try:
         safe_extract(archive, staging)
         found = _dataset_folders(staging, entry, spec)
@@ -271,6 +272,28 @@ def _unpack(archive: Path, entry: DatasetSource, spec: DatasetSpec, root: Path, 
         _place(found[0], root / entry.folder, archive)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+_STAGING = ".seglib-extract-"  # + the extracting process's id + a random part
+
+
+def _remove_abandoned_staging(root: Path) -> None:
+    """Delete the staging folders in ``root`` that a killed ``prepare`` left (their process is gone); another
+    ``prepare`` still extracting there keeps its own."""
+    for folder in root.glob(f"{_STAGING}*"):
+        pid = folder.name[len(_STAGING):].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _is_release(found: list[Path], spec: DatasetSpec, staging: Path) -> bool:

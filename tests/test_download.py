@@ -7,10 +7,13 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import os
 import random
 import re
 import tarfile
 import shutil
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -618,3 +621,15 @@ def test_a_zip_of_the_dataset_folder_is_not_nested(tmp_path, name, top, files):
     folder = download_dataset(name, root, source=archive)
     assert folder == root / SPECS[name].folder
     assert leftovers(folder) == sorted({path.split("/")[0] for path in files})
+
+
+def test_staging_left_by_a_killed_prepare_is_removed_but_a_running_ones_is_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process
+    root = tmp_path / "data"
+    abandoned = root / f".seglib-extract-{dead.pid}-x1"
+    running = root / f".seglib-extract-{os.getpid()}-x2"  # another prepare, still extracting
+    for folder in (abandoned, running):
+        (folder / "PennFudanPed").mkdir(parents=True)
+    download_dataset("pennfudan", root, source=pennfudan_zip(tmp_path / "peds.zip"))
+    assert leftovers(root) == sorted(["PennFudanPed", running.name])
