@@ -28,9 +28,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     print(f"{'name':17s} {'task':10s} {'classes':>7s}  {'samples':26s} found in")
     for name, spec in SPECS.items():
         try:
-            folder = find_folder(name, args.root)
+            folder = find_folder(name, args.root, sample=name != "synthetic")  # listing generates nothing
         except SeglibError:
-            print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {'-':26s} not found")
+            missing = "generated on first use" if name == "synthetic" else "not found"
+            print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {'-':26s} {missing}")
             continue
         try:
             counts = ", ".join(f"{s} {len(spec.list_items(folder, s))}" for s in spec.splits

@@ -542,6 +542,18 @@ def test_datasets_names_a_missing_root(tmp_path, capsys):
                                    "that holds the datasets"
 
 
+def test_datasets_lists_the_synthetic_set_without_generating_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SEGLIB_WORK_DIR", str(tmp_path / "work"))
+    assert main(["datasets", "--root", str(tmp_path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("synthetic "))
+    assert line.endswith(" generated on first use") and not (tmp_path / "work").exists()
+    assert main(["prepare", "synthetic", "--root", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["datasets", "--root", str(tmp_path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("synthetic "))
+    assert " train " in line and line.endswith(str(tmp_path / "work" / "synthetic_shapes")), line
+
+
 # ------------------------------------------------------------------ masks and images
 
 

@@ -63,7 +63,7 @@ def find_folder(name: str, root: str | Path | None = None, *, sample: bool = Tru
     ``root`` may be the dataset folder itself or a folder holding it under its original name;
     without it, ``$SEGLIB_DATA_DIR`` (or ``<repo>/data``) is searched, and a dataset with a sample
     shipped with seglib (``pets``) falls back to it unless ``sample`` is false. The synthetic dataset
-    is generated on first use.
+    is generated on first use (not when ``sample`` is false: DataError until then).
     """
     spec = get_spec(name)
     if spec.name == "synthetic":
@@ -71,6 +71,8 @@ def find_folder(name: str, root: str | Path | None = None, *, sample: bool = Tru
         given = [base, base / spec.folder] if root else [base / spec.folder]
         folder = next((c for c in given if spec.is_present(c)), work_dir() / spec.folder)
         if not spec.is_present(folder):
+            if not sample:
+                raise DataError(folder, f"{spec.title} not generated yet", "it is generated on first use")
             spec.generate(folder)
         return folder
     base = Path(root).expanduser() if root else data_dir()
