@@ -13,6 +13,7 @@ confusion matrix, so the host waits for the GPU once per epoch, not once per bat
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -38,7 +39,7 @@ from seglib.optim import build_optimizer
 from seglib.parallel import init_distributed, is_distributed, unwrap, wrap_model
 from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
-from seglib.schedules import build_scheduler
+from seglib.schedules import build_scheduler, follow_schedule
 from seglib.snapshots import Snapshots, remove_snapshots
 from seglib.tensorboard_log import close_board, log_validation, open_board, remove_board
 from seglib.train_config import TrainConfig
@@ -55,10 +56,8 @@ class NonFiniteLoss(SeglibError):
 
 
 def _limit(batches: Iterable, limit: int | None, channels_last: bool) -> Iterator:
-    """At most ``limit`` batches, images in channels_last memory format if asked."""
-    for i, (x, y) in enumerate(batches):
-        if limit is not None and i >= limit:
-            return
+    """At most ``limit`` batches (none made beyond them), images in channels_last memory format if asked."""
+    for x, y in itertools.islice(batches, limit):
         yield (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
 
 
@@ -66,7 +65,8 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
                     device, amp: str = "off", scaler=None, channels_last: bool = False,
                     max_steps: int | None = None, log_freq: int = 50, desc: str = "train",
                     progress: bool = True, ema: WeightEMA | None = None, grad_clip: float | None = None) -> float:
-    """One pass over ``batches``; returns the mean training loss (one host sync, at the end).
+    """One pass over ``batches``; returns the mean training loss (one host sync, at the end, and every
+    ``log_freq`` steps for the progress bar when it is shown).
 
     ``scaler`` is fp16's ``GradScaler`` (None: a disabled one, which changes nothing);
     ``grad_clip`` rescales the gradients whose global L2 norm exceeds it.
@@ -98,7 +98,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
         # 4. accumulate on the device: no .item() here, so the GPU never waits for the host
         total += loss.detach().float()
         steps += 1
-        if steps % log_freq == 0:
+        if progress and steps % log_freq == 0:  # the bar's loss costs a host sync: only for a bar that is shown
             bar.set_postfix(loss=f"{total.item() / steps:.4f}")
     if is_distributed():  # every rank's loss, not rank 0's alone
         torch.distributed.all_reduce(total)
@@ -362,18 +362,16 @@ def resume_state(run: Run) -> tuple[int, History]:
     state = load_checkpoint(path, expect={"model": cfg.model, "num_classes": run.meta["num_classes"],
                                           "dataset": cfg.dataset, "image_size": cfg.image_size})
     refuse_foreign_last(path, state.get("run_id"))
+    refuse_changed_options(path, state.get("config", asdict(cfg)), cfg)  # before any state is loaded into the parts
     run.run_id = state.get("run_id") or run.run_id
     load_weights(run.model, state, path, RESUME_KEYS)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
+    follow_schedule(run.scheduler)  # another --epochs is another curve: go on along it from the step reached
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
-    if run.ema is not None:
-        if "ema" not in state:
-            raise DataError(path, "it was written without --ema-decay",
-                            "resume with the options it was trained with, or start a new --out")
+    if run.ema is not None:  # ema_decay is one of the options checked above: last.pt holds the average
         run.ema.load_state_dict(state["ema"])
-    refuse_changed_options(path, state.get("config", asdict(cfg)), cfg)
     set_rng_state(state["rng"])
     return state["epoch"], History(state["history"], state["best"])
 

@@ -39,3 +39,12 @@ def build_scheduler(optimizer: Optimizer, name: str, total_steps: int, warmup_st
     """A ``LambdaLR`` to call ``.step()`` after every optimizer step."""
     lr_factor(0, total_steps, name, warmup_steps)  # validate the name now
     return LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, name, warmup_steps))
+
+
+def follow_schedule(scheduler: LambdaLR) -> None:
+    """Set each parameter group's learning rate to the schedule's at the step ``scheduler`` has reached (after
+    ``load_state_dict``: the saved rates follow the curve of the run that saved them, which a resume with
+    another ``--epochs`` has changed)."""
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]  # what get_last_lr() reads

@@ -84,3 +84,17 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_cuda_state_saved_on_more_gpus_restores_this_processes_one(monkeypatch):
+    """last.pt from a machine with 8 GPUs (or other CUDA_VISIBLE_DEVICES) resumes on one GPU: each process
+    restores its own device's generator (set_rng_state_all raised a bare IndexError)."""
+    saved = {**rng_state(), "cuda": [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]}
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(state))
+    set_rng_state(saved)
+    set_rng_state({**saved, "cuda": saved["cuda"][:2]})  # fewer GPUs than this process's index: nothing to restore
+    set_rng_state({**saved, "cuda": saved["cuda"][5]})  # the current format: this process's GPU only
+    assert [int(s[0]) for s in restored] == [2, 5]

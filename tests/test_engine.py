@@ -134,6 +134,22 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeyp
         torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=0)
 
 
+def test_a_resume_with_more_epochs_follows_the_longer_runs_schedule(tmp_path, monkeypatch):
+    """Each optimizer step after the resume uses the rate a run planned for 8 epochs uses at that step (the first
+    step used to keep the 4-epoch curve's rate, then jump)."""
+    rates = []
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda opt, *a, **k: rates.append(opt.param_groups[-1]["lr"]))
+    cfg = replace(TINY, schedule="cosine", warmup_epochs=1)
+    run(replace(cfg, epochs=8, out=str(tmp_path / "planned")))
+    planned, rates[:] = rates[:], []
+    with killed_at_validation(monkeypatch, 3):
+        run(replace(cfg, epochs=4, out=str(tmp_path / "extended")))
+    assert load_checkpoint(tmp_path / "extended" / "last.pt")["epoch"] == 2 and len(rates) == 3 * 2
+    rates[:] = []
+    run(replace(cfg, epochs=8, out=str(tmp_path / "extended")), resume=True)
+    assert rates == planned[2 * 2:]  # TINY: 2 steps an epoch; resumed after epoch 2
+
+
 def test_a_last_pt_copied_in_from_another_run_is_not_resumed_over_that_folders_best(tmp_path, monkeypatch):
     with killed_at_validation(monkeypatch, 2):
         run(replace(TINY, out=str(tmp_path / "a")))
@@ -369,7 +385,7 @@ def test_fit_with_ema_saves_the_average_and_resumes_exactly(tmp_path, monkeypatc
     for key, value in averaged.items():
         torch.testing.assert_close(resumed["ema_model"].state_dict()[key], value, rtol=0, atol=0)
     run(replace(TINY, epochs=1, out=str(tmp_path / "plain")))
-    with pytest.raises(DataError, match="without --ema-decay"):  # last.pt of a run without EMA
+    with pytest.raises(DataError, match=r"other training options \(ema_decay: None → 0.8\)"):  # a run without EMA
         run(replace(cfg, out=str(tmp_path / "plain")), resume=True)
 
 
@@ -520,7 +536,7 @@ def test_host_reads_do_not_grow_with_the_number_of_batches(loss):
         batches = ResidentBatches(images[:4 * n], masks[:4 * n], 4, cpu, augment=GpuAugment(32), seed=0,
                                          shuffle=True, drop_last=True)
         return lambda: engine.train_one_epoch(model, batches, loss_fn, optimizer, device=cpu, progress=False,
-                                              log_freq=10**9, ema=WeightEMA(model, 0.9), grad_clip=1.0)
+                                              log_freq=1, ema=WeightEMA(model, 0.9), grad_clip=1.0)  # no bar, no read
 
     def evaluation(n):
         batches = ResidentBatches(images[:4 * n], masks[:4 * n], 4, cpu, augment=None, seed=0,
@@ -529,6 +545,22 @@ def test_host_reads_do_not_grow_with_the_number_of_batches(loss):
 
     assert host_reads(epoch(1)) == host_reads(epoch(3)) == 1
     assert host_reads(evaluation(1)) == host_reads(evaluation(3))
+
+
+def test_max_steps_makes_no_batch_beyond_the_ones_it_trains_on():
+    made = []
+
+    class Counted(list):
+        def __iter__(self):
+            for batch in super().__iter__():
+                made.append(1)  # augmenting or collating a batch costs as much as a step's data
+                yield batch
+
+    model = create_model("unet", 4, base_channels=8, depth=2)
+    x, y = torch.rand(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long)
+    engine.train_one_epoch(model, Counted([(x, y)] * 5), build_loss("ce", 4), torch.optim.SGD(model.parameters(), 0.1),
+                           device=torch.device("cpu"), max_steps=2, progress=False)
+    assert len(made) == 2
 
 
 class Numbered:

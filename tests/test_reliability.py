@@ -156,8 +156,9 @@ def test_checkpoints_that_do_not_fit_are_refused_by_name(tmp_path):
     assert not (tmp_path / "b").exists()  # the refused runs wrote nothing: the folder they made is gone
     (tmp_path / "b").mkdir()
     shutil.copy(tmp_path / "w" / "last.pt", tmp_path / "b" / "last.pt")  # --resume with it
-    with pytest.raises(DataError, match="its weights do not fit"):
-        fit_quiet(replace(TINY, out=str(tmp_path / "b")), resume=True)
+    with pytest.raises(DataError, match=r"--resume with other training options \(model_options: \{'base_"
+                                        r"channels': 16, 'depth': 2\} → \{'base_channels': 8"):  # the option named,
+        fit_quiet(replace(TINY, out=str(tmp_path / "b")), resume=True)  # before any state is loaded
     save_checkpoint({"model": {}, "meta": {"model": "unet", "num_classes": 4}}, tmp_path / "b" / "last.pt")
     with pytest.raises(DataError, match="it lacks optimizer, scheduler, epoch, rng, history, best"):
         fit_quiet(replace(TINY, out=str(tmp_path / "b")), resume=True)
