@@ -86,70 +86,94 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
     from seglib.engine import refuse_changed_options, resumable, run_options
-    from seglib.models import check_options
-    from seglib.train_config import TrainConfig, given_options
+    from seglib.train_config import TrainConfig
 
-    cfg_fields = given_options(args)
-    flags = sorted(set(args.model_flags or ()))
-    if len(flags) > 1 or (flags and cfg_fields.get("model", flags[0]) != flags[0]):
-        given = [f"--{m}" for m in flags] + ([f"--model {cfg_fields['model']}"] if "model" in cfg_fields else [])
-        raise ConfigError(f"{' and '.join(given)} name different models: keep one")
-    if flags:
-        cfg_fields["model"] = flags[0]
-    model = cfg_fields.get("model", "unet")
-    if args.smoke:  # the tiny configuration, on the dataset and model asked for (else the synthetic shapes)
-        cfg_fields.setdefault("dataset", "synthetic")
-        smoke, default = asdict(TrainConfig.smoke()), asdict(TrainConfig())
-        sizes = {k: v for k, v in smoke.items() if v != default[k] and k not in ("dataset", "model", "model_options")}
-        cfg_fields = {**sizes, "model_options": smoke["model_options"] if model != "deeplabv3plus" else {},
-                      **cfg_fields}
-    options = dict(cfg_fields.pop("model_options", {}))
-    if args.big:
-        options["big"] = True
-    if args.backbone:
-        options["backbone"] = args.backbone
-    if args.pretrained:
-        options["pretrained"] = args.pretrained
-    if model == "deeplabv3plus":
-        options["train_trunk"] = args.train_trunk
-    elif not args.train_trunk:
-        raise ConfigError(f"--no-train-trunk freezes DeepLabV3+'s ResNet trunk; {model} has none: leave it out")
-    check_options(model, options)  # before the data is searched or downloaded
-    if options:
-        cfg_fields["model_options"] = options
-    out = Path(cfg_fields.setdefault("out", f"runs/{cfg_fields.get('dataset', 'pennfudan')}_{model}"))
+    fields = _given_fields(args)
+    out = Path(fields.setdefault("out", f"runs/{fields.get('dataset', 'pennfudan')}_{fields.get('model', 'unet')}"))
     if args.test_only:
-        if not (out / "best.pt").is_file():
-            raise DataError(out / "best.pt", "not found: there is no trained run to test here",
-                            "train first (--train, or python -m seglib train), or pass the run's --out")
-        saved = run_options(out / "best.pt")  # test on the run's own dataset, not the flags' default
-        if cfg_fields.get("dataset", saved["dataset"]) != saved["dataset"]:
-            raise ConfigError(f"{out / 'best.pt'} was trained on {saved['dataset']}, not {cfg_fields['dataset']}: "
-                              "drop --dataset (the run's own is used), or pass another run's --out")
-        if args.resume or args.overwrite:
-            raise ConfigError("--test-only trains nothing, so --resume and --overwrite do not apply: leave them out")
-        cfg = TrainConfig(**{**saved, "out": str(out), "root": cfg_fields.get("root") or saved["root"]})
-        asked = asdict(TrainConfig(**{**saved, **cfg_fields}))
-        ignored = [f"{k}: {saved[k]!r} → {v!r}" for k, v in asked.items() if k not in ("root", "out") and v != saved[k]]
-        if ignored:
-            raise ConfigError(f"--test-only scores the run in {out} as it was trained, so {'; '.join(ignored)} "
-                              "would be ignored: leave those options out")
-        return evaluate_run(cfg, run_data(cfg.dataset, cfg.root, out / "best.pt"))
+        return _test_only(out, fields, args)
+    if args.resume and args.overwrite:
+        raise ConfigError(f"--resume goes on with the run in {out} and --overwrite replaces it: keep one")
     if not (args.resume or args.overwrite):
         _refuse_earlier_run(out, "pass --resume to continue it, --overwrite to replace it, or another --out")
     saved = run_options(out / "last.pt") if args.resume and resumable(out) else None
     if args.resume and saved is None:
         print(f"note: {out / 'last.pt'} does not exist: starting a new run", file=sys.stderr)
-    cfg = TrainConfig(**{**(saved or {}), **cfg_fields})  # a resumed run's own options, changed only where given
+    cfg = TrainConfig(**{**(saved or {}), **_with_model(fields, args, saved)})  # a resumed run's own, changed if given
     if saved is not None:  # refused before any dataset is looked for (or downloaded)
         refuse_changed_options(out / "last.pt", saved, cfg)
     folder = run_data(cfg.dataset, cfg.root, out / "last.pt") if saved is not None \
         else ensure_dataset(cfg.dataset, cfg.root)
     cfg.root = str(folder.absolute())  # recorded as it is: --test-only and --resume work from any folder
-    run_training(cfg, args)
+    _fit_and_report(cfg, args)
     if args.test and int(os.environ.get("RANK", "0")) == 0:
         return evaluate_run(cfg, folder)
     return 0
+
+
+def _given_fields(args: argparse.Namespace) -> dict:
+    """The :class:`TrainConfig` fields the flags give; a reference project's --unet / --hourglass is ``model``."""
+    from seglib.train_config import given_options
+
+    fields = given_options(args)
+    flags = sorted(set(args.model_flags or ()))
+    if len(flags) > 1 or (flags and fields.get("model", flags[0]) != flags[0]):
+        given = [f"--{m}" for m in flags] + ([f"--model {fields['model']}"] if "model" in fields else [])
+        raise ConfigError(f"{' and '.join(given)} name different models: keep one")
+    if flags:
+        fields["model"] = flags[0]
+    return fields
+
+
+def _with_model(fields: dict, args: argparse.Namespace, saved: dict | None) -> dict:
+    """``fields`` with --smoke's sizes and the model's options: the model flags' (--big, --backbone, --pretrained,
+    --[no-]train-trunk) over those of the run ``saved`` (resumed or tested), whose model is the default one."""
+    from seglib.models import check_options
+    from seglib.train_config import TrainConfig
+
+    fields = dict(fields)
+    model = fields.get("model") or (saved or {}).get("model", "unet")
+    if args.smoke:  # the tiny configuration, on the dataset and model asked for (else the synthetic shapes)
+        fields.setdefault("dataset", "synthetic")
+        smoke, default = asdict(TrainConfig.smoke()), asdict(TrainConfig())
+        sizes = {k: v for k, v in smoke.items() if v != default[k] and k not in ("dataset", "model", "model_options")}
+        fields = {**sizes, "model_options": smoke["model_options"] if model != "deeplabv3plus" else {}, **fields}
+    own = saved["model_options"] if saved and saved["model"] == model else {}  # another model is refused later
+    options = {**own, **fields.pop("model_options", {})}
+    flags = {"big": args.big or None, "backbone": args.backbone, "pretrained": args.pretrained}
+    options.update({name: value for name, value in flags.items() if value is not None})
+    if args.train_trunk is False and model != "deeplabv3plus":
+        raise ConfigError(f"--no-train-trunk freezes DeepLabV3+'s ResNet trunk; {model} has none: leave it out")
+    if args.train_trunk is not None and model == "deeplabv3plus":
+        options.pop("train_trunk", None)  # trained: the default
+        if not args.train_trunk:
+            options["train_trunk"] = False
+    check_options(model, options)  # before the data is searched or downloaded
+    return {**fields, "model_options": options} if options or saved else fields
+
+
+def _test_only(out: Path, fields: dict, args: argparse.Namespace) -> int:
+    """``train --test-only``: score the run in ``out`` as it was trained (an option that would change it is
+    refused, not ignored)."""
+    from seglib.engine import run_options
+    from seglib.train_config import TrainConfig
+
+    if not (out / "best.pt").is_file():
+        raise DataError(out / "best.pt", "not found: there is no trained run to test here",
+                        "train first (--train, or python -m seglib train), or pass the run's --out")
+    saved = run_options(out / "best.pt")  # test on the run's own dataset, not the flags' default
+    if fields.get("dataset", saved["dataset"]) != saved["dataset"]:
+        raise ConfigError(f"{out / 'best.pt'} was trained on {saved['dataset']}, not {fields['dataset']}: "
+                          "drop --dataset (the run's own is used), or pass another run's --out")
+    if args.resume or args.overwrite:
+        raise ConfigError("--test-only trains nothing, so --resume and --overwrite do not apply: leave them out")
+    cfg = TrainConfig(**{**saved, "out": str(out), "root": fields.get("root") or saved["root"]})
+    asked = asdict(TrainConfig(**{**saved, **_with_model(fields, args, saved)}))
+    ignored = [f"{k}: {saved[k]!r} → {v!r}" for k, v in asked.items() if k not in ("root", "out") and v != saved[k]]
+    if ignored:
+        raise ConfigError(f"--test-only scores the run in {out} as it was trained, so {'; '.join(ignored)} "
+                          "would be ignored: leave those options out")
+    return evaluate_run(cfg, run_data(cfg.dataset, cfg.root, out / "best.pt"))
 
 
 def run_data(name: str, root: str | None, checkpoint: Path) -> Path:
@@ -164,7 +188,7 @@ def run_data(name: str, root: str | None, checkpoint: Path) -> Path:
                         "put the dataset back there, or pass --root with the folder that holds it now") from exc
 
 
-def run_training(cfg, args: argparse.Namespace) -> None:
+def _fit_and_report(cfg, args: argparse.Namespace) -> None:
     """``fit(cfg)``, printing the best validation mIoU (on the first process only, under torchrun)."""
     import torch
 
@@ -423,7 +447,7 @@ def add_train_parser(sub) -> None:
     models.add_argument("--pretrained", metavar="imagenet|PATH",
                         help="DeepLabV3+ trunk: torchvision's ImageNet weights (from the torch hub cache, "
                         "downloaded there once if missing) or a ResNet state-dict file (default: from scratch)")
-    models.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction, default=True,
+    models.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction,
                         help="train the DeepLabV3+ trunk (default) or freeze it")
     run = p.add_argument_group("the run")
     run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")

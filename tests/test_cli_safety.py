@@ -158,6 +158,26 @@ def test_resume_refuses_changed_options_and_goes_on_with_the_runs_own(smoke_run,
                                               "model_options": {"base_channels": 8, "depth": 2}}
 
 
+def test_a_deeplab_run_resumes_with_its_own_model_options_unless_one_is_changed(tmp_path, capsys):
+    out = tmp_path / "dl"
+    args = [*SMOKE, "--model", "deeplabv3plus", "--backbone", "resnet18", "--max-steps", "1", "--out", out]
+    assert seglib(capsys, *args, "--epochs", "1")[0] == 0
+    saved = load_checkpoint(out / "last.pt")["config"]["model_options"]
+    assert saved == {"backbone": "resnet18"}  # the flags given, no default added
+    status, line = seglib(capsys, *args, "--epochs", "2", "--resume", "--overwrite")
+    assert status == 2 and line == f"error: --resume goes on with the run in {out} and --overwrite replaces it: keep one"
+    status, line = seglib(capsys, "train", "--resume", "--out", out, "--epochs", "2", "--no-train-trunk")
+    assert status == 2 and "(model_options: {'backbone': 'resnet18'} → {'backbone': 'resnet18', 'train_trunk': " \
+                           "False})" in line, line
+    status, line = seglib(capsys, "train", "--resume", "--out", out, "--epochs", "2", "--model", "unet")
+    assert status == 2 and "(model: 'deeplabv3plus' → 'unet'; model_options: {'backbone'" in line, line
+    # --backbone left out, with or without --model: the run's own (it used to be dropped, and the resume refused)
+    assert seglib(capsys, "train", "--model", "deeplabv3plus", "--resume", "--out", out, "--epochs", "2")[0] == 0
+    assert seglib(capsys, "train", "--resume", "--out", out, "--epochs", "3", "--train-trunk")[0] == 0  # the default
+    state = load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 3 and state["config"]["model_options"] == {"backbone": "resnet18"}
+
+
 def test_a_full_disk_while_writing_last_pt_is_one_line_and_keeps_the_previous_one(smoke_run, tmp_path,
                                                                                    capsys, monkeypatch):
     out = tmp_path / "run"
