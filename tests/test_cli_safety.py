@@ -165,7 +165,8 @@ def test_a_deeplab_run_resumes_with_its_own_model_options_unless_one_is_changed(
     saved = load_checkpoint(out / "last.pt")["config"]["model_options"]
     assert saved == {"backbone": "resnet18"}  # the flags given, no default added
     status, line = seglib(capsys, *args, "--epochs", "2", "--resume", "--overwrite")
-    assert status == 2 and line == f"error: --resume goes on with the run in {out} and --overwrite replaces it: keep one"
+    assert status == 2 and line == f"error: --resume goes on with the run in {out} and --overwrite replaces it: " \
+                                   "keep one"
     status, line = seglib(capsys, "train", "--resume", "--out", out, "--epochs", "2", "--no-train-trunk")
     assert status == 2 and "(model_options: {'backbone': 'resnet18'} → {'backbone': 'resnet18', 'train_trunk': " \
                            "False})" in line, line
