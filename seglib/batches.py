@@ -80,9 +80,8 @@ class ResidentBatches:
 class WorkerBatches:
     """The general path: a DataLoader with CPU workers running albumentations.
 
-    Under DDP each rank loads its own slice of one seeded permutation per epoch, sliced as
-    ``ResidentBatches`` slices its own (whose permutation, drawn on the GPU there, is another), with its
-    own augmentation seed.
+    Under DDP each rank loads its own share of one seeded permutation per epoch (shared out as
+    ``ResidentBatches`` shares out its own), with its own augmentation seed.
     """
 
     def __init__(self, source, transform, batch_size: int, device, *, seed: int, shuffle: bool,

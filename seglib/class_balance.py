@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,12 @@ def read_weights_file(path: str | Path, num_classes: int) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def class_weights_for(choice: str | None, train_masks, num_classes: int) -> torch.Tensor | None:
-    """``None`` (no weights), ``"auto"`` (:func:`median_frequency_weights` of ``train_masks``) or a file."""
+def class_weights_for(choice: str | None, label_maps: Callable[[], np.ndarray],
+                      num_classes: int) -> torch.Tensor | None:
+    """``None`` (no weights), ``"auto"`` (:func:`median_frequency_weights` of the training masks, which
+    ``label_maps()`` returns: only then are they read) or a file."""
     if choice is None:
         return None
     if choice == "auto":
-        return median_frequency_weights(train_masks, num_classes)
+        return median_frequency_weights(label_maps(), num_classes)
     return read_weights_file(choice, num_classes)

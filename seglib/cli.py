@@ -85,7 +85,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
-    from seglib.engine import refuse_changed_options, resumable, run_options
+    from seglib.resume import refuse_changed_options, resumable, run_options
     from seglib.train_config import TrainConfig
 
     fields = _given_fields(args)
@@ -155,7 +155,7 @@ def _with_model(fields: dict, args: argparse.Namespace, saved: dict | None) -> d
 def _test_only(out: Path, fields: dict, args: argparse.Namespace) -> int:
     """``train --test-only``: score the run in ``out`` as it was trained (an option that would change it is
     refused, not ignored)."""
-    from seglib.engine import run_options
+    from seglib.resume import run_options
     from seglib.train_config import TrainConfig
 
     if not (out / "best.pt").is_file():
@@ -466,11 +466,13 @@ def add_train_parser(sub) -> None:
 
 
 def _add_inference_options(p: argparse.ArgumentParser, number) -> None:
+    from seglib.train_config import AMP_MODES
+
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by seglib train")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: flip and scales 0.75/1/1.25")
     p.add_argument("--batch-size", type=number.count, default=8)
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="bf16", help="autocast on CUDA")
+    p.add_argument("--amp", choices=AMP_MODES, default="bf16", help="autocast on CUDA")
 
 
 def add_inference_parsers(sub) -> None:

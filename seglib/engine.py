@@ -3,7 +3,8 @@
 Shaped like torchvision's reference scripts: the two steps, then a ``fit`` that only orchestrates
 (set up the run, build its parts, resume, wrap the model, loop). Each part lives in a module named
 for what it holds: ``train_config`` (every option), ``batches`` (data), ``optim``, ``ema``,
-``parallel`` (DDP, ``torch.compile``), ``checkpoint`` and ``history``.
+``parallel`` (DDP, ``torch.compile``), ``checkpoint``, ``history``, ``run_folder`` (where a run may
+write, one run at a time) and ``resume`` (what ``--resume`` may change, and the state it loads back).
 
 On a GPU it is fast by default: bf16 autocast, channels_last, fused AdamW, data resident on the GPU
 and augmented there in batches, the loss accumulated on the device and metrics in an on-device
@@ -16,7 +17,6 @@ import contextlib
 import itertools
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -28,22 +28,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seglib.batches import build_data
-from seglib.checkpoint import RESUME_KEYS, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
+from seglib.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint
 from seglib.class_balance import class_weights_for
 from seglib.ema import WeightEMA
-from seglib.errors import ConfigError, DataError, SeglibError
+from seglib.errors import ConfigError, SeglibError
 from seglib.history import History, write_history
 from seglib.losses import build_loss
 from seglib.metrics import ConfusionMatrix, logits_to_labels
 from seglib.optim import build_optimizer
 from seglib.parallel import init_distributed, is_distributed, unwrap, wrap_model
-from seglib.paths import IMAGE_SUFFIXES
 from seglib.precision import autocast
-from seglib.schedules import build_scheduler, follow_schedule
+from seglib.resume import resumable, resume_state
+from seglib.run_folder import check_out, holding, open_folder
+from seglib.schedules import build_scheduler
 from seglib.snapshots import Snapshots, remove_snapshots
-from seglib.tensorboard_log import close_board, log_validation, open_board, remove_board
+from seglib.tensorboard_log import log_validation, open_board, remove_board
 from seglib.train_config import TrainConfig
-from seglib.utils import environment, refuse_dataset_folder, write_atomic
+from seglib.utils import environment, write_atomic
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "evaluate", "fit", "train_one_epoch"]
 
@@ -112,7 +113,7 @@ def train_one_epoch(model: nn.Module, batches: Iterable, loss_fn, optimizer, sch
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, batches: Iterable, loss_fn, num_classes: int, *, device,
-             amp: str = "off", channels_last: bool = False, max_batches: int | None = None) -> dict:
+             amp: str = "off", channels_last: bool = False) -> dict:
     """Loss and metrics over the whole of ``batches`` (dataset-level confusion matrix).
 
     The loss is the mean over images of each image's loss, so it does not depend on how the images are
@@ -122,7 +123,7 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn, num_classes: int, *, 
     model.eval()
     cm = ConfusionMatrix(num_classes, device=device)
     total = torch.zeros(2, device=device)  # summed loss, images
-    for x, y in _limit(batches, max_batches, channels_last):
+    for x, y in _limit(batches, None, channels_last):
         with autocast(device, amp):
             logits = model(x)
         total[0] += sum(loss_fn(logits[i:i + 1].float(), y[i:i + 1]) for i in range(len(x)))
@@ -163,64 +164,6 @@ class Run:
     board: object = None   # the TensorBoard writer (--tensorboard, process 0), closed by holding()
 
 
-FINISHED = ("best.pt", "metrics.json", "history.json", "history.csv")  # what a run leaves besides last.pt
-# how a run goes on, not what it learns
-RESUMABLE = ("epochs", "out", "root", "num_workers", "loader", "amp", "compile", "channels_last", "deterministic",
-             "val_every", "save_freq", "snapshot_every", "tensorboard", "log_freq", "patience")
-
-
-def check_out(cfg: TrainConfig, init_from: str | Path | None) -> None:
-    """Refuse an ``--out`` inside the dataset or holding images (a dataset's folder), or one whose
-    checkpoint is the ``--init-from`` this run would overwrite."""
-    from seglib.data import find_folder
-
-    out, data = Path(cfg.out).resolve(), find_folder(cfg.dataset, cfg.root).resolve()
-    refuse_dataset_folder(Path(cfg.out), "--out", (data,))
-    if out.is_dir() and any(p.name in ("images", "masks") or p.suffix.lower() in IMAGE_SUFFIXES
-                            for p in out.iterdir()):
-        raise DataError(cfg.out, "holds images (a dataset's folder?); a run never writes among them",
-                        "pass another --out, e.g. runs/NAME")
-    if init_from is not None and Path(init_from).resolve() in {out / "best.pt", out / "last.pt"}:
-        raise DataError(init_from, "is --init-from and a checkpoint this run overwrites",
-                        "copy it out of --out first, or pass another --out")
-
-
-def lock_folder(out: Path) -> int | None:
-    """Take ``out/.lock`` (holding this pid) exclusively, without waiting; its descriptor, which holds
-    the lock until :func:`unlock_folder`. None where there are no locks (no fcntl, or a file system without them)."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    path = out / ".lock"
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise DataError(out, f"another training is writing this folder (pid {holder})",
-                            "wait for it, or pass another --out") from None
-        except OSError:
-            os.close(fd)
-            return None
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
-                break
-        os.close(fd)  # the run before removed this lock file as we took it: take the new one
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-def unlock_folder(run: Run) -> None:
-    """Remove ``out/.lock`` and release it (removed first: a run that opened it meanwhile takes a new one)."""
-    if run.lock is not None:
-        (run.out / ".lock").unlink(missing_ok=True)
-        os.close(run.lock)
-
-
 def process_device(device, local_rank: int, world: int) -> torch.device:
     """The device this process trains on: ``device``, else its GPU, else the CPU. Under torchrun
     (``world > 1``) a bare ``"cuda"`` is this process's own GPU, ``cuda:LOCAL_RANK``, not the first one."""
@@ -250,69 +193,11 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
     # set both ways: a deterministic run earlier in this process (a notebook) must not slow this one down.
     # warn_only: bilinear upsampling's and adaptive pooling's backward (DeepLabV3+) have no deterministic CUDA kernel
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
-    out, made, lock = Path(cfg.out), (), None
-    if out.exists() and not out.is_dir():
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():  # on every process: none may go on to wait for the others
         raise ConfigError(f"--out {out} is a file, not a folder; pass a folder for the run")
-    if rank == 0:
-        made = tuple(p for p in (out, *out.parents) if not p.exists())
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            lock = lock_folder(out)  # before anything is written or deleted: one run per folder
-        except OSError as exc:
-            raise ConfigError(f"cannot write to --out {out} ({exc.strerror}); choose a writable folder") from exc
-        for stray in out.glob(".*.pt.*.tmp"):  # half-written checkpoints of a killed run
-            stray.unlink()
+    made, lock = open_folder(out) if rank == 0 else ((), None)
     return Run(cfg, device, rank, world, out, made=made, lock=lock)
-
-
-@contextlib.contextmanager
-def holding(run: Run) -> Iterator[None]:
-    """The run's folder while the block trains: its TensorBoard file is closed and its lock released at the end,
-    and a failure before anything was written removes the folders :func:`setup_run` made (never one that was
-    there)."""
-    try:
-        yield
-    except BaseException:
-        close_board(run)
-        unlock_folder(run)
-        for folder in run.made:
-            with contextlib.suppress(OSError):  # rmdir: only while empty
-                folder.rmdir()
-        raise
-    close_board(run)
-    unlock_folder(run)
-
-
-def resumable(out: Path) -> bool:
-    """Whether ``out`` holds a ``last.pt`` to resume; a run that left other files but no last.pt is
-    refused rather than started over on top of them."""
-    if (out / "last.pt").exists():
-        return True
-    left = [name for name in FINISHED if (out / name).exists()]
-    if left:
-        raise DataError(out, f"holds a run ({', '.join(left)}) but no last.pt to resume from",
-                        "pass another --out for a new run, or drop --resume and pass --overwrite to replace it")
-    return False
-
-
-def run_options(last: Path) -> dict:
-    """The options the run in ``last`` (its last.pt) was trained with, as :class:`TrainConfig` fields."""
-    return asdict(TrainConfig.from_dict(load_checkpoint(last).get("config", {})))
-
-
-def changed_options(saved: dict, cfg: TrainConfig) -> list[str]:
-    """``name: old → new`` for each option of ``cfg`` that differs from the run's and is not :data:`RESUMABLE`."""
-    old, new = asdict(TrainConfig.from_dict(saved)), asdict(cfg)
-    return [f"{name}: {old[name]!r} → {new[name]!r}" for name in new
-            if name not in RESUMABLE and old[name] != new[name]]
-
-
-def refuse_changed_options(last: Path, saved: dict, cfg: TrainConfig) -> None:
-    """A ``--resume`` of the run in ``last`` (its options ``saved``) with other training options is refused."""
-    changed = changed_options(saved, cfg)
-    if changed:
-        raise DataError(last, f"--resume with other training options ({'; '.join(changed)})",
-                        "drop them to go on with the run's own, or pass another --out to start a new run")
 
 
 def build_parts(run: Run, init_from: str | Path | None = None) -> None:
@@ -332,7 +217,7 @@ def build_parts(run: Run, init_from: str | Path | None = None) -> None:
                      init_from)
     if cfg.channels_last and device.type == "cuda":
         run.model = run.model.to(memory_format=torch.channels_last)
-    weights = class_weights_for(cfg.class_weights, run.train_batches.label_maps(), out_channels)
+    weights = class_weights_for(cfg.class_weights, run.train_batches.label_maps, out_channels)
     run.meta["class_weights"] = None if weights is None else weights.tolist()
     run.loss_fn = build_loss(cfg.loss, out_channels, class_weights=weights).to(device)
     run.optimizer = build_optimizer(cfg, run.model, device)
@@ -343,46 +228,13 @@ def build_parts(run: Run, init_from: str | Path | None = None) -> None:
     run.ema = WeightEMA(run.model, cfg.ema_decay) if cfg.ema_decay else None
 
 
-def refuse_foreign_last(last: Path, run_id: str | None) -> None:
-    """A ``last.pt`` written by another run than the ``best.pt`` beside it (copied in) is not resumed: going on
-    would replace that run's best weights with another run's."""
-    best = last.with_name("best.pt")
-    if run_id is None or not best.exists():
-        return
-    other = load_checkpoint(best).get("run_id")
-    if other is not None and other != run_id:
-        raise DataError(last, f"was written by another run than {best.name} beside it (run {run_id[:8]}, "
-                        f"not {other[:8]}); resuming would replace that run's best weights",
-                        "resume each run in its own folder: move this last.pt (or best.pt) to another --out")
-
-
-def resume_state(run: Run) -> tuple[int, History]:
-    """Load ``out/last.pt`` into the parts; ``(epoch to start from, history so far)``."""
-    path, cfg = run.out / "last.pt", run.cfg
-    state = load_checkpoint(path, expect={"model": cfg.model, "num_classes": run.meta["num_classes"],
-                                          "dataset": cfg.dataset, "image_size": cfg.image_size})
-    refuse_foreign_last(path, state.get("run_id"))
-    refuse_changed_options(path, state.get("config", asdict(cfg)), cfg)  # before any state is loaded into the parts
-    run.run_id = state.get("run_id") or run.run_id
-    load_weights(run.model, state, path, RESUME_KEYS)
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    follow_schedule(run.scheduler)  # another --epochs is another curve: go on along it from the step reached
-    if state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])
-    if run.ema is not None:  # ema_decay is one of the options checked above: last.pt holds the average
-        run.ema.load_state_dict(state["ema"])
-    set_rng_state(state["rng"])
-    return state["epoch"], History(state["history"], state["best"])
-
-
-def save_progress(run: Run, history: History, epoch: int, improved: bool, last: bool) -> None:
-    """best.pt when the val mIoU improved, last.pt (everything to resume) when ``last``, the history."""
+def save_progress(run: Run, history: History, epoch: int, improved: bool, write_last: bool) -> None:
+    """best.pt when the val mIoU improved, last.pt (everything to resume) when ``write_last``, the history."""
     weights = (run.ema.model if run.ema else unwrap(run.model)).state_dict()
     if improved:
         save_checkpoint({"model": weights, "meta": run.meta, "config": asdict(run.cfg), "epoch": epoch,
                          "metrics": history.best, "run_id": run.run_id}, run.out / "best.pt")
-    if last:
+    if write_last:
         save_checkpoint({"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
                          "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                          "epoch": epoch, "rng": rng_state(), "config": asdict(run.cfg), "meta": run.meta,
@@ -438,58 +290,67 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
 
 
 def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbose: bool, progress: bool) -> dict:
-    """:func:`fit`'s work, in the folder :func:`setup_run` made and locked."""
-    cfg = run.cfg
+    """:func:`fit`'s work, in the folder :func:`setup_run` made and locked: build the parts, resume, then train
+    and validate epoch after epoch."""
+    cfg, first = run.cfg, run.rank == 0  # the first process writes and prints; under torchrun all train
     resuming = resume and resumable(run.out)  # before build_parts: a refused resume builds nothing
     build_parts(run, init_from)
     start_epoch, history = resume_state(run) if resuming else (0, History())
-    if start_epoch and verbose and run.rank == 0:
+    if start_epoch and verbose and first:
         print(f"resumed from {run.out / 'last.pt'} after epoch {start_epoch}")
     train_model, eval_model = wrap_model(run.model, run.device, run.world, cfg.compile)
     eval_model = run.ema.model if run.ema else eval_model
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")
-    if run.rank == 0 and not resuming:  # a new run here: the pictures and curves of the run it replaces go
+    if first and not resuming:  # a new run here: the pictures and curves of the run it replaces go
         remove_snapshots(run.out)
         remove_board(run.out)
-    snapshots = Snapshots(run.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and run.rank == 0 else None
-    if cfg.tensorboard and run.rank == 0:
+    snapshots = Snapshots(run.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and first else None
+    if cfg.tensorboard and first:
         run.board = open_board(run.out, start_epoch)
-    saved_at, start = start_epoch, time.perf_counter()  # last.pt: at the first validation after each save_freq
+    saved_at, start = start_epoch, time.perf_counter()  # saved_at: the epoch last.pt holds
     for epoch in range(start_epoch, cfg.epochs):
+        done = epoch + 1  # epochs finished once this one is
         if history.stopped(cfg.patience):  # a resumed run that had stopped early
             break
         run.train_batches.set_epoch(epoch)
-        t0, validate = time.perf_counter(), (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+        t0 = time.perf_counter()
         with explain_out_of_memory(cfg), explain_non_finite(run, history, saved_at):
             train_loss = train_one_epoch(train_model, run.train_batches, run.loss_fn, run.optimizer, run.scheduler,
                                          scaler=run.scaler, max_steps=cfg.max_steps, log_freq=cfg.log_freq,
-                                         desc=f"epoch {epoch + 1}", progress=progress and verbose and run.rank == 0,
+                                         desc=f"epoch {done}", progress=progress and verbose and first,
                                          ema=run.ema, grad_clip=cfg.grad_clip, **step_options)
             trained = time.perf_counter() - t0  # train_one_epoch has read its loss: the device is done
+            validate = done % cfg.val_every == 0 or done == cfg.epochs
             val = evaluate(eval_model, run.val_batches, run.loss_fn, run.num_classes, **step_options) \
                 if validate else None
         history.add_epoch(train_loss, trained, time.perf_counter() - t0)
         if val is None:
             continue
-        improved = history.add_validation(epoch + 1, val, run.optimizer.param_groups[-1]["lr"],
+        improved = history.add_validation(done, val, run.optimizer.param_groups[-1]["lr"],
                                           run.steps * cfg.batch_size * run.world)
         stop = history.stopped(cfg.patience)
-        last = (epoch + 1) // cfg.save_freq > saved_at // cfg.save_freq or epoch + 1 == cfg.epochs or stop
-        saved_at = epoch + 1 if last else saved_at
-        if run.rank == 0:
-            save_progress(run, history, epoch + 1, improved, last)
-            if snapshots and ((epoch + 1) % cfg.snapshot_every == 0 or epoch + 1 == cfg.epochs or stop):
-                snapshots.save(run.ema.model if run.ema else unwrap(run.model), epoch + 1, val["miou"])
+        write_last = last_pt_due(done, saved_at, cfg) or stop
+        saved_at = done if write_last else saved_at
+        if first:
+            save_progress(run, history, done, improved, write_last)
+            if snapshots and (done % cfg.snapshot_every == 0 or done == cfg.epochs or stop):
+                snapshots.save(run.ema.model if run.ema else unwrap(run.model), done, val["miou"])
             if run.board:
                 log_validation(run.board, history.rows[-1], val["iou"], run.meta["class_names"])
             if verbose:
                 print(history.line(cfg.epochs, improved), flush=True)
+                if stop:
+                    print(f"early stop: no better val mIoU in {cfg.patience} validations "
+                          f"({cfg.patience * cfg.val_every} epochs)")
         if stop:
-            if verbose and run.rank == 0:
-                print(f"early stop: no better val mIoU in {cfg.patience} validations "
-                      f"({cfg.patience * cfg.val_every} epochs)")
             break
     return finish(run, history, time.perf_counter() - start)
+
+
+def last_pt_due(done: int, saved_at: int, cfg: TrainConfig) -> bool:
+    """Whether the validation after epoch ``done`` writes last.pt (the last one was of epoch ``saved_at``): the
+    first validation after each multiple of ``save_freq`` epochs does, and so does the last epoch's."""
+    return done // cfg.save_freq > saved_at // cfg.save_freq or done == cfg.epochs
 
 
 def finish(run: Run, history: History, seconds: float) -> dict:

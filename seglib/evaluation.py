@@ -82,8 +82,7 @@ def _nan_to_none(values):
 
 
 def evaluate_dataset(predictor: Predictor, ds, *, flip: bool = False, scales=(1.0,),
-                     boundary_width: int | None = None, max_images: int | None = None,
-                     progress: bool = True) -> dict:
+                     boundary_width: int | None = None, progress: bool = True) -> dict:
     """Metrics of ``predictor`` on every image of ``ds`` (a :class:`seglib.data.SegmentationDataset`).
 
     Returns a JSON-ready dict: overall numbers, one row per class, the confusion matrix
@@ -98,7 +97,7 @@ def evaluate_dataset(predictor: Predictor, ds, *, flip: bool = False, scales=(1.
                           "out for its own)")
     cm = ConfusionMatrix(k, ignore_index=ds.ignore_index, device=predictor.device)
     boundary = BoundaryIoU(k, boundary_width, ds.ignore_index)
-    n = len(ds) if max_images is None else min(len(ds), max_images)
+    n = len(ds)
     start = time.perf_counter()
     for first in tqdm(range(0, n, predictor.batch_size), desc=f"evaluate {ds.name}/{ds.split}",
                       disable=not progress, leave=False):

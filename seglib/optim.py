@@ -11,7 +11,8 @@ from seglib.errors import ConfigError
 def param_groups(model: nn.Module, lr: float, trunk_lr_mult: float = 1.0) -> list[dict]:
     """Trainable parameters as optimizer groups: the model's ``backbone`` (the DeepLabV3+ trunk) at
     ``lr × trunk_lr_mult``, the rest at ``lr`` (always the last group: the one logged as "lr"). Each
-    group keeps its ``lr_mult``, so schedules and the LR finder scale both alike."""
+    group keeps its ``lr_mult`` for the LR finder, which sets rates outright (a schedule multiplies each
+    group's own rate, so it keeps the ratio by itself)."""
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if trunk_lr_mult == 1:
         return [{"params": [p for _, p in trainable], "lr": lr, "lr_mult": 1.0}]
