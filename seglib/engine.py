@@ -158,7 +158,7 @@ class Run:
     meta: dict = None
     num_classes: int = 0   # label classes the metrics count (a 1-channel model scores 2)
     steps: int = 0         # optimizer steps per epoch
-    made: tuple = ()       # the folders setup_run created (out, then its new parents)
+    made: tuple = ()       # the folders open_folder created (out, then its new parents)
     lock: int | None = None  # the descriptor of out/.lock, held while the run writes
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in best.pt and last.pt: which run wrote them
     board: object = None   # the TensorBoard writer (--tensorboard, process 0), closed by holding()
