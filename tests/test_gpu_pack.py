@@ -120,3 +120,16 @@ def test_bundles_outside_the_checkout_leave_git_exclude_alone(tmp_path):
     before = exclude.read_text() if exclude.exists() else None
     gpu_pack.exclude(tmp_path / "bundle")
     assert (exclude.read_text() if exclude.exists() else None) == before
+
+
+def test_a_bundle_in_the_checkout_is_excluded_once_below_the_lines_already_there(tmp_path, monkeypatch):
+    checkout = tmp_path.resolve() / "checkout"
+    exclude = checkout / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True)
+    exclude.write_text("# a comment of git's\n*.swp\n/.cache/\n")
+    monkeypatch.setattr(gpu_pack, "REPO", checkout)
+    gpu_pack.exclude(checkout / ".gpu")
+    gpu_pack.exclude(checkout / ".gpu")
+    assert exclude.read_text() == "# a comment of git's\n*.swp\n/.cache/\n/.gpu/\n"
+    gpu_pack.exclude(checkout / "bundle")
+    assert exclude.read_text().splitlines() == ["# a comment of git's", "*.swp", "/.cache/", "/.gpu/", "/bundle/"]

@@ -134,7 +134,7 @@ def test_a_stage_past_its_time_is_stopped_with_what_it_started(tmp_path):
     child = (f"import subprocess, time; p = subprocess.Popen(['sleep', '30']); "  # a kernel, a loader worker
              f"open({str(tmp_path / 'pid')!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(30)")
     assert run.child(["-c", child], timeout=2) is None
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 25  # stopped, not waited for: the child sleeps 30 s
     assert "started" in (tmp_path / "log.txt").read_text()
     time.sleep(0.2)
     assert not alive(int((tmp_path / "pid").read_text()))

@@ -1,5 +1,7 @@
 """Inference and evaluation at native resolution, and boundary IoU (the commands: test_cli.py)."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -205,8 +207,14 @@ def test_evaluate_dataset_matches_an_independent_computation(smoke_run):
     assert report["miou"] == pytest.approx(np.nanmean(iou))
     assert [c["iou"] for c in report["classes"]] == pytest.approx([None if np.isnan(v) else v for v in iou])
     assert [c["pixels"] for c in report["classes"]] == mat.sum(1).tolist()
-    assert [c["boundary_iou"] for c in report["classes"]] == pytest.approx(
-        list(scipy_boundary_iou(preds, targets, 4, 2)))
+    with np.errstate(invalid="ignore"):
+        accuracy, dice = np.diag(mat) / mat.sum(1), 2 * np.diag(mat) / (mat.sum(0) + mat.sum(1))
+    assert [c["accuracy"] for c in report["classes"]] == pytest.approx([None if np.isnan(v) else v for v in accuracy])
+    assert report["mean_class_accuracy"] == pytest.approx(np.nanmean(accuracy))
+    assert report["mdice"] == pytest.approx(np.nanmean(dice))
+    boundary = scipy_boundary_iou(preds, targets, 4, 2)
+    assert [c["boundary_iou"] for c in report["classes"]] == pytest.approx(list(boundary))
+    assert report["boundary_miou"] == pytest.approx(np.nanmean(boundary))
     assert report["foreground_iou"] is None  # 4 classes: no single foreground
     assert "mIoU" in format_report(report) and "triangle" in format_report(report)
 
@@ -243,10 +251,34 @@ def test_class_count_mismatch_is_refused():
 # ------------------------------------------------------------------ latency
 
 
+class SleepyModel(torch.nn.Module):
+    """Counts its calls and sleeps 5 ms in each, checking that it runs in inference mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.shapes = 0, []
+
+    def forward(self, x):
+        assert torch.is_inference_mode_enabled()
+        self.calls += 1
+        self.shapes.append(tuple(x.shape))
+        time.sleep(0.005)
+        return x
+
+
 def test_measure_latency():
     r = measure_latency(create_model("unet", 2, base_channels=8, depth=2), 32, device="cpu", warmup=1, iters=3)
     assert r["ms_p90"] >= r["ms_median"] > 0
     assert r["images_per_s"] == pytest.approx(1000 / r["ms_median"])
+
+
+def test_measure_latency_times_each_call_after_the_warmup_in_inference_mode():
+    model = SleepyModel()
+    r = measure_latency(model, 24, device="cpu", batch_size=4, warmup=2, iters=5)
+    assert model.calls == 2 + 5 and set(model.shapes) == {(4, 3, 24, 24)}
+    assert r["iters"] == 5 and r["batch_size"] == 4 and r["image_size"] == 24
+    assert 5 <= r["ms_min"] <= r["ms_median"] <= r["ms_p90"]  # every timed call holds one 5 ms sleep
+    assert r["images_per_s"] == pytest.approx(4 * 1000 / r["ms_median"])
 
 
 def test_an_unknown_amp_is_refused_not_taken_for_fp16():

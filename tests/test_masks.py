@@ -380,15 +380,12 @@ def test_float_labels_are_rejected_everywhere(call):
     raises_named(lambda: call(np.full((4, 4), 1.5, np.float64)), "float64", "16 pixels fractional")
 
 
-def test_decoding_a_full_size_cityscapes_mask_is_fast():
-    """Vectorised: a 1024x2048 colour mask with JPEG-like noise decodes in well under a second."""
-    import time
-
+def test_a_full_size_cityscapes_colour_mask_with_jpeg_like_noise_decodes_to_its_train_ids():
+    """A 1024x2048 colour mask, every channel off by up to 3, within the tolerance of 10 (its speed: about 0.3 s on a
+    laptop core, vectorised; not timed here)."""
     rng = np.random.default_rng(0)
     train = rng.integers(0, 19, (128, 256)).astype(np.uint8).repeat(8, 0).repeat(8, 1)
     rgb = masks.index_to_rgb(train, masks.CITYSCAPES_PALETTE).astype(np.int16)
     rgb = np.clip(rgb + rng.integers(-3, 4, rgb.shape, dtype=np.int16), 0, 255).astype(np.uint8)
-    start = time.perf_counter()
     out = masks.cityscapes_colors_to_trainids(rgb, tolerance=10)
-    assert time.perf_counter() - start < 3  # about 0.3 s on a laptop core
     assert (out == train).mean() > 0.999

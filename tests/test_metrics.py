@@ -35,6 +35,10 @@ def test_hand_computed_toy_case():
     assert m["pixel_accuracy"] == pytest.approx(4 / 6)
     assert m["pixels"] == 6  # the two ignored pixels never count
     assert m["dice"] == pytest.approx([2 * 1 / 4, 2 * 2 / 5, 2 * 1 / 3])
+    assert m["mdice"] == pytest.approx((1 / 2 + 4 / 5 + 2 / 3) / 3)
+    # accuracy is tp over the true pixels of a class (2 each), not over its predicted ones (2, 3, 1)
+    assert m["class_accuracy"] == pytest.approx([1 / 2, 2 / 2, 1 / 2])
+    assert m["mean_class_accuracy"] == pytest.approx(2 / 3)
 
 
 def test_matches_numpy_over_many_batches_and_is_batch_size_independent():

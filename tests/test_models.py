@@ -87,6 +87,49 @@ def test_parameter_counts_of_default_configurations(name, options, expected):
     assert count_parameters(create_model(name, 2, **options)) == expected
 
 
+def double_conv(ci, co):
+    """Two 3×3 convs without bias (ci→co, co→co), each followed by a BatchNorm's weight and bias."""
+    return 9 * ci * co + 2 * co + 9 * co * co + 2 * co
+
+
+def unet_parameters(num_classes, base=32, depth=4, skips=True, in_channels=3):
+    """The UNet counted layer by layer: DoubleConvs down, transposed convs and DoubleConvs up, a 1×1 head."""
+    w = [base * 2**level for level in range(depth + 1)]
+    encoder = double_conv(in_channels, w[0]) + sum(double_conv(w[i], w[i + 1]) for i in range(depth))
+    # per level: a 2×2 transposed conv w[i+1] → w[i] with bias, then a DoubleConv of its output and the skip
+    decoder = sum(4 * w[i + 1] * w[i] + w[i] + double_conv(2 * w[i] if skips else w[i], w[i]) for i in range(depth))
+    return encoder + decoder + w[0] * num_classes + num_classes
+
+
+@pytest.mark.parametrize("name, options, layers", [
+    ("unet", {}, {}),
+    ("unet", {"big": True}, {"base": 64}),
+    ("hourglass", {}, {"skips": False}),
+    ("unet", {"base_channels": 8, "depth": 2, "in_channels": 1}, {"base": 8, "depth": 2, "in_channels": 1}),
+    ("hourglass", {"base_channels": 4, "depth": 3}, {"base": 4, "depth": 3, "skips": False}),
+])
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_unet_and_hourglass_parameter_counts_follow_from_their_layers(name, options, layers, num_classes):
+    assert count_parameters(create_model(name, num_classes, **options)) == unet_parameters(num_classes, **layers)
+
+
+def conv_bn(ci, co, k=1):
+    """A k×k conv without bias and its BatchNorm."""
+    return k * k * ci * co + 2 * co
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_deeplabv3plus_parameter_count_is_its_resnet_less_the_classifier_plus_aspp_and_decoder(backbone):
+    resnet = getattr(torchvision.models, backbone)(weights=None)
+    channels, low = resnet.fc.in_features, 64 * type(resnet.layer1[0]).expansion
+    trunk = count_parameters(resnet) - count_parameters(resnet.fc)
+    aspp = (conv_bn(channels, 256) + 3 * conv_bn(channels, 256, 3)  # 1×1 and three atrous 3×3 branches
+            + channels * 256 + 256                                   # image pooling: a 1×1 conv with bias
+            + conv_bn(5 * 256, 256))                                 # the projection of the five
+    decoder = conv_bn(low, 48) + conv_bn(256 + 48, 256, 3) + conv_bn(256, 256, 3) + 256 * 3 + 3
+    assert count_parameters(create_model("deeplabv3plus", 3, backbone=backbone)) == trunk + aspp + decoder
+
+
 def test_hourglass_differs_from_unet_only_in_decoder_input_widths():
     unet, hourglass = small("unet"), small("hourglass")
     theirs = hourglass.state_dict()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from seglib import transforms as T
+from seglib.batches import WorkerBatches
 from seglib.errors import ConfigError
 from seglib.synthetic import make_sample
 
@@ -138,6 +139,26 @@ def test_two_workers_produce_different_augmentations():
                                         batch_size=1, num_workers=2)
     y = first_batches(plain, 4)
     assert torch.equal(y[0], y[1]) and torch.equal(y[2], y[3])
+
+
+def test_worker_batches_keep_image_and_mask_aligned_through_crops_flips_and_rotation():
+    """The training batches of the workers loader, set up as build_data sets them up (colour changes on too)."""
+    pairs = [coded_sample(s, SIZES[s % 4]) for s in range(8)]
+    plain = [T.eval_transform(64)(image=image, mask=mask)["mask"] for image, mask in pairs]
+    for rank, world, workers in ((0, 1, 2), (1, 2, 0)):
+        augment = T.train_transform(64, seed=0, scale=(0.5, 1.0), rotate=15)
+        batches = WorkerBatches(PairsDataset(pairs), augment, 3, "cpu", seed=0, shuffle=True, drop_last=False,
+                                num_workers=workers, rank=rank, world=world, even=True)
+        agree = []
+        for x, y in batches:
+            assert x.shape[1:] == (3, 64, 64) and y.shape[1:] == (64, 64) and y.dtype == torch.int64
+            for image, mask in zip(x, y):
+                assert not any(torch.equal(mask, p) for p in plain)  # cropped, flipped or turned
+                keep = mask.numpy() != 255  # the ignore band, and the corners a rotation voids
+                agree.append((decode_colors(image)[keep] == mask.numpy()[keep]).mean())
+        assert len(agree) == 8 // world
+        assert min(agree) >= 0.97, f"rank {rank}/{world}: an image agrees with its mask on only {min(agree):.3f}"
+        assert np.mean(agree) >= 0.98
 
 
 def test_make_loader_is_reproducible():
