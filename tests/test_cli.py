@@ -20,7 +20,7 @@ from seglib.inference import Predictor, load_model
 from seglib.models import create_model
 from seglib.synthetic import make_sample
 
-from helpers import cli
+from helpers import SEGLIB, cli
 
 
 # ------------------------------------------------------------------ datasets and prepare
@@ -36,6 +36,15 @@ def test_cli_datasets_and_prepare():
     out = cli("prepare", "pascal")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "unknown dataset 'pascal'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_output_cut_short_by_its_reader_is_no_error():
+    """``seglib datasets | head -1``: the reader stops early; that is no failure to report."""
+    proc = subprocess.Popen([*SEGLIB, "datasets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 1 and first.startswith("data folder: ") and err == ""
 
 
 # ------------------------------------------------------------------ train

@@ -91,7 +91,7 @@ def test_resume_without_last_pt_says_it_starts_afresh(tmp_path, capsys, monkeypa
     def stop(*args):
         raise ConfigError("stopped here by the test")
 
-    monkeypatch.setattr("seglib.cli.ensure_dataset", stop)
+    monkeypatch.setattr("seglib.cli.train.ensure_dataset", stop)
     assert main(["train", "--smoke", "--dataset", "synthetic", "--resume", "--out", str(tmp_path / "new")]) == 2
     err = capsys.readouterr().err
     assert f"note: {tmp_path / 'new' / 'last.pt'} does not exist: starting a new run" in err

@@ -224,14 +224,14 @@ def test_latency_refuses_a_model_that_is_not_the_checkpoints(smoke_run, capsys):
     (errno.EISDIR, "is a folder"), (errno.ENOTDIR, "is a file, not a folder"),
     (errno.ENOSPC, "free space on the disk holding {folder} (it has "), (errno.EIO, "try again")])
 def test_an_os_error_is_one_line_naming_the_file_and_the_fix(tmp_path, capsys, monkeypatch, code, fix):
-    from seglib import cli
+    from seglib.cli import data
 
     target = tmp_path / "out" / "report.json"
 
     def fail(args):
         raise OSError(code, os.strerror(code), str(target))
 
-    monkeypatch.setattr(cli, "cmd_datasets", fail)
+    monkeypatch.setattr(data, "cmd_datasets", fail)
     status, err = seglib(capsys, "datasets")
     assert status == 2 and err.count("\n") == 1 and "[Errno" not in err
     assert err.startswith(f"error: {target}: {os.strerror(code)}. Fix: ") and fix.format(folder=tmp_path) in err
