@@ -42,7 +42,7 @@ from seglib.resume import resumable, resume_state
 from seglib.run_folder import check_out, holding, open_folder
 from seglib.schedules import build_scheduler
 from seglib.snapshots import Snapshots, remove_snapshots
-from seglib.tensorboard_log import log_validation, open_board, remove_board
+from seglib.tensorboard_log import log_validation, open_board, remove_board, require_tensorboard
 from seglib.train_config import TrainConfig
 from seglib.utils import environment, write_atomic
 
@@ -184,6 +184,8 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
     if "bce" in cfg.loss and classes != 2:  # before any folder or cache is made
         raise ConfigError(f"--loss {cfg.loss}: bce is for two classes, and {cfg.dataset} has {classes}; "
                           "use ce (or ce+dice, focal)")
+    if cfg.tensorboard:
+        require_tensorboard()
     rank, world, local_rank = init_distributed()
     device = process_device(device, local_rank, world)
     if device.index is not None and device.type == "cuda":  # a bare "cuda" keeps the current device

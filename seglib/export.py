@@ -44,7 +44,7 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int, *, opset: i
         raise ConfigError(f"opset {opset} is newer than the installed onnx {onnx.__version__} knows ({newest}): "
                           f"pass --opset {newest} or lower, or upgrade onnx")
     model = model.cpu().eval()
-    example = torch.randn(2, 3, image_size, image_size)
+    example = torch.randn(3, 3, image_size, image_size)  # another batch than check_onnx's: the axis is free
 
     def write(tmp: Path) -> None:
         # the exporter reports each stage on stdout; torch 2.11's exporter also warns about its own pytree use

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from seglib.errors import ConfigError
+from seglib.masks import IGNORE_INDEX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -162,7 +163,7 @@ class GpuAugment:
                           align_corners=False)[:, 0].long()
         if self.rotate:
             outside = (grid.abs() > 1).any(-1)
-            x, y = x.masked_fill(outside[:, None], 0), y.masked_fill(outside, 255)
+            x, y = x.masked_fill(outside[:, None], 0), y.masked_fill(outside, IGNORE_INDEX)
         # 4. photometric, on half the images (p=0.5): contrast scales, brightness shifts by a share
         #    of 255, then clip (albumentations' RandomBrightnessContrast with brightness_by_max)
         apply = (torch.rand(n, generator=g, device=dev) < 0.5).view(n, 1, 1, 1)

@@ -12,10 +12,13 @@ from seglib.utils import write_atomic
 def validations_since_best(history: list[dict]) -> int:
     """Rows after the first one with the best val mIoU (0 for an empty history): the early-stopping
     counter, rebuilt from the history so that a resumed run stops when an uninterrupted one would."""
-    if not history:
-        return 0
-    scores = [row["val_miou"] for row in history]
-    return len(scores) - 1 - scores.index(max(scores))
+    best, since = -1.0, 0
+    for row in history:  # as History.add_validation counts: a NaN score (all pixels void) is never the best
+        if row["val_miou"] > best:
+            best, since = row["val_miou"], 0
+        else:
+            since += 1
+    return since
 
 
 def write_history(out: Path, history: list[dict]) -> None:

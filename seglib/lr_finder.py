@@ -1,8 +1,9 @@
 """The learning-rate range test (Smith 2017; fastai's ``lr_find``).
 
 Train for a few dozen steps while the learning rate grows exponentially from tiny to huge, and
-record the loss. The loss falls, flattens, then explodes; a good learning rate sits where it
-falls fastest, about ten times below the minimum. The model and optimizer are restored afterwards.
+record the loss. The loss falls, flattens, then explodes; the suggested learning rate is where the
+smoothed loss falls fastest (another common rule, ten times below the minimum, is often close).
+The model and optimizer are restored afterwards.
 """
 
 from __future__ import annotations

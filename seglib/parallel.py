@@ -19,7 +19,7 @@ def init_distributed() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)``; starts the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not is_distributed():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group()  # NCCL for CUDA tensors, gloo for CPU ones (--device cpu)
     if world > 1:
         return torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
     return 0, 1, 0
@@ -32,8 +32,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def wrap_model(model: nn.Module, device: torch.device, world: int, compile: bool) -> tuple[nn.Module, nn.Module]:
-    """``(train_model, eval_model)``: under DDP the training model syncs BatchNorm and gradients
-    across processes, while validation runs the bare module (each rank scores its own share, no
+    """``(train_model, eval_model)``: under DDP the training model syncs gradients (and, on CUDA,
+    BatchNorm statistics) across processes, while validation runs the bare module (each rank scores its own share, no
     collective per batch); either is compiled when ``compile``. ``model`` keeps the weights."""
     if world == 1:
         train_model = torch.compile(model) if compile else model

@@ -22,7 +22,8 @@ def data_dir() -> Path:
 
 
 def work_dir() -> Path:
-    """Where seglib writes what it derives (splits, caches, synthetic data): ``<repo>/data``.
+    """Where seglib writes what it derives (splits, caches, synthetic data): ``$SEGLIB_WORK_DIR``, else
+    ``<repo>/data``.
 
     Kept apart from :func:`data_dir`, which may be a read-only shared copy.
     """

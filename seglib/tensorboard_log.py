@@ -18,12 +18,20 @@ def open_board(out: Path, first_epoch: int):
     """A SummaryWriter on ``out/tensorboard``. Events it holds from epoch ``first_epoch + 1`` on (those a resumed
     run trains again) are dropped from what TensorBoard shows; a new run's folder was emptied by
     :func:`remove_board`."""
+    require_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(Path(out) / FOLDER, purge_step=first_epoch + 1)
+
+
+def require_tensorboard() -> None:
+    """Refuse ``--tensorboard`` when the tensorboard package is missing: checked before a run builds or deletes
+    anything (a new run replaces the pictures of the one before it)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError as exc:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard "
                           "(or drop --tensorboard: history.csv holds the same numbers)") from exc
-    return SummaryWriter(Path(out) / FOLDER, purge_step=first_epoch + 1)
 
 
 def remove_board(out: Path) -> None:

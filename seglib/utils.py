@@ -57,12 +57,6 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-# ----------------------------------------------------------------------------------------------
-# atomic writes
-
-DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
 def environment(device: str | torch.device) -> dict:
     """What a run or a measurement ran on: device, library versions, date, and the workbook's commit
     (None unless seglib runs from a git checkout of the workbook)."""
@@ -87,6 +81,12 @@ def environment(device: str | torch.device) -> dict:
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if cuda else None, "python": platform.python_version(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit}
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic writes
+
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _sibling(path: Path, kind: str) -> Path:

@@ -15,7 +15,7 @@ from seglib import engine
 from seglib.batches import ResidentBatches, WorkerBatches, build_data
 from seglib.checkpoint import plain_keys
 from seglib.ema import WeightEMA
-from seglib.history import validations_since_best
+from seglib.history import History, validations_since_best
 from seglib.optim import build_optimizer, param_groups
 from seglib.checkpoint import load_checkpoint
 from seglib.data import SPECS
@@ -192,8 +192,16 @@ def test_early_stopping_survives_a_resume(tmp_path, monkeypatch):
         best, last = (load_checkpoint(tmp_path / folder / name) for name in ("best.pt", "last.pt"))
         assert best["epoch"] == 1 and last["epoch"] == 3
         assert any(not torch.equal(best["model"][k], v) for k, v in last["model"].items())
-    assert validations_since_best([{"val_miou": v} for v in (0.2, 0.5, 0.5, 0.4)]) == 2
     assert validations_since_best([]) == 0
+    for scores in ((0.2, 0.5, 0.5, 0.4), (float("nan"), 0.3, 0.2), (0.3, float("nan"), 0.2), (0.1, 0.2)):
+        live = History()  # the counter of a run that was never interrupted
+        for epoch, score in enumerate(scores, 1):
+            live.add_epoch(1.0, 1.0, 1.0)
+            live.add_validation(epoch, {"loss": 1.0, "miou": score, "pixel_accuracy": 0.5, "mdice": 0.5,
+                                        "iou": [], "dice": []}, 0.1, 8)
+        assert History(live.rows, live.best).since_best == live.since_best  # what --resume rebuilds
+    assert validations_since_best([{"val_miou": v} for v in (0.2, 0.5, 0.5, 0.4)]) == 2
+    assert validations_since_best([{"val_miou": v} for v in (float("nan"), 0.3, 0.2)]) == 1
 
 
 def test_bce_is_refused_for_more_than_two_classes(tmp_path):
@@ -738,8 +746,14 @@ def test_tensorboard_logs_each_validation_once_even_across_a_resume(tmp_path, mo
     assert [s for s, _ in tensorboard_scalars(tmp_path / "run" / "tensorboard")["loss/val"]] == [1, 2]
 
 
-def test_tensorboard_without_the_package_is_a_config_error(tmp_path, monkeypatch):
+def test_tensorboard_without_the_package_is_a_config_error_before_anything_is_replaced(tmp_path, monkeypatch):
+    run(replace(TINY, epochs=1, snapshot_every=1, out=str(tmp_path / "run")))
+    before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    assert "epoch_0001.png" in before
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
     with pytest.raises(ConfigError, match="pip install tensorboard"):
         run(replace(TINY, tensorboard=True, out=str(tmp_path / "run")))
-    assert not (tmp_path / "run").exists()  # the folder it made is gone
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before  # the earlier run's pictures too
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        run(replace(TINY, tensorboard=True, out=str(tmp_path / "new")))
+    assert not (tmp_path / "new").exists()  # no folder made
