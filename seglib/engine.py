@@ -140,28 +140,34 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn, num_classes: int, *, 
 
 @dataclass
 class Run:
-    """Where a run happens and what it trains with (built by :func:`setup_run` and :func:`build_parts`)."""
+    """Where a run happens: its options, device, process and folder (built by :func:`setup_run`)."""
 
     cfg: TrainConfig
     device: torch.device
     rank: int
     world: int
     out: Path
-    train_batches: object = None
-    val_batches: object = None
-    model: nn.Module = None
-    loss_fn: nn.Module = None
-    optimizer: torch.optim.Optimizer = None
-    scheduler: object = None
-    scaler: torch.amp.GradScaler = None
-    ema: WeightEMA | None = None
-    meta: dict = None
-    num_classes: int = 0   # label classes the metrics count (a 1-channel model scores 2)
-    steps: int = 0         # optimizer steps per epoch
     made: tuple = ()       # the folders open_folder created (out, then its new parents)
     lock: int | None = None  # the descriptor of out/.lock, held while the run writes
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in best.pt and last.pt: which run wrote them
     board: object = None   # the TensorBoard writer (--tensorboard, process 0), closed by holding()
+
+
+@dataclass
+class Parts:
+    """What a run trains with (built by :func:`build_parts`)."""
+
+    train_batches: object
+    val_batches: object
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    ema: WeightEMA | None
+    meta: dict             # what best.pt and last.pt say of the model: name, classes, dataset, size, options
+    num_classes: int       # label classes the metrics count (a 1-channel model scores 2)
+    steps: int             # optimizer steps per epoch
 
 
 def process_device(device, local_rank: int, world: int) -> torch.device:
@@ -202,46 +208,46 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
     return Run(cfg, device, rank, world, out, made=made, lock=lock)
 
 
-def build_parts(run: Run, init_from: str | Path | None = None) -> None:
+def build_parts(run: Run, init_from: str | Path | None = None) -> Parts:
     """Batches, model (weights from ``init_from`` if given), loss, optimizer, schedule, scaler, EMA."""
     from seglib.models import create_model
 
     cfg, device = run.cfg, run.device
-    run.train_batches, run.val_batches, spec = build_data(cfg, device, run.rank, run.world)
+    train_batches, val_batches, spec = build_data(cfg, device, run.rank, run.world)
     out_channels = 1 if "bce" in cfg.loss else spec.num_classes
-    run.num_classes = max(2, out_channels)
-    run.model = create_model(cfg.model, out_channels, **cfg.model_options).to(device)
-    run.meta = {"model": cfg.model, "num_classes": out_channels, "dataset": cfg.dataset,
-                "class_names": list(spec.class_names), "image_size": cfg.image_size,
-                "model_options": dict(cfg.model_options)}
+    model = create_model(cfg.model, out_channels, **cfg.model_options).to(device)
     if init_from is not None:  # weights only, like the reference CLI's --loadCheckpoint
-        load_weights(run.model, load_checkpoint(init_from, expect={"model": cfg.model, "num_classes": out_channels}),
+        load_weights(model, load_checkpoint(init_from, expect={"model": cfg.model, "num_classes": out_channels}),
                      init_from)
     if cfg.channels_last and device.type == "cuda":
-        run.model = run.model.to(memory_format=torch.channels_last)
-    weights = class_weights_for(cfg.class_weights, run.train_batches.label_maps, out_channels)
-    run.meta["class_weights"] = None if weights is None else weights.tolist()
-    run.loss_fn = build_loss(cfg.loss, out_channels, class_weights=weights).to(device)
-    run.optimizer = build_optimizer(cfg, run.model, device)
-    run.steps = min(len(run.train_batches), cfg.max_steps or len(run.train_batches))
-    run.scheduler = build_scheduler(run.optimizer, cfg.schedule, cfg.epochs * run.steps,
-                                    int(cfg.warmup_epochs * run.steps))
-    run.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
-    run.ema = WeightEMA(run.model, cfg.ema_decay) if cfg.ema_decay else None
+        model = model.to(memory_format=torch.channels_last)
+    weights = class_weights_for(cfg.class_weights, train_batches.label_maps, out_channels)
+    meta = {"model": cfg.model, "num_classes": out_channels, "dataset": cfg.dataset,
+            "class_names": list(spec.class_names), "image_size": cfg.image_size,
+            "model_options": dict(cfg.model_options), "class_weights": None if weights is None else weights.tolist()}
+    loss_fn = build_loss(cfg.loss, out_channels, class_weights=weights).to(device)
+    optimizer = build_optimizer(cfg, model, device)
+    steps = min(len(train_batches), cfg.max_steps or len(train_batches))
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs * steps, int(cfg.warmup_epochs * steps))
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    return Parts(train_batches, val_batches, model, loss_fn, optimizer, scheduler, scaler, ema, meta,
+                 num_classes=max(2, out_channels), steps=steps)
 
 
-def save_progress(run: Run, history: History, epoch: int, improved: bool, write_last: bool) -> None:
+def save_progress(run: Run, parts: Parts, history: History, epoch: int, improved: bool,
+                  write_last: bool) -> None:
     """best.pt when the val mIoU improved, last.pt (everything to resume) when ``write_last``, the history."""
-    weights = (run.ema.model if run.ema else unwrap(run.model)).state_dict()
+    weights = (parts.ema.model if parts.ema else unwrap(parts.model)).state_dict()
     if improved:
-        save_checkpoint({"model": weights, "meta": run.meta, "config": asdict(run.cfg), "epoch": epoch,
+        save_checkpoint({"model": weights, "meta": parts.meta, "config": asdict(run.cfg), "epoch": epoch,
                          "metrics": history.best, "run_id": run.run_id}, run.out / "best.pt")
     if write_last:
-        save_checkpoint({"model": unwrap(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
-                         "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-                         "epoch": epoch, "rng": rng_state(), "config": asdict(run.cfg), "meta": run.meta,
+        save_checkpoint({"model": unwrap(parts.model).state_dict(), "optimizer": parts.optimizer.state_dict(),
+                         "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(),
+                         "epoch": epoch, "rng": rng_state(), "config": asdict(run.cfg), "meta": parts.meta,
                          "history": history.rows, "best": history.best, "run_id": run.run_id,
-                         **({"ema": run.ema.state_dict()} if run.ema else {})}, run.out / "last.pt")
+                         **({"ema": parts.ema.state_dict()} if parts.ema else {})}, run.out / "last.pt")
     write_history(run.out, history.rows)
 
 
@@ -296,17 +302,17 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     and validate epoch after epoch."""
     cfg, first = run.cfg, run.rank == 0  # the first process writes and prints; under torchrun all train
     resuming = resume and resumable(run.out)  # before build_parts: a refused resume builds nothing
-    build_parts(run, init_from)
-    start_epoch, history = resume_state(run) if resuming else (0, History())
+    parts = build_parts(run, init_from)
+    start_epoch, history = resume_state(run, parts) if resuming else (0, History())
     if start_epoch and verbose and first:
         print(f"resumed from {run.out / 'last.pt'} after epoch {start_epoch}")
-    train_model, eval_model = wrap_model(run.model, run.device, run.world, cfg.compile)
-    eval_model = run.ema.model if run.ema else eval_model
+    train_model, eval_model = wrap_model(parts.model, run.device, run.world, cfg.compile)
+    eval_model = parts.ema.model if parts.ema else eval_model
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")
     if first and not resuming:  # a new run here: the pictures and curves of the run it replaces go
         remove_snapshots(run.out)
         remove_board(run.out)
-    snapshots = Snapshots(run.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and first else None
+    snapshots = Snapshots(parts.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and first else None
     if cfg.tensorboard and first:
         run.board = open_board(run.out, start_epoch)
     saved_at, start = start_epoch, time.perf_counter()  # saved_at: the epoch last.pt holds
@@ -314,31 +320,31 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
         done = epoch + 1  # epochs finished once this one is
         if history.stopped(cfg.patience):  # a resumed run that had stopped early
             break
-        run.train_batches.set_epoch(epoch)
+        parts.train_batches.set_epoch(epoch)
         t0 = time.perf_counter()
         with explain_out_of_memory(cfg), explain_non_finite(run, history, saved_at):
-            train_loss = train_one_epoch(train_model, run.train_batches, run.loss_fn, run.optimizer, run.scheduler,
-                                         scaler=run.scaler, max_steps=cfg.max_steps, log_freq=cfg.log_freq,
-                                         desc=f"epoch {done}", progress=progress and verbose and first,
-                                         ema=run.ema, grad_clip=cfg.grad_clip, **step_options)
+            train_loss = train_one_epoch(train_model, parts.train_batches, parts.loss_fn, parts.optimizer,
+                                         parts.scheduler, scaler=parts.scaler, ema=parts.ema, grad_clip=cfg.grad_clip,
+                                         max_steps=cfg.max_steps, log_freq=cfg.log_freq, desc=f"epoch {done}",
+                                         progress=progress and verbose and first, **step_options)
             trained = time.perf_counter() - t0  # train_one_epoch has read its loss: the device is done
             validate = done % cfg.val_every == 0 or done == cfg.epochs
-            val = evaluate(eval_model, run.val_batches, run.loss_fn, run.num_classes, **step_options) \
+            val = evaluate(eval_model, parts.val_batches, parts.loss_fn, parts.num_classes, **step_options) \
                 if validate else None
         history.add_epoch(train_loss, trained, time.perf_counter() - t0)
         if val is None:
             continue
-        improved = history.add_validation(done, val, run.optimizer.param_groups[-1]["lr"],
-                                          run.steps * cfg.batch_size * run.world)
+        improved = history.add_validation(done, val, parts.optimizer.param_groups[-1]["lr"],
+                                          parts.steps * cfg.batch_size * run.world)
         stop = history.stopped(cfg.patience)
         write_last = last_pt_due(done, saved_at, cfg) or stop
         saved_at = done if write_last else saved_at
         if first:
-            save_progress(run, history, done, improved, write_last)
+            save_progress(run, parts, history, done, improved, write_last)
             if snapshots and (done % cfg.snapshot_every == 0 or done == cfg.epochs or stop):
-                snapshots.save(run.ema.model if run.ema else unwrap(run.model), done, val["miou"])
+                snapshots.save(parts.ema.model if parts.ema else unwrap(parts.model), done, val["miou"])
             if run.board:
-                log_validation(run.board, history.rows[-1], val["iou"], run.meta["class_names"])
+                log_validation(run.board, history.rows[-1], val["iou"], parts.meta["class_names"])
             if verbose:
                 print(history.line(cfg.epochs, improved), flush=True)
                 if stop:
@@ -346,7 +352,7 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
                           f"({cfg.patience * cfg.val_every} epochs)")
         if stop:
             break
-    return finish(run, history, time.perf_counter() - start)
+    return finish(run, parts, history, time.perf_counter() - start)
 
 
 def last_pt_due(done: int, saved_at: int, cfg: TrainConfig) -> bool:
@@ -355,13 +361,13 @@ def last_pt_due(done: int, saved_at: int, cfg: TrainConfig) -> bool:
     return done // cfg.save_freq > saved_at // cfg.save_freq or done == cfg.epochs
 
 
-def finish(run: Run, history: History, seconds: float) -> dict:
+def finish(run: Run, parts: Parts, history: History, seconds: float) -> dict:
     """Write metrics.json (rank 0: the summary, the options and what it ran on) and return the run's summary,
     history and model(s)."""
     result = {"best": history.best, "epochs_run": history.rows[-1]["epoch"] if history.rows else 0,
-              "wall_seconds": seconds, "class_names": run.meta["class_names"], "config": asdict(run.cfg)}
+              "wall_seconds": seconds, "class_names": parts.meta["class_names"], "config": asdict(run.cfg)}
     if run.rank == 0:
         result["env"] = environment(run.device)
         write_atomic(run.out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-    return {**result, "history": history.rows, "out": run.out, "model": unwrap(run.model),
-            **({"ema_model": run.ema.model} if run.ema else {})}
+    return {**result, "history": history.rows, "out": run.out, "model": unwrap(parts.model),
+            **({"ema_model": parts.ema.model} if parts.ema else {})}

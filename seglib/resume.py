@@ -2,7 +2,7 @@
 back into the run's parts so that it continues exactly as if it had never stopped.
 
 >>> resumable(out)                        # a last.pt to go on from (a run without one is refused, not replaced)
->>> start_epoch, history = resume_state(run)
+>>> start_epoch, history = resume_state(run, parts)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from seglib.schedules import follow_schedule
 from seglib.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from seglib.engine import Run
+    from seglib.engine import Parts, Run
 
 FINISHED = ("best.pt", "metrics.json", "history.json", "history.csv")  # what a run leaves besides last.pt
 # how a run goes on, not what it learns
@@ -72,21 +72,21 @@ def refuse_foreign_last(last: Path, run_id: str | None) -> None:
                         "resume each run in its own folder: move this last.pt (or best.pt) to another --out")
 
 
-def resume_state(run: Run) -> tuple[int, History]:
-    """Load ``out/last.pt`` into the run's parts; ``(epoch to start from, history so far)``."""
+def resume_state(run: Run, parts: Parts) -> tuple[int, History]:
+    """Load ``out/last.pt`` into the run's ``parts``; ``(epoch to start from, history so far)``."""
     path, cfg = run.out / "last.pt", run.cfg
-    state = load_checkpoint(path, expect={"model": cfg.model, "num_classes": run.meta["num_classes"],
+    state = load_checkpoint(path, expect={"model": cfg.model, "num_classes": parts.meta["num_classes"],
                                           "dataset": cfg.dataset, "image_size": cfg.image_size})
     refuse_foreign_last(path, state.get("run_id"))
     refuse_changed_options(path, state.get("config", asdict(cfg)), cfg)  # before any state is loaded into the parts
     run.run_id = state.get("run_id") or run.run_id
-    load_weights(run.model, state, path, RESUME_KEYS)
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    follow_schedule(run.scheduler)  # another --epochs is another curve: go on along it from the step reached
+    load_weights(parts.model, state, path, RESUME_KEYS)
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    follow_schedule(parts.scheduler)  # another --epochs is another curve: go on along it from the step reached
     if state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])
-    if run.ema is not None:  # ema_decay is one of the options checked above: last.pt holds the average
-        run.ema.load_state_dict(state["ema"])
+        parts.scaler.load_state_dict(state["scaler"])
+    if parts.ema is not None:  # ema_decay is one of the options checked above: last.pt holds the average
+        parts.ema.load_state_dict(state["ema"])
     set_rng_state(state["rng"])
     return state["epoch"], History(state["history"], state["best"])
