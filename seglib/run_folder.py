@@ -41,9 +41,7 @@ def check_out(cfg: TrainConfig, init_from: str | Path | None) -> None:
 
 def open_folder(out: Path) -> tuple[tuple[Path, ...], int | None]:
     """Make ``out`` and lock it (:func:`lock_folder`), deleting the half-written checkpoints a killed run left;
-    ``(the folders made: out, then its new parents; the lock's descriptor)``."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder; pass a folder for the run")
+    ``(the folders made: out, then its new parents; the lock's descriptor)``. ``out`` is no file (setup_run)."""
     made = tuple(p for p in (out, *out.parents) if not p.exists())
     try:
         out.mkdir(parents=True, exist_ok=True)
