@@ -8,6 +8,7 @@ Under DDP every rank takes its own shard of each epoch's order (:func:`shard`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from seglib.gpu_augment import GpuAugment, resize_batch
 from seglib.parallel import is_distributed
 from seglib.train_config import TrainConfig
 
-__all__ = ["ResidentBatches", "WorkerBatches", "build_data", "shard"]
+__all__ = ["ResidentBatches", "WorkerBatches", "build_data", "data_fingerprint", "shard"]
 
 
 def shard(n: int, rank: int, world: int, *, order: torch.Tensor | None = None, even: bool = False) -> torch.Tensor:
@@ -118,13 +119,25 @@ class WorkerBatches:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
+def _datasets(cfg: TrainConfig):
+    """The training and validation datasets of ``cfg`` (its images, not yet its batches)."""
+    from seglib.data import load_dataset
+
+    return (load_dataset(cfg.dataset, "train", cfg.root, max_samples=cfg.max_samples),
+            load_dataset(cfg.dataset, "val", cfg.root, max_samples=cfg.val_images or cfg.max_samples))
+
+
+def data_fingerprint(cfg: TrainConfig) -> str:
+    """Changes with the files ``cfg`` trains and validates on: another folder (the pets sample, then the full
+    set), a file added, removed or touched, another decoder (``SegmentationDataset.fingerprint``)."""
+    return hashlib.sha1("".join(ds.fingerprint() for ds in _datasets(cfg)).encode()).hexdigest()
+
+
 def build_data(cfg: TrainConfig, device, rank: int = 0, world: int = 1):
     """``(train_batches, val_batches, spec)`` for ``cfg``: caches built once, then batches."""
     from seglib.cache import load_or_build_cache
-    from seglib.data import load_dataset
 
-    train_ds = load_dataset(cfg.dataset, "train", cfg.root, max_samples=cfg.max_samples)
-    val_ds = load_dataset(cfg.dataset, "val", cfg.root, max_samples=cfg.val_images or cfg.max_samples)
+    train_ds, val_ds = _datasets(cfg)
     if rank == 0:
         caches = [load_or_build_cache(ds, cfg.image_size) for ds in (train_ds, val_ds)]
     if is_distributed():

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from seglib.batches import build_data
+from seglib.batches import build_data, data_fingerprint
 from seglib.checkpoint import load_checkpoint, load_weights, rng_state, save_checkpoint
 from seglib.class_balance import class_weights_for
 from seglib.ema import WeightEMA
@@ -44,7 +44,7 @@ from seglib.schedules import build_scheduler
 from seglib.snapshots import Snapshots, remove_snapshots
 from seglib.tensorboard_log import log_validation, open_board, remove_board, require_tensorboard
 from seglib.train_config import TrainConfig
-from seglib.utils import environment, write_atomic
+from seglib.utils import environment, get_device, write_atomic
 
 __all__ = ["NonFiniteLoss", "TrainConfig", "evaluate", "fit", "train_one_epoch"]
 
@@ -175,7 +175,7 @@ def process_device(device, local_rank: int, world: int) -> torch.device:
     (``world > 1``) a bare ``"cuda"`` is this process's own GPU, ``cuda:LOCAL_RANK``, not the first one."""
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = get_device(device)  # a typo, or a GPU this machine lacks, is a one-line ConfigError
     if device.type == "cuda" and device.index is None and world > 1:
         device = torch.device("cuda", local_rank)
     return device
@@ -303,15 +303,18 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     cfg, first = run.cfg, run.rank == 0  # the first process writes and prints; under torchrun all train
     resuming = resume and resumable(run.out)  # before build_parts: a refused resume builds nothing
     parts = build_parts(run, init_from)
+    data = data_fingerprint(cfg) if first else None  # what it trains on, for metrics.json
     start_epoch, history = resume_state(run, parts) if resuming else (0, History())
     if start_epoch and verbose and first:
         print(f"resumed from {run.out / 'last.pt'} after epoch {start_epoch}")
     train_model, eval_model = wrap_model(parts.model, run.device, run.world, cfg.compile)
     eval_model = parts.ema.model if parts.ema else eval_model
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")
-    if first and not resuming:  # a new run here: the pictures and curves of the run it replaces go
-        remove_snapshots(run.out)
-        remove_board(run.out)
+    if first:  # metrics.json marks the run here as finished: this one writes its own when it is
+        (run.out / "metrics.json").unlink(missing_ok=True)
+        if not resuming:  # a new run here: the pictures and curves of the run it replaces go
+            remove_snapshots(run.out)
+            remove_board(run.out)
     snapshots = Snapshots(parts.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and first else None
     if cfg.tensorboard and first:
         run.board = open_board(run.out, start_epoch)
@@ -352,7 +355,7 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
                           f"({cfg.patience * cfg.val_every} epochs)")
         if stop:
             break
-    return finish(run, parts, history, time.perf_counter() - start)
+    return finish(run, parts, history, time.perf_counter() - start, data)
 
 
 def last_pt_due(done: int, saved_at: int, cfg: TrainConfig) -> bool:
@@ -361,13 +364,13 @@ def last_pt_due(done: int, saved_at: int, cfg: TrainConfig) -> bool:
     return done // cfg.save_freq > saved_at // cfg.save_freq or done == cfg.epochs
 
 
-def finish(run: Run, parts: Parts, history: History, seconds: float) -> dict:
-    """Write metrics.json (rank 0: the summary, the options and what it ran on) and return the run's summary,
-    history and model(s)."""
+def finish(run: Run, parts: Parts, history: History, seconds: float, data: str | None) -> dict:
+    """Write metrics.json (rank 0: the summary, the options, what it ran on and the ``data_fingerprint`` of what
+    it trained on) and return the run's summary, history and model(s)."""
     result = {"best": history.best, "epochs_run": history.rows[-1]["epoch"] if history.rows else 0,
               "wall_seconds": seconds, "class_names": parts.meta["class_names"], "config": asdict(run.cfg)}
     if run.rank == 0:
-        result["env"] = environment(run.device)
+        result.update(env=environment(run.device), data=data)
         write_atomic(run.out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
     return {**result, "history": history.rows, "out": run.out, "model": unwrap(parts.model),
             **({"ema_model": parts.ema.model} if parts.ema else {})}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from seglib.batches import data_fingerprint
 from seglib.engine import fit
 from seglib.train_config import TrainConfig
 from seglib.errors import ConfigError
@@ -125,7 +126,8 @@ def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
 
 
 def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> dict:
-    """``fit(cfg)``, unless ``cfg.out`` already holds a finished run of exactly this configuration.
+    """``fit(cfg)``, unless ``cfg.out`` already holds a finished run of exactly this configuration on the same
+    files (:func:`~seglib.batches.data_fingerprint`).
 
     Returns ``{"best", "history", "out", "wall_seconds", "reused"}``; ``out/best.pt`` holds the model.
     """
@@ -134,7 +136,8 @@ def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> di
         done = json.loads((out / "metrics.json").read_text())
         history = json.loads((out / "history.json").read_text())
         # options added to TrainConfig since that run take their defaults, which change nothing
-        reusable = _same_run(TrainConfig.from_dict(done["config"]), cfg) and (out / "best.pt").is_file()
+        reusable = (_same_run(TrainConfig.from_dict(done["config"]), cfg) and (out / "best.pt").is_file()
+                    and done.get("data") == data_fingerprint(cfg))  # and the same files: not the pets sample
     except (OSError, ValueError, KeyError, TypeError, ConfigError):
         reusable = False
     if reusable:

@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -284,6 +285,35 @@ def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
     assert not changed["reused"]
     (tmp_path / "run" / "metrics.json").write_text("{half a fi")  # damaged: train again, no crash
     assert not train_or_reuse(replace(cfg, lr=5e-3), device="cpu", verbose=False)["reused"]
+
+
+def test_train_or_reuse_never_pairs_a_finished_runs_scores_with_another_runs_weights(tmp_path, monkeypatch):
+    """Run A finishes; run B (another recipe) starts in the same folder and dies after writing best.pt: A's
+    metrics.json must not make B's weights pass for A's."""
+    from seglib.recipes import train_or_reuse
+
+    a = replace(TINY, epochs=1, out=str(tmp_path / "run"))
+    train_or_reuse(a, device="cpu", verbose=False)
+    monkeypatch.setattr(engine, "finish", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        fit(replace(a, lr=0.5), device="cpu", verbose=False)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["config"]["lr"] == 0.5  # B's weights are there
+    again = train_or_reuse(a, device="cpu", verbose=False)
+    assert not again["reused"]
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["config"]["lr"] == a.lr
+
+
+def test_train_or_reuse_trains_again_when_the_data_changed(tmp_path):
+    from seglib.data import find_folder
+    from seglib.recipes import train_or_reuse
+
+    cfg = replace(TINY, epochs=1, out=str(tmp_path / "run"))
+    train_or_reuse(cfg, device="cpu", verbose=False)
+    assert train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
+    image = sorted((find_folder(cfg.dataset) / "images").iterdir())[0]
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # edited (or replaced)
+    assert not train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
 
 
 def test_comparison_configs_keep_each_plan_in_its_own_folder():
