@@ -318,3 +318,32 @@ def test_pretrained_with_unet_is_refused_before_any_data_is_read(tmp_path, capsy
     assert main(["--train", "--unet", "--pretrained", "imagenet", "--root", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error: unet has no ImageNet trunk: it always trains from scratch" in err
+
+
+def test_train_takes_device_and_refuses_one_this_machine_lacks(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["train", "--smoke", "--epochs", "1", "--device", "cpu", "--out", str(out), "--test"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["env"]["device"].startswith("CPU")
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in (("cuda:1", "--device cuda:1: this machine has no CUDA GPUs"),
+                            ("tpu", "--device 'tpu' is not a device: use cpu, cuda or cuda:N")):
+        assert main(["train", "--smoke", "--device", device, "--out", str(tmp_path / device)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+        assert not (tmp_path / device).exists()
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["train", "--scheduler"], "Fix: --scheduler is --schedule here (cosine, poly, onecycle or constant"),
+    (["train", "--multiGPU"], "Fix: for several GPUs run torchrun --nproc_per_node N -m seglib train"),
+    (["--train", "--unet", "--gpu"], "Fix: --gpu is --device cuda here; see 'seglib train --help'"),
+    (["predict", "--model", "final_model.pth", "--input", "x"], "Fix: --checkpoint PATH is the trained model here"),
+    (["predict", "--checkpoint", "b.pt", "--input", "x", "--output", "o", "--imgsz", "512"],
+     "Fix: leave out --imgsz: the checkpoint's own image size is used"),
+])
+def test_a_reference_projects_flag_says_what_seglib_takes_instead(capsys, argv, hint):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and hint in err

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from seglib.cli.data import add_data_parsers
-from seglib.cli.flags import reference_argv
+from seglib.cli.flags import reference_argv, renamed
 from seglib.cli.inference import add_inference_parsers
 from seglib.cli.train import add_train_parsers
 from seglib.errors import DataError, SeglibError
@@ -54,14 +54,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``error: <prog>: <problem>. Fix: ...``, exit status 2; no abbreviated flags
     (``--ov`` must not reach ``--overwrite``)."""
 
+    argv: list[str] = []  # the command line being parsed: a reference project's flag in it gets a hint
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message}. Fix: see '{self.prog} --help'\n")
+        hint = renamed(self.prog.split()[-1], _Parser.argv)  # e.g. predict --model: "--checkpoint PATH is ..."
+        self.exit(2, f"error: {self.prog}: {message}. Fix: {hint}see '{self.prog} --help'\n")
 
     def parse_args(self, args=None, namespace=None):
         """As argparse's, but a flag the command does not know points to that command's help, not the top one's."""
+        _Parser.argv = list(sys.argv[1:] if args is None else args)
         args, extra = self.parse_known_args(args, namespace)
         if extra:
             commands = getattr(self, "commands", {})

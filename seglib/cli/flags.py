@@ -29,6 +29,25 @@ REFERENCE_SPELLINGS = (
     "--weightDecay and --trainTrunk are listed beside their seglib names.")
 
 
+# Flags of the reference projects that seglib spells otherwise or does not take, per command: what to do instead
+_CHECKPOINT = "--checkpoint PATH is the trained model here (a best.pt or last.pt)"
+RENAMED = {
+    "train": {"--scheduler": "--scheduler is --schedule here (cosine, poly, onecycle or constant; no step decay)",
+              "--gpu": "--gpu is --device cuda here",
+              "--multiGPU": "for several GPUs run torchrun --nproc_per_node N -m seglib train ..."},
+    "predict": {"--model": _CHECKPOINT, "--weights": _CHECKPOINT, "--gpu": "--gpu is --device cuda here",
+                "--imgsz": "leave out --imgsz: the checkpoint's own image size is used"},
+    "evaluate": {"--model": _CHECKPOINT, "--weights": _CHECKPOINT, "--gpu": "--gpu is --device cuda here"},
+}
+
+
+def renamed(command: str, argv: list[str]) -> str:
+    """What to do instead of the flags in ``argv`` that a reference project used with ``command`` and seglib
+    spells otherwise (``"--gpu is --device cuda here; "``), else ``""``."""
+    table = RENAMED.get(command, {})
+    return "".join(f"{table[flag]}; " for flag in dict.fromkeys(a.split("=")[0] for a in argv) if flag in table)
+
+
 def reference_argv(argv: list[str]) -> list[str]:
     """A command line in the person-mask project's form (``--train`` and/or ``--test`` instead of a command,
     ``--debug`` may come first) rewritten as seglib's ``train`` command; any other command line as it is."""

@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg.root = str(folder.absolute())  # recorded as it is: --test-only and --resume work from any folder
     _fit_and_report(cfg, args)
     if args.test and int(os.environ.get("RANK", "0")) == 0:
-        return evaluate_run(cfg, folder)
+        return evaluate_run(cfg, folder, args.device)
     return 0
 
 
@@ -103,7 +103,7 @@ def _test_only(out: Path, fields: dict, args: argparse.Namespace) -> int:
     if ignored:
         raise ConfigError(f"--test-only scores the run in {out} as it was trained, so {'; '.join(ignored)} "
                           "would be ignored: leave those options out")
-    return evaluate_run(cfg, run_data(cfg.dataset, cfg.root, out / "best.pt"))
+    return evaluate_run(cfg, run_data(cfg.dataset, cfg.root, out / "best.pt"), args.device)
 
 
 def run_data(name: str, root: str | None, checkpoint: Path) -> Path:
@@ -127,7 +127,8 @@ def _fit_and_report(cfg, args: argparse.Namespace) -> None:
 
     # progress bars on a terminal only: in a log they are thousands of carriage returns
     try:
-        result = fit(cfg, resume=args.resume, init_from=args.init_from, progress=sys.stderr.isatty())
+        result = fit(cfg, resume=args.resume, init_from=args.init_from, device=args.device,
+                     progress=sys.stderr.isatty())
     finally:
         if is_distributed():  # torchrun: leave the process group cleanly (NCCL warns otherwise)
             torch.distributed.destroy_process_group()
@@ -144,7 +145,7 @@ def _refuse_earlier_run(out: Path, fix: str) -> None:
         raise ConfigError(f"{out} already holds a run ({', '.join(earlier)}); {fix}")
 
 
-def evaluate_run(cfg, folder: Path) -> int:
+def evaluate_run(cfg, folder: Path, device: str | None) -> int:
     """The person-mask project's ``--test``: ``evaluate`` OUT/best.pt on the held-out split, which is the
     dataset's test split where it publishes one (and it is on disk), else val."""
     from seglib.data import get_spec
@@ -157,7 +158,7 @@ def evaluate_run(cfg, folder: Path) -> int:
     from seglib.cli import main
 
     return main(["evaluate", "--checkpoint", str(Path(cfg.out) / "best.pt"), "--dataset", cfg.dataset,
-                 "--split", split, "--root", str(folder)])
+                 "--split", split, "--root", str(folder), *(["--device", device] if device else [])])
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -189,6 +190,8 @@ def add_train_parsers(sub) -> None:
     models.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction,
                         help="train the DeepLabV3+ trunk (default) or freeze it")
     run = p.add_argument_group("the run")
+    run.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available; under torchrun, each "
+                     "process's own GPU)")
     run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     run.add_argument("--init-from", "--loadCheckpoint", help="start from the weights of a checkpoint")
