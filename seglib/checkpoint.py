@@ -84,11 +84,12 @@ def load_checkpoint(path: str | Path, map_location="cpu", *, expect: dict | None
         raise DataError(path, "refused: the file holds pickled Python objects, which could run code "
                         f"when loaded ({_first_line(exc)})",
                         "only load checkpoints you trust; seglib checkpoints hold tensors only") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, IndexError) as exc:  # damaged bytes
         raise DataError(path, f"truncated or corrupt checkpoint ({_first_line(exc)})",
                         "delete it and use another (best.pt / last.pt), or train again") from exc
     meta = state.get("meta", {}) if isinstance(state, dict) else {}
     check_meta(meta, path)
+    check_parts(state, path)
     for key, want in (expect or {}).items():
         if key in meta and meta[key] != want:
             raise DataError(path, f"checkpoint is for {key}={meta[key]!r}, not {want!r}",
@@ -129,8 +130,8 @@ def _foreign_zip(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return None
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError):  # a damaged directory: a garbled
+        return None  # name (UnicodeDecodeError), an unknown version or method (NotImplementedError)
     return None if any(n.rsplit("/", 1)[-1] == "data.pkl" for n in names) else \
         f"a zip archive of {len(names)} files (no data.pkl, so not written by torch.save)"
 
@@ -152,7 +153,7 @@ def _class_names(v) -> str | None:
     return None if ok else f"must be a list of at most {MAX_CLASSES} names"
 
 
-MAX_CLASSES = 1024
+MAX_CLASSES = 255  # label maps are uint8, and 255 is the ignored label
 META_RULES = {  # what seglib reads from a checkpoint's meta, checked before any model is built
     "model": _model_name,
     "num_classes": _whole(1, MAX_CLASSES),
@@ -187,6 +188,29 @@ def check_meta(meta, path: str | Path) -> None:
         if problem:
             shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
             raise DataError(path, f"{where} is {shown}: {problem}", fix)
+    names, classes = meta.get("class_names"), meta.get("num_classes")
+    if names is not None and classes is not None and len(names) != max(classes, 2):  # 1 channel: two classes
+        raise DataError(path, f"meta['class_names'] names {len(names)} classes and meta['num_classes'] is {classes}",
+                        fix)
+
+
+def check_parts(state, path: str | Path) -> None:
+    """Refuse a checkpoint whose ``model`` / ``ema`` weights or ``config`` are not what seglib wrote: weights
+    are a dict keyed by parameter names, ``ema`` holds its own ``model``, ``config`` is a dict of options."""
+    if not isinstance(state, dict):
+        return  # load_weights names what is missing
+    fix = "pass best.pt or last.pt written by python -m seglib train (this file was changed or damaged)"
+    weights = {"'model'": state.get("model")}
+    if "ema" in state:
+        ema = state["ema"]
+        weights["'ema'['model']"] = ema.get("model") if isinstance(ema, dict) else ema
+    for where, value in weights.items():
+        if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise DataError(path, f"its {where} is not a dict of named weights", fix)
+    if "ema" in state and weights["'ema'['model']"] is None:
+        raise DataError(path, "its 'ema' holds no 'model'", fix)
+    if not isinstance(state.get("config", {}), dict):
+        raise DataError(path, f"its 'config' is a {type(state['config']).__name__}, not a dict of options", fix)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -67,6 +67,43 @@ def test_a_zip_that_torch_did_not_write_is_named_not_called_corrupt(tmp_path):
     assert "delete" not in str(caught.value)
 
 
+def test_damaged_bytes_are_always_a_data_error(tmp_path):
+    """Truncations and flipped bytes anywhere in a checkpoint (its pickle, its tensors, its zip directory) give the
+    one-line DataError, never an AttributeError or UnicodeDecodeError from deep inside zipfile or torch."""
+    good = save_checkpoint({"model": torch.nn.Conv2d(3, 2, 3).state_dict(), "meta": {"model": "unet"}},
+                           tmp_path / "good.pt").read_bytes()
+    rng, path, loaded = random.Random(0), tmp_path / "bad.pt", 0
+    for trial in range(150):
+        data = bytearray(good)
+        if trial % 3 == 0:
+            data = data[:rng.randrange(1, len(data))]
+        else:
+            for _ in range(rng.choice((1, 4, 16))):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        try:
+            load_checkpoint(path)
+            loaded += 1  # a flip inside a tensor's bytes: still a well-formed file
+        except DataError as exc:
+            assert str(exc).startswith(f"{path}: ") and "Fix: " in str(exc)
+    assert loaded < 150
+
+
+@pytest.mark.parametrize("parts, problem", [
+    ({"ema": {}}, "its 'ema' holds no 'model'"),
+    ({"ema": None}, "its 'ema' holds no 'model'"),
+    ({"ema": {"model": "weights"}}, r"its 'ema'\['model'\] is not a dict of named weights"),
+    ({"config": "x"}, "its 'config' is a str, not a dict of options"),
+    ({"model": {0: torch.zeros(1)}}, "its 'model' is not a dict of named weights"),
+    ({"model": [torch.zeros(1)]}, "its 'model' is not a dict of named weights"),
+])
+def test_a_checkpoint_whose_parts_were_changed_is_refused(tmp_path, parts, problem):
+    path = tmp_path / "best.pt"
+    torch.save({"model": torch.nn.Conv2d(3, 2, 3).state_dict(), "meta": {"model": "unet"}, **parts}, path)
+    with pytest.raises(DataError, match=problem):
+        load_checkpoint(path)
+
+
 def test_checkpoint_for_another_model_is_refused(tmp_path):
     save_checkpoint({"model": {}, "meta": {"model": "unet", "num_classes": 12}}, tmp_path / "best.pt")
     with pytest.raises(DataError, match="num_classes=12, not 2"):

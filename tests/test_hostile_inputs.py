@@ -145,6 +145,8 @@ BAD_META = {  # case: (what the meta changes, the key the error names)
     "deep": ({"model_options": {"depth": 40}}, "meta['model_options']['depth'] is 40"),
     "unknown option": ({"model_options": {"backdoor": 1}}, "meta['model_options']['backdoor'] is 1"),
     "class names not strings": ({"class_names": [1, 2]}, "meta['class_names'] is [1, 2]"),
+    "more classes than uint8 labels hold": ({"num_classes": 256}, "meta['num_classes'] is 256"),
+    "three names for two classes": ({"class_names": ["a", "b", "c"]}, "names 3 classes and meta['num_classes'] is 2"),
     "meta a list": (None, "'meta' is a list"),
 }
 
