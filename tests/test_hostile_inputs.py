@@ -24,6 +24,7 @@ from seglib.errors import DataError, DownloadError
 from seglib.inference import load_model
 from seglib.masks import binarize
 from seglib.synthetic import make_sample
+from helpers import write_camvid32
 
 
 def seglib(capsys, *args) -> tuple[int, str]:
@@ -300,3 +301,38 @@ def test_source_given_for_a_dataset_already_there_is_not_ignored(tmp_path, capsy
     status, err = seglib(capsys, "prepare", "pennfudan", "--root", renamed, "--source", source)
     assert status == 2 and err.startswith(f"error: {renamed}: already holds Penn-Fudan"), err
     assert sorted(p.name for p in renamed.parent.iterdir()) == ["peds"]  # no second copy unpacked beside it
+    bsds = tmp_path / "datasets" / "bsds_copy" / "data"  # a dataset folder of two parts (BSR/BSDS500/data)
+    (bsds / "images").mkdir(parents=True)
+    (bsds / "groundTruth").mkdir()
+    status, err = seglib(capsys, "prepare", "bsds500", "--root", bsds, "--source", source)
+    assert status == 2 and err.startswith(f"error: {bsds}: already holds"), err
+    assert not (tmp_path / "datasets" / "BSR").exists()  # was unpacked two levels up, as BSR/BSDS500/data
+
+
+def test_a_folder_given_as_source_is_checked_in_place_and_says_so(tmp_path, capsys):
+    camvid = tmp_path / "kaggle" / "CamVid"  # the unzipped Kaggle folder
+    write_camvid32(camvid)
+    status, err = seglib(capsys, "prepare", "camvid32", "--root", tmp_path / "data", "--source", camvid)
+    assert status == 0 and f"note: {camvid} is used where it is" in err and f"--root {camvid}" in err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("dataset, folder, layout, hint", [
+    ("pennfudan", "PennFudanPed", ["train_images", "train_masks", "valid_images"], "no 'PedMasks' in it"),
+    ("camvid", "CamVid", "camvid32", "it is laid out as camvid32: pass --dataset camvid32"),
+])
+def test_a_dataset_folder_in_another_layout_is_named_not_downloaded_over(tmp_path, capsys, monkeypatch, dataset,
+                                                                         folder, layout, hint):
+    """The debuggercafe Penn-Fudan layout, or Kaggle's CamVid under --dataset camvid, was taken for a missing dataset:
+    seglib tried to download it (offline: 'cannot connect') into the user's folder."""
+    monkeypatch.setattr("seglib.download.download_dataset", lambda *a, **k: pytest.fail("downloaded"))
+    there = tmp_path / folder
+    if layout == "camvid32":
+        write_camvid32(there)
+    else:
+        for sub in layout:
+            (there / sub).mkdir(parents=True)
+    for root in (tmp_path, there):  # the folder holding it, or the dataset folder itself
+        status, err = seglib(capsys, "prepare", dataset, "--root", root)
+        assert status == 2 and err.startswith(f"error: {there}: holds files, but not "), err
+        assert hint in err and "Fix: " in err

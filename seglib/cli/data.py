@@ -47,19 +47,22 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
     spec = get_spec(name)
     try:
         folder = find_folder(name, root, sample=source is None)
-    except SeglibError:
+    except SeglibError as exc:
         if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
-        print(f"{name} not found locally: downloading it (or taking --source)", flush=True)
+        if isinstance(exc, DataError) and exc.path is not None and exc.path.is_dir() and any(exc.path.iterdir()):
+            raise  # a folder of the dataset's name in another layout: not downloaded over
+        print(f"{name} not found locally: " + (f"taking --source {source}" if source else "downloading it"), flush=True)
         return download_dataset(name, root or data_dir(), source=source)
     if source is None:
         return folder
     # found, and --source given: download_dataset adds another archive of the dataset, or refuses; never ignores it
-    if folder.name != Path(spec.folder).name:  # --root is the dataset under another name: its parent is not ours
-        raise DataError(folder, f"already holds {spec.title} (under another name than '{Path(spec.folder).name}'), "
+    parts = Path(spec.folder).parts
+    if folder.parts[-len(parts):] != parts:  # --root is the dataset under another name: its parents are not ours
+        raise DataError(folder, f"already holds {spec.title} (under another name than '{spec.folder}'), "
                         f"so --source {source} would not be used", "leave out --source, or rename the folder to "
-                        f"'{Path(spec.folder).name}' to add an archive to it")
-    return download_dataset(name, folder.parents[len(Path(spec.folder).parts) - 1], source=source)
+                        f"'{spec.folder}' to add an archive to it")
+    return download_dataset(name, folder.parents[len(parts) - 1], source=source)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -67,6 +70,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from seglib.data.prepare import format_stats, prepare
 
     root = ensure_dataset(args.dataset, args.root, args.source)
+    if args.source and Path(args.source).expanduser().is_dir() and \
+            root.resolve().is_relative_to(Path(args.source).expanduser().resolve()):
+        print(f"note: {root} is used where it is (a folder given as --source is checked, not copied): "
+              f"pass --root {root} to train on it", file=sys.stderr)
     results = prepare(args.dataset, root, max_samples=args.max_samples)
     print(format_stats(args.dataset, results, root))
     problems = sum(len(r.problems) for r in results)

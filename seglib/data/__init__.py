@@ -81,12 +81,27 @@ def find_folder(name: str, root: str | Path | None = None, *, sample: bool = Tru
     for candidate in (base / spec.folder, base):
         if spec.is_present(candidate):
             return candidate
+    _refuse_other_layout(spec, (base / spec.folder, base))
     if spec.sample and sample and not root:
         return _take_sample(spec, base)
     raise DataError(base / spec.folder, f"{spec.title} not found",
                     f"get it from {spec.homepage} (python -m seglib prepare {name} downloads it "
                     f"where a public URL exists) and put its '{spec.folder}' folder under "
                     f"{base}, or point SEGLIB_DATA_DIR / --root at the folder that holds it")
+
+
+def _refuse_other_layout(spec, candidates) -> None:
+    """A folder under the dataset's own name that holds files, but not in the publisher's layout (another
+    project's ``train_images/``, Kaggle's CamVid as ``camvid``), is named: never taken as missing and downloaded
+    over."""
+    parts = Path(spec.folder).parts
+    for folder in candidates:
+        if folder.parts[-len(parts):] == parts and folder.is_dir() and any(folder.iterdir()):
+            layouts = [name for name, other in SPECS.items() if other is not spec and other.is_present(folder)]
+            hint = f"it is laid out as {layouts[0]}: pass --dataset {layouts[0]}; or " if layouts else ""
+            raise DataError(folder, f"holds files, but not {spec.title} in its publisher's layout (no "
+                            f"'{spec.marker}' in it)", f"{hint}lay it out as the README's dataset table says, or "
+                            "move it aside to download a fresh copy")
 
 
 def dataset_around(path: str | Path) -> tuple[str, Path] | None:
