@@ -154,6 +154,7 @@ def test_cli_predict_writes_input_sized_labels_and_keeps_going_past_bad_files(sm
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
     assert err[0].startswith(f"skipped: {inputs / 'broken.png'}: cannot be decoded")
+    assert "re-download" not in err[0]  # the user's own photo: no dataset to download again
     assert err[-1].startswith("error: 1 of 3 inputs could not be read")
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu")

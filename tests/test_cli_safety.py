@@ -332,8 +332,13 @@ def test_predict_refuses_an_overlay_name_that_is_another_inputs_label(smoke_run,
         Image.fromarray(make_sample(0, (24, 30))[0]).save(inputs / name)
     status, line = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", inputs,
                           "--output", tmp_path / "out", "--overlay")
-    assert status == 2 and "overwrite each other" in line
+    assert status == 2 and line.startswith(f"error: {inputs / 'a_overlay.png'}: and {inputs / 'a.png'} would both "
+                                           f"be written to {tmp_path / 'out' / 'a_overlay.png'}. Fix: rename one")
     assert not (tmp_path / "out").exists()
+    (inputs / "a_overlay.png").rename(inputs / "a.jpg")  # the same name, another extension
+    status, line = seglib(capsys, "predict", "--checkpoint", smoke_run / "best.pt", "--input", inputs,
+                          "--output", tmp_path / "out")
+    assert status == 2 and f"{inputs / 'a.jpg'}: and {inputs / 'a.png'} would both be written to" in line
 
 
 @pytest.mark.parametrize("command, flag", [("evaluate", "--json"), ("export", "--onnx")])

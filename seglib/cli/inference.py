@@ -83,11 +83,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     targets = {path: out / f"{path.stem}.png" for path in inputs}
     overlays = {path: out / f"{path.stem}_overlay.png" for path in inputs} if args.overlay else {}
     written = [*targets.values(), *overlays.values()]
-    clashes = len(set(written)) < len(written)
-    if clashes or any(t.resolve() == p.resolve() for p, t in [*targets.items(), *overlays.items()]):
-        raise ConfigError(f"outputs in {out} would " + ("overwrite each other (inputs that differ only in "
-                          "their extension, or NAME and NAME_overlay)" if clashes else "overwrite the input images")
-                          + "; choose another --output folder")
+    writers: dict[Path, list[Path]] = {}
+    for source, target in [*targets.items(), *overlays.items()]:
+        writers.setdefault(target, []).append(source)
+    clash = next(((t, s) for t, s in writers.items() if len(s) > 1), None)
+    if clash:  # a.png and a.jpg, or x.png's overlay and x_overlay.png's labels
+        raise DataError(clash[1][0], f"and {clash[1][1]} would both be written to {clash[0]}",
+                        "rename one of them, or predict them into separate --output folders")
+    if any(t.resolve() == p.resolve() for p, t in [*targets.items(), *overlays.items()]):
+        raise ConfigError(f"outputs in {out} would overwrite the input images; choose another --output folder")
     existing = [t for t in written if t.exists()]
     if existing and not args.overwrite:
         raise DataError(existing[0], f"exists ({len(existing)} of the outputs already do)",
@@ -101,8 +105,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for path in inputs[start:start + predictor.batch_size]:
             try:
                 batch.append((path, read_image(path, upright=True)))  # as a viewer shows it
-            except DataError as exc:
-                print(f"skipped: {exc}", file=sys.stderr)
+            except DataError as exc:  # its fix is a dataset's ("re-download"): the summary below says the user's
+                print(f"skipped: {exc.path}: {exc.problem}", file=sys.stderr)
                 failed += 1
         labels = predictor.labels([image for _, image in batch], threshold=args.threshold, **_tta(args))
         for (path, image), label in zip(batch, labels):
