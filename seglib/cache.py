@@ -254,7 +254,13 @@ class CachedDataset:
                                    "checksum") if k not in meta]
             if missing:
                 raise KeyError(f"meta.json lacks {', '.join(missing)}")
-        except (OSError, ValueError, EOFError, KeyError, TypeError) as e:
+            ids, num_classes, ignore_index = [str(i) for i in meta["ids"]], int(meta["num_classes"]), \
+                int(meta["ignore_index"])
+            class_names = tuple(str(n) for n in meta["class_names"]) if "class_names" in meta else None
+            palette = np.asarray(meta["palette"], dtype=np.uint8) if "palette" in meta else None
+            if palette is not None and (palette.ndim != 2 or palette.shape[1] != 3):
+                raise ValueError(f"its palette is {palette.shape}, not N×3 colours")
+        except (OSError, ValueError, EOFError, KeyError, TypeError, OverflowError) as e:
             raise self._damaged(f"{type(e).__name__}: {e}") from e
         if images.dtype != np.uint8 or images.shape != (n, size, size, 3):
             raise self._damaged(f"images.npy is {images.dtype} {images.shape}, meta.json says "
@@ -262,23 +268,22 @@ class CachedDataset:
         if masks.dtype != np.uint8 or masks.shape != (n, size, size):
             raise self._damaged(f"masks.npy is {masks.dtype} {masks.shape}, meta.json says "
                                 f"uint8 {(n, size, size)}")
-        if len(meta["ids"]) != n:
-            raise self._damaged(f"meta.json lists {len(meta['ids'])} ids for {n} samples")
+        if len(ids) != n:
+            raise self._damaged(f"meta.json lists {len(ids)} ids for {n} samples")
         checksum = _checksum(self.path) if verify else meta["checksum"]
         if checksum != meta["checksum"]:
             raise self._damaged(f"its arrays changed since it was built (checksum {checksum}, "
                                 f"meta.json says {meta['checksum']})")
         self.meta, self.images, self.masks = meta, images, masks
-        self.ids: list[str] = list(meta["ids"])
+        self.ids: list[str] = ids
         self.name: str = meta["name"]
         self.split: str = meta["split"]
         self.size: int = size
-        self.num_classes: int = int(meta["num_classes"])
-        self.ignore_index: int = int(meta["ignore_index"])
-        if "class_names" in meta:
-            self.class_names = tuple(meta["class_names"])
-        if "palette" in meta:
-            self.palette = np.asarray(meta["palette"], dtype=np.uint8)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        if class_names is not None:
+            self.class_names = class_names
+        if palette is not None:
+            self.palette = palette
 
     def fingerprint(self) -> str:
         """The fingerprint of the files the cache was built from."""

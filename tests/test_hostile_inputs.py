@@ -336,3 +336,33 @@ def test_a_dataset_folder_in_another_layout_is_named_not_downloaded_over(tmp_pat
         status, err = seglib(capsys, "prepare", dataset, "--root", root)
         assert status == 2 and err.startswith(f"error: {there}: holds files, but not "), err
         assert hint in err and "Fix: " in err
+
+
+class _TwoImages:
+    name, split, num_classes, ignore_index, ids = "toy", "train", 2, 255, ["a", "b"]
+
+    def __len__(self):
+        return 2
+
+    def load(self, i):
+        return np.zeros((40, 30, 3), np.uint8), np.ones((40, 30), np.uint8)
+
+    def fingerprint(self):
+        return "f" * 40
+
+
+@pytest.mark.parametrize("key, value", [("ids", 2), ("num_classes", "two"), ("num_classes", None),
+                                        ("ignore_index", [255]), ("palette", [[0, 0]]), ("palette", [[300, 0, 0]]),
+                                        ("class_names", 5)])
+def test_a_cache_whose_meta_json_was_changed_is_called_damaged(tmp_path, key, value):
+    """These fields were read after the checks: a raw TypeError, ValueError or OverflowError (or a 2-column
+    palette, accepted) instead of 'damaged dataset cache: ... delete the folder'."""
+    import json
+
+    from seglib.cache import build_cache, open_cache
+
+    folder = build_cache(_TwoImages(), 16, tmp_path / "cache").path
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, key: value}))
+    with pytest.raises(DataError, match="damaged dataset cache: .*Fix: delete the folder"):
+        open_cache(folder)
