@@ -662,6 +662,24 @@ def test_build_data_trains_on_train_reshuffled_and_validates_on_all_of_val_in_or
     assert seen(val, 0) == seen(val, 1) == list(range(5))  # no drop_last: the odd image is scored too
 
 
+@pytest.mark.parametrize("loader", ["gpu", "workers"])
+def test_training_batches_are_full_yet_a_small_set_still_trains(loader, monkeypatch):
+    """10 images at batch 4: two full batches (a last one of 2 is noisy; of 1, BatchNorm fails on it); 3 images
+    at batch 4: one batch of 3, never an epoch of 0 steps."""
+    import seglib.cache
+    import seglib.data
+
+    cfg = replace(TINY, loader=loader, num_workers=0, batch_size=4)
+    sizes = {"val": 5}
+    monkeypatch.setattr(seglib.data, "load_dataset", lambda name, split, root=None, **kw: type(
+        "Split", (), {"split": split, "spec": SPECS[name]})())
+    monkeypatch.setattr(seglib.cache, "load_or_build_cache", lambda ds, size: Numbered(sizes[ds.split], size))
+    for n, batches in [(10, [4, 4]), (3, [3])]:
+        sizes["train"] = n
+        train, _, _ = build_data(cfg, "cpu")
+        assert len(train) == len(batches) and [len(y) for _, y in train] == batches
+
+
 def test_evaluate_averages_the_loss_over_every_image_and_builds_no_graph():
     """The person-mask project reported the last batch's loss as the validation loss, computed with
     autograd on: ``evaluate`` averages every image's own loss, under inference mode, however the images are batched."""
@@ -706,14 +724,19 @@ def test_deterministic_is_set_for_each_run_both_ways(tmp_path):
         torch.use_deterministic_algorithms(False)
 
 
-def test_a_bare_cuda_under_torchrun_is_each_process_own_gpu():
+def test_a_bare_cuda_under_torchrun_is_each_process_own_gpu(monkeypatch):
     """``fit(cfg, device="cuda")`` under torchrun would otherwise put every rank on the first GPU."""
+    if not torch.cuda.is_available():  # a machine with two GPUs, as far as the device check sees
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert engine.process_device("cuda", 1, 2) == torch.device("cuda", 1)
     assert engine.process_device("cuda", 0, 1) == torch.device("cuda")  # one process: the current GPU
     assert engine.process_device("cuda:0", 1, 2) == torch.device("cuda", 0)  # asked for by index: kept
     assert engine.process_device("cpu", 1, 2) == torch.device("cpu")
-    if not torch.cuda.is_available():
-        assert engine.process_device(None, 1, 2) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert engine.process_device(None, 1, 2) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="--device cuda:1: this machine has no CUDA GPUs"):
+        engine.process_device("cuda:1", 1, 2)
 
 
 def test_snapshots_draw_the_same_validation_images_every_n_epochs_and_at_the_end(tmp_path, monkeypatch):
@@ -743,6 +766,20 @@ def test_snapshots_draw_the_same_validation_images_every_n_epochs_and_at_the_end
         replace(TINY, snapshot_every=3, val_every=2)
     run(replace(TINY, epochs=1, out=str(tmp_path)))  # a new run in the folder (--overwrite): old pictures go
     assert list((tmp_path / "snapshots").iterdir()) == []
+
+
+def test_snapshot_truths_are_those_of_the_images_shown_with_batches_above_four(tmp_path):
+    """A validation batch of 8: the truth column must be the first 4 masks, as the images are (not the last 4)."""
+    from seglib.snapshots import Snapshots
+
+    data = Numbered(10)
+    data.images[:] = data.masks[..., None] * 20  # each image tells its index too
+    val = ResidentBatches(data.images, data.masks, 8, torch.device("cpu"), augment=None, seed=0, shuffle=False,
+                          drop_last=False)
+    shown = Snapshots(val, tmp_path, "synthetic")
+    x, y = next(iter(val))
+    assert torch.equal(shown.images, x[:4]) and torch.equal(shown.targets, y[:4])
+    assert shown.targets[:, 0, 0].tolist() == [0, 1, 2, 3]
 
 
 def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
