@@ -151,8 +151,9 @@ def fetch(source: str | Path, dest_dir: str | Path, *, sha256: str | None = None
     The data goes to a hidden temporary file first (:func:`seglib.utils.atomic_path`), is checked
     against ``sha256``/``md5`` when given and only then renamed into place, so a failed or interrupted
     download leaves nothing at the final path (and never replaces a file already there). A final file
-    that already verifies is reused without downloading; without a checksum an existing file is
-    reused as it is.
+    that already verifies is reused without downloading. Without a checksum, a file already there is
+    reused as it is when ``source`` is a URL; from a local file it is copied again (a cheap copy, and
+    the local file may have changed since), unless ``source`` is that very file.
     """
     dest_dir = Path(dest_dir).expanduser()
     name = filename or source_filename(source)

@@ -152,6 +152,30 @@ def test_samples_breaking_the_protocol_are_named():
         C.build_cache(Gray(n=2), 16)
 
 
+def test_a_mask_of_another_size_than_its_image_is_refused():
+    """Both used to be stretched to size×size on their own: labels misaligned, no error."""
+    class Short(CountingDataset):
+        def load(self, i):
+            image, mask = super().load(i)
+            return image, mask[:-2]
+
+    with pytest.raises(DataError, match="img000"):
+        C.build_cache(Short(n=2), 16)
+    assert not C.cache_path(Short(n=2), 16).exists()
+
+
+def test_editing_the_arrays_in_memory_never_writes_into_the_cache():
+    """The arrays are mapped copy-on-write: an in-place edit must not reach the files (and damage the cache)."""
+    path = C.build_cache(CountingDataset(n=3), 16).path
+    before = {name: (path / name).read_bytes() for name in ("images.npy", "masks.npy")}
+    cache = C.open_cache(path)
+    cache.images[0] ^= 255
+    cache.masks[0] = 7
+    del cache
+    assert {name: (path / name).read_bytes() for name in before} == before
+    C.open_cache(path)  # still whole: no "damaged dataset cache"
+
+
 def test_a_cache_of_an_older_format_is_rebuilt():
     ds = CountingDataset(n=3)
     path = C.build_cache(ds, 16).path

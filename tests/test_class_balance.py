@@ -14,6 +14,7 @@ from seglib.class_balance import median_frequency_weights, read_weights_file
 from seglib.engine import fit
 from seglib.errors import ConfigError, DataError
 from seglib.losses import build_loss
+from seglib.masks import resize_mask
 from seglib.train_config import TrainConfig
 
 
@@ -73,3 +74,17 @@ def test_a_run_with_auto_weights_stores_them_in_its_checkpoint(tmp_path):
     weights.write_text("[1, 1, 1, 3]")
     fit(replace(cfg, class_weights=str(weights), out=str(tmp_path / "file")), device="cpu", verbose=False)
     assert load_checkpoint(tmp_path / "file" / "best.pt")["meta"]["class_weights"] == [1, 1, 1, 3]
+
+
+@pytest.mark.parametrize("loader", ["gpu", "workers"])
+def test_auto_weights_are_counted_from_every_training_mask(loader):
+    """``label_maps`` feeds class_weights="auto": it must be all of the training masks, at the training size."""
+    from seglib.batches import build_data
+    from seglib.data import load_dataset
+
+    cfg = TrainConfig.smoke(loader=loader)
+    train, _, _ = build_data(cfg, "cpu")
+    ds = load_dataset("synthetic", "train", max_samples=cfg.max_samples)
+    expected = np.stack([resize_mask(ds.load(i)[1], (cfg.image_size,) * 2) for i in range(len(ds))])
+    assert len(expected) == cfg.max_samples
+    np.testing.assert_array_equal(train.label_maps(), expected)

@@ -12,8 +12,10 @@ import seglib.data
 from seglib.cli import main
 from seglib.data import (PERSON_DATASETS, SPECS, available_datasets, find_folder, load_dataset, person_dataset,
                          shipped_sample)
+from seglib.data import convert
 from seglib.data.convert import flatten_tiktok_videos
-from seglib.data.prepare import SplitStats, format_stats, prepare
+from seglib.data.io import read_image
+from seglib.data.prepare import SplitStats, format_stats, inspect_split, prepare
 from seglib.data.splits import assign, in_val
 from seglib.errors import ConfigError, DataError
 from seglib.masks import labelids_to_trainids, validate_mask
@@ -238,6 +240,30 @@ def test_mask_of_another_size_is_rejected(tmp_path):
         ds.load(ds.ids.index("00003_0001"))
 
 
+def test_an_exif_rotated_jpeg_keeps_its_stored_pixels_unless_upright_is_asked(tmp_path):
+    """Dataset masks are drawn on the stored pixels: turning the photo would misalign them."""
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90° clockwise to view"
+    Image.fromarray(make_sample(0, (20, 36))[0]).save(path, exif=exif)
+    stored = read_image(path)
+    assert stored.shape == (20, 36, 3)
+    np.testing.assert_array_equal(stored, np.asarray(Image.open(path).convert("RGB")))
+    assert read_image(path, upright=True).shape == (36, 20, 3)
+
+
+def test_tiktok_soft_mask_edges_are_thresholded_at_half_scale(tmp_path):
+    """Anti-aliased edges (1..127) are background, 128 and above person: the spec's own threshold."""
+    folder = tmp_path / "tiktok_person"
+    write_png_pairs(folder / "images", folder / "masks", ["00003_0001"], size=4)
+    soft = np.zeros((4, 4), np.uint8)
+    soft[0] = [0, 100, 128, 255]
+    Image.fromarray(soft).save(folder / "masks" / "00003_0001.png")
+    ds = load_dataset("tiktok", "all", tmp_path)
+    assert ds.load(0)[1][0].tolist() == [0, 0, 1, 1]
+    assert ds.report["soft edge pixels (neither 0 nor 255)"] == 2
+
+
 def test_split_file_refuses_missing_repeated_and_shared_ids(tmp_path):
     write_pairs(tmp_path / "tiktok_person")
     split_file = tmp_path / "split.json"
@@ -428,6 +454,20 @@ def test_pets_trimap_with_other_values_is_refused(tmp_path):
         load_dataset("pets", "all", tmp_path).load(0)
 
 
+def test_prepare_counts_the_ignored_pixels_and_the_size_range(tmp_path):
+    """The pet border (255) is counted and the class shares are of every pixel; sizes go from the smallest to
+    the largest mask."""
+    write_pets(tmp_path, {"Bengal_1": np.array([[1, 1, 3, 2], [1, 3, 2, 2], [3, 2, 2, 2]], np.uint8),  # 3x4
+                          "Bengal_2": np.array([[1, 3], [3, 3], [2, 2], [2, 2], [1, 2]], np.uint8)}, {})  # 5x2
+    ds = load_dataset("pets", "all", tmp_path)
+    stats = inspect_split("pets", "all", tmp_path)
+    assert stats.ignored_pixels == sum(int((ds.load(i)[1] == 255).sum()) for i in range(len(ds))) == 6
+    assert stats.class_pixels.tolist() == [11, 5]
+    assert (stats.min_hw, stats.max_hw) == ((3, 2), (5, 4))
+    assert "sizes (3, 2) .. (5, 4) (HxW)" in format_stats("pets", [stats])
+    assert "pixels: background 50.0%, pet 22.7%, ignore 27.3%" in format_stats("pets", [stats])
+
+
 def test_pets_fall_back_to_the_shipped_sample(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEGLIB_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(seglib.data, "_ANNOUNCED", set())
@@ -549,3 +589,22 @@ def test_tiktok_release_with_a_bad_layout_names_the_folder_and_writes_nothing(tm
     with pytest.raises(DataError, match="holds neither images/ . masks/ nor the TikTok release's per-video"):
         flatten_tiktok_videos(release / "00003" / "images", target)
     assert not (tmp_path / "data").exists()
+
+
+def test_a_tiktok_conversion_that_fails_partway_leaves_no_target(tmp_path, monkeypatch):
+    """The copy goes to a hidden folder renamed at the end: a full disk or a Ctrl-C leaves no partial
+    tiktok_person/ (which the next prepare would refuse, or load as a smaller dataset)."""
+    release = release_layout(tmp_path / "release", ["00003", "00004"])
+    target = tmp_path / "data" / "tiktok_person"
+    real, calls = shutil.copyfile, []
+
+    def copyfile(src, dst, **kw):
+        calls.append(src)
+        if len(calls) == 3:
+            raise OSError("disk unplugged")
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(convert.shutil, "copyfile", copyfile)
+    with pytest.raises(OSError, match="disk unplugged"):
+        flatten_tiktok_videos(release, target)
+    assert len(calls) == 3 and list((tmp_path / "data").iterdir()) == []  # no target, no hidden folder

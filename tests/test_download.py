@@ -26,6 +26,7 @@ from seglib.download import (DOWNLOADS_SUBDIR, SOURCES, DatasetSource, download_
                              file_digest, safe_extract, verify_checksum)
 from seglib import utils
 from seglib.errors import DataError, DownloadError
+from seglib.secure_io import move_entries
 
 shutil_usage = shutil._ntuple_diskusage
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, several read chunks' worth of progress
@@ -199,6 +200,16 @@ def test_fetch_local_archive_is_copied(payload_file, tmp_path):
         fetch(tmp_path / "nope.zip", dest)
 
 
+def test_fetch_without_a_checksum_reuses_a_download_but_copies_a_local_file_again(payload_file, tmp_path):
+    """A URL's earlier download is kept (no second download); a local file is cheap to copy, and may have been
+    replaced since: its stale copy is never served in its place."""
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / "data.bin").write_bytes(b"old")
+    assert fetch(payload_file.as_uri(), dest).read_bytes() == b"old"
+    assert fetch(payload_file, dest).read_bytes() == PAYLOAD
+
+
 # ----------------------------------------------------------------------------------------------
 # safe_extract
 
@@ -254,6 +265,27 @@ def test_safe_extract_existing_entry_is_not_overwritten(tmp_path):
     with pytest.raises(DownloadError, match="already exists"):
         safe_extract(make_zip(tmp_path / "x.zip", {"Top/a.txt": b"a", "new.txt": b"n"}), target)
     assert leftovers(target) == ["Top"] and leftovers(target / "Top") == ["mine.txt"]
+
+
+def test_move_entries_puts_everything_back_when_a_move_fails_partway(tmp_path, monkeypatch):
+    """All or nothing: a move that fails (another device, permissions) undoes the moves made before it."""
+    src, dest = tmp_path / "staging", tmp_path / "target"
+    src.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (src / name).write_text(name)
+    real, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(a)
+        if len(calls) == 2:
+            raise OSError("cross-device link")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="cross-device"):
+        move_entries(src, dest)
+    assert {p.name: p.read_text() for p in src.iterdir()} == {n: n for n in ("a.txt", "b.txt", "c.txt")}
+    assert list(dest.iterdir()) == []
 
 
 @pytest.mark.parametrize("member, why", [

@@ -89,9 +89,22 @@ def test_wrong_ndim(shape, fragment):
     raises_named(lambda: masks.validate_mask(mask, num_classes=2, path=PATH), fragment)
 
 
+def test_a_mask_of_the_right_height_but_another_width_is_refused():
+    raises_named(lambda: masks.validate_mask(np.zeros((4, 5), np.uint8), num_classes=2, image_size=(4, 6),
+                                             path=PATH), "mask is 4x5 but the image is 4x6")
+
+
 def test_ignore_index_inside_the_classes_is_a_config_error():
     with pytest.raises(ConfigError, match="ignore_index 3"):
         masks.validate_mask(np.zeros((2, 2), np.uint8), num_classes=5, ignore_index=3)
+
+
+def test_ignore_index_0_is_refused_when_class_0_is_a_class():
+    """ignore_index=0 would silently drop the background from the loss and the counts."""
+    with pytest.raises(ConfigError, match="ignore_index 0 is a class index"):
+        masks.validate_mask(np.zeros((2, 2), np.uint8), num_classes=2, ignore_index=0)
+    with pytest.raises(ConfigError, match="ignore_index 0 is a class index"):
+        masks.class_histogram(np.zeros((2, 2), np.uint8), 2, ignore_index=0)
 
 
 def test_is_zero_255():
