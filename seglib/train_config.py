@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import os
+import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 
@@ -82,6 +84,20 @@ def option(default, help: str, *, rule: Callable | None = None, choices: tuple |
 # ----------------------------------------------------------------------------- the options
 
 
+def _wrong_type(value, hint) -> str | None:
+    """What is wrong with ``value`` for a field annotated ``hint`` (``int``, ``float | None``, ...); None if nothing.
+    An int is a float too; a bool is neither (``epochs=True`` is a mistake)."""
+    union = typing.get_args(hint) or (hint,)
+    kinds, optional = tuple(t for t in union if t is not type(None)), type(None) in union
+    if value is None:
+        return None if optional else "must be given, not None"
+    wanted = {int: numbers.Integral, float: numbers.Real}
+    if any(isinstance(value, wanted.get(k, k)) for k in kinds) and (bool in kinds or not isinstance(value, bool)):
+        return None
+    names = {int: "a whole number", float: "a number", str: "a string", bool: "True or False", dict: "a dict"}
+    return f"must be {' or '.join([names.get(k, k.__name__) for k in kinds] + ['None'] * optional)}, not {value!r}"
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; saved in every checkpoint."""
@@ -146,6 +162,9 @@ class TrainConfig:
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
+            wrong = _wrong_type(value, _FIELD_TYPES[f.name])
+            if wrong:
+                raise ConfigError(f"{f.name} {wrong}")
             if value is None:
                 continue
             if f.metadata["choices"] and value not in f.metadata["choices"]:
@@ -179,6 +198,9 @@ class TrainConfig:
         tiny = cls(dataset="synthetic", model="unet", model_options={"base_channels": 8, "depth": 2}, epochs=2,
                    image_size=32, batch_size=4, max_samples=8, max_steps=2, num_workers=0, log_freq=1)
         return replace(tiny, **changes)
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)  # the annotations, as types
 
 
 # ----------------------------------------------------------------------------- the flags

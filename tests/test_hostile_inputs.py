@@ -7,6 +7,7 @@ Everything runs in this process on tiny files written here; the command line thr
 import errno
 import io
 import os
+import re
 import sys
 import warnings
 import zipfile
@@ -20,7 +21,7 @@ from seglib.checkpoint import load_checkpoint
 from seglib.cli import main
 from seglib.data.io import read_image, read_label
 from seglib.download import DOWNLOADS_SUBDIR, download_dataset
-from seglib.errors import DataError, DownloadError
+from seglib.errors import ConfigError, DataError, DownloadError
 from seglib.inference import load_model
 from seglib.masks import binarize
 from seglib.synthetic import make_sample
@@ -366,3 +367,23 @@ def test_a_cache_whose_meta_json_was_changed_is_called_damaged(tmp_path, key, va
     (folder / "meta.json").write_text(json.dumps({**meta, key: value}))
     with pytest.raises(DataError, match="damaged dataset cache: .*Fix: delete the folder"):
         open_cache(folder)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochs": "5"}, "epochs must be a whole number, not '5'"),
+    ({"epochs": 2.0}, "epochs must be a whole number, not 2.0"),  # fit failed later: range() of a float
+    ({"batch_size": 4.7}, "batch_size must be a whole number, not 4.7"),
+    ({"patience": True}, "patience must be a whole number or None, not True"),
+    ({"lr": None}, "lr must be given, not None"),
+    ({"lr": "1e-3"}, "lr must be a number, not '1e-3'"),
+    ({"model_options": "big"}, "model_options must be a dict, not 'big'"),
+    ({"compile": 1}, "compile must be True or False, not 1"),
+])
+def test_a_config_of_the_wrong_type_is_a_config_error(changes, message):
+    """A config from Python or an edited JSON was checked for its ranges only: a TypeError, or accepted and failed
+    in the middle of fit."""
+    from seglib.train_config import TrainConfig
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig(**changes)
+    assert TrainConfig(lr=1, warmup_epochs=0, max_steps=np.int64(3)).lr == 1  # an int is a number; NumPy's ints too
