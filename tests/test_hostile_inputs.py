@@ -25,7 +25,7 @@ from seglib.errors import ConfigError, DataError, DownloadError
 from seglib.inference import load_model
 from seglib.masks import binarize
 from seglib.synthetic import make_sample
-from helpers import write_camvid32
+from helpers import write_camvid32, write_png_pairs
 
 
 def seglib(capsys, *args) -> tuple[int, str]:
@@ -387,3 +387,18 @@ def test_a_config_of_the_wrong_type_is_a_config_error(changes, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         TrainConfig(**changes)
     assert TrainConfig(lr=1, warmup_epochs=0, max_steps=np.int64(3)).lr == 1  # an int is a number; NumPy's ints too
+
+
+def test_a_subset_too_small_for_the_split_rule_says_so(tmp_path):
+    """Frames of two videos that the hash rule both puts in train: 'no val samples. Fix: check the layout with
+    prepare' sent the user to prepare, which printed the same line."""
+    from seglib.data import load_dataset
+    from seglib.data.splits import in_val
+
+    videos = [v for v in (f"{k:05d}" for k in range(2, 60)) if not in_val("tiktok", v, 0.2)][:2]
+    folder = tmp_path / "tiktok_person"
+    write_png_pairs(folder / "images", folder / "masks", [f"{v}_0001" for v in videos])
+    assert len(load_dataset("tiktok", "train", tmp_path)) == 2
+    with pytest.raises(DataError, match=r"its 2 samples \(2 groups: hash of the video id.*\) all fall outside the "
+                                        r"'val' split\. Fix: add more images \(videos\)"):
+        load_dataset("tiktok", "val", tmp_path)

@@ -60,7 +60,14 @@ class _HashSplit(DatasetSpec):
 
     def list_items(self, folder: Path, split: str) -> list[Item]:
         items = {item.id: item for item in self.all_items(folder) if item.id not in self.left_out}
-        return [items[i] for i in assign(self.split_key or self.name, items, split, self.val_fraction, self.group_of)]
+        chosen = assign(self.split_key or self.name, items, split, self.val_fraction, self.group_of)
+        if items and not chosen:  # a small subset: too few images (videos) for the rule to give each split one
+            groups = len({self.group_of(i) for i in items})
+            raise DataError(folder, f"its {len(items)} samples ({groups} group{'s' * (groups != 1)}: "
+                            f"{self.split_rule}) all fall outside the {split!r} split",
+                            "add more images (videos), or pass your own split with "
+                            "load_dataset(..., split_file=...)")
+        return [items[i] for i in chosen]
 
 
 class PennFudan(_HashSplit):
