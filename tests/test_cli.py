@@ -67,6 +67,9 @@ def test_cli_train_smoke(tmp_path):
     out = cli("train", "--smoke", "--out", str(tmp_path))  # without --dataset: the synthetic shapes, no download
     assert out.returncode == 0, out.stderr
     assert load_checkpoint(tmp_path / "best.pt")["meta"]["dataset"] == "synthetic"
+    assert out.stdout.startswith("training unet on synthetic (")  # what runs, and where: defaults included
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert f"): 2 epochs at 32 px, batch 4, on {device}; outputs in {tmp_path}\n" in out.stdout
     assert "best val mIoU" in out.stdout and (tmp_path / "best.pt").is_file()
     assert "epoch   2/2 | train_loss" in out.stdout
     assert "it/s" not in out.stderr and "\r" not in out.stderr  # no progress bars in a log

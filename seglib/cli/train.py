@@ -124,7 +124,14 @@ def _fit_and_report(cfg, args: argparse.Namespace) -> None:
 
     from seglib.engine import fit
     from seglib.parallel import is_distributed
+    from seglib.paths import display_path
+    from seglib.utils import get_device
 
+    if int(os.environ.get("RANK", "0")) == 0:  # what runs where: the defaults too (no --dataset is Penn-Fudan)
+        epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
+        print(f"{'resuming' if args.resume else 'training'} {cfg.model} on {cfg.dataset} ({display_path(cfg.root)}): "
+              f"{epochs} at {cfg.image_size} px, batch {cfg.batch_size}, on {get_device(args.device)}; outputs in "
+              f"{cfg.out}", flush=True)
     # progress bars on a terminal only: in a log they are thousands of carriage returns
     try:
         result = fit(cfg, resume=args.resume, init_from=args.init_from, device=args.device,
