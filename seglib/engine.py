@@ -306,7 +306,8 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     data = data_fingerprint(cfg) if first else None  # what it trains on, for metrics.json
     start_epoch, history = resume_state(run, parts) if resuming else (0, History())
     if start_epoch and verbose and first:
-        print(f"resumed from {run.out / 'last.pt'} after epoch {start_epoch}")
+        print(f"resumed from {run.out / 'last.pt'} after epoch {start_epoch}" + (
+            f": its {cfg.epochs} epochs are done (a larger --epochs extends it)" if start_epoch >= cfg.epochs else ""))
     train_model, eval_model = wrap_model(parts.model, run.device, run.world, cfg.compile)
     eval_model = parts.ema.model if parts.ema else eval_model
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")

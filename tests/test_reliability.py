@@ -213,6 +213,8 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
         ckpt = load_checkpoint(out / name, expect={"model": "unet", "num_classes": 4})
         create_model("unet", 4, **TINY.model_options).load_state_dict(ckpt["model"])
     assert load_checkpoint(out / "last.pt")["epoch"] == epochs
+    again = cli(*train, "--resume", cwd=tmp_path)  # nothing left to train: said, not a silent no-op
+    assert again.returncode == 0 and f"after epoch {epochs}: its {epochs} epochs are done" in again.stdout
 
 
 WRITER = """

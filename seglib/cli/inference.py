@@ -249,7 +249,7 @@ def add_inference_parsers(sub) -> None:
     p.add_argument("--batch-size", type=number.count, default=1, help="images per call (default 1)")
     p.add_argument("--precision", action="append", choices=("fp32", "bf16", "fp16"),
                    help="time this precision (repeat for several; default fp32, and bf16 on a GPU)")
-    p.add_argument("--warmup", type=number.count, default=10, help="untimed calls first (default 10)")
+    p.add_argument("--warmup", type=number.count, default=10, help="untimed calls first, at least 1 (default 10)")
     p.add_argument("--iters", type=number.count, default=50, help="timed calls (default 50)")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.set_defaults(func=cmd_latency)
