@@ -120,10 +120,8 @@ def run_data(name: str, root: str | None, checkpoint: Path) -> Path:
 
 def _fit_and_report(cfg, args: argparse.Namespace) -> None:
     """``fit(cfg)``, printing the best validation mIoU (on the first process only, under torchrun)."""
-    import torch
-
     from seglib.engine import fit
-    from seglib.parallel import is_distributed
+    from seglib.parallel import leave_distributed
     from seglib.paths import display_path
     from seglib.utils import get_device
 
@@ -137,8 +135,7 @@ def _fit_and_report(cfg, args: argparse.Namespace) -> None:
         result = fit(cfg, resume=args.resume, init_from=args.init_from, device=args.device,
                      progress=sys.stderr.isatty())
     finally:
-        if is_distributed():  # torchrun: leave the process group cleanly (NCCL warns otherwise)
-            torch.distributed.destroy_process_group()
+        leave_distributed()  # torchrun: leave the process group cleanly
     best = result["best"]
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best val mIoU {best['val_miou']:.4f} (images at the training size) at epoch {best['epoch']} "
