@@ -214,14 +214,35 @@ def check_output(path: str | Path, flag: str, *, overwrite: bool = False, inputs
     return target
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap what is at ``a`` and ``b`` in one step (Linux's ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or the file system cannot."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library older than glibc 2.28
+        return False
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # an old kernel, or a file system without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
-    """``os.replace(tmp, path)``; a folder also replaces whatever is at ``path`` (moved aside, then deleted)."""
+    """``os.replace(tmp, path)``; a folder also replaces whatever is at ``path``: swapped with it in one step where
+    the system can (the old one is then at ``tmp``, which :func:`atomic_path` deletes), else moved aside first."""
     _check_target(path, overwrite)  # again: a link or file may have appeared while the block ran
     try:
         os.replace(tmp, path)
     except OSError:
         if not (tmp.is_dir() and path.exists()):
             raise
+        if _exchange(tmp, path):  # no moment without a folder at path: a kill, or a reader, finds one
+            return
         old = _sibling(path, "old")  # a folder is not replaced by os.replace unless it is empty
         os.replace(path, old)
         try:

@@ -32,9 +32,31 @@ def test_a_folder_replaces_a_folder(tmp_path):
     assert [p.name for p in target.iterdir()] == ["new.npy"] and [p.name for p in tmp_path.iterdir()] == ["cache"]
 
 
-def test_a_folder_whose_replacement_fails_is_put_back(tmp_path, monkeypatch):
+def test_a_folder_is_swapped_in_one_step_never_leaving_the_target_missing(tmp_path, monkeypatch):
+    """Moved aside, then the new one moved in: a kill (or a second writer) between the two found no folder, and
+    the old one was left under a hidden name. On Linux the two are exchanged in one rename."""
+    import ctypes
+
+    if not hasattr(ctypes.CDLL(None), "renameat2"):
+        pytest.skip("no renameat2 in this C library (not Linux): the two-step fallback is tested below")
     target = tmp_path / "cache"
     (target / "old").mkdir(parents=True)
+    moved_away = []
+    real_replace = os.replace
+    monkeypatch.setattr(utils.os, "replace", lambda src, dst: moved_away.append(src) if Path(src) == target
+                        else real_replace(src, dst))
+    with atomic_path(target, folder=True) as tmp:
+        tmp.mkdir()
+        (tmp / "new.npy").write_bytes(b"x")
+    assert moved_away == [] and [p.name for p in target.iterdir()] == ["new.npy"]
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # the old folder, swapped out, is deleted
+
+
+def test_a_folder_whose_replacement_fails_is_put_back(tmp_path, monkeypatch):
+    """Where no one-step swap exists: moved aside, and put back when the new one cannot go in."""
+    target = tmp_path / "cache"
+    (target / "old").mkdir(parents=True)
+    monkeypatch.setattr(utils, "_exchange", lambda a, b: False)
     real_replace, calls = os.replace, []
 
     def replace(src, dst):
