@@ -165,6 +165,8 @@ class TrainConfig:
             wrong = _wrong_type(value, _FIELD_TYPES[f.name])
             if wrong:
                 raise ConfigError(f"{f.name} {wrong}")
+            if isinstance(value, numbers.Number) and type(value) not in (int, float, bool):  # NumPy's: JSON has none
+                setattr(self, f.name, int(value) if isinstance(value, numbers.Integral) else float(value))
             if value is None:
                 continue
             if f.metadata["choices"] and value not in f.metadata["choices"]:

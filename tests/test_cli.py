@@ -351,3 +351,7 @@ def test_a_reference_projects_flag_says_what_seglib_takes_instead(capsys, argv, 
         main(argv)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and hint in err
+    with pytest.raises(SystemExit):
+        main([*argv, "--epochs", "0"] if argv[0] == "train" else [*argv, "--batch-size", "0"])
+    err = capsys.readouterr().err  # another flag's bad value: its own error, without the hint
+    assert ("argument --epochs" in err or "argument --batch-size" in err) and hint not in err

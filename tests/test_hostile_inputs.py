@@ -320,7 +320,7 @@ def test_a_folder_given_as_source_is_checked_in_place_and_says_so(tmp_path, caps
 
 @pytest.mark.parametrize("dataset, folder, layout, hint", [
     ("pennfudan", "PennFudanPed", ["train_images", "train_masks", "valid_images"], "no 'PedMasks' in it"),
-    ("camvid", "CamVid", "camvid32", "it is laid out as camvid32: pass --dataset camvid32"),
+    ("camvid", "CamVid", "camvid32", "it is laid out as camvid32: pass --dataset camvid32 --root "),
 ])
 def test_a_dataset_folder_in_another_layout_is_named_not_downloaded_over(tmp_path, capsys, monkeypatch, dataset,
                                                                          folder, layout, hint):
@@ -386,7 +386,8 @@ def test_a_config_of_the_wrong_type_is_a_config_error(changes, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         TrainConfig(**changes)
-    assert TrainConfig(lr=1, warmup_epochs=0, max_steps=np.int64(3)).lr == 1  # an int is a number; NumPy's ints too
+    cfg = TrainConfig(lr=1, warmup_epochs=0, max_steps=np.int64(3), crop_scale=np.float32(0.5))  # NumPy's too,
+    assert cfg.lr == 1 and type(cfg.max_steps) is int and type(cfg.crop_scale) is float  # as Python's (for JSON)
 
 
 def test_a_subset_too_small_for_the_split_rule_says_so(tmp_path):
@@ -402,3 +403,22 @@ def test_a_subset_too_small_for_the_split_rule_says_so(tmp_path):
     with pytest.raises(DataError, match=r"its 2 samples \(2 groups: hash of the video id.*\) all fall outside the "
                                         r"'val' split\. Fix: add more images \(videos\)"):
         load_dataset("tiktok", "val", tmp_path)
+
+
+def test_half_of_a_two_archive_dataset_is_completed_and_half_of_pets_falls_back_to_the_sample(tmp_path, monkeypatch):
+    """Not 'another layout': the first of Cityscapes' two archives lacks the marker until the second comes, and a
+    partial pets folder has always meant the shipped sample."""
+    from seglib.cli.data import ensure_dataset
+    from seglib.data import load_dataset, shipped_sample
+
+    root = tmp_path / "data"
+    left = zip_of(tmp_path / "leftImg8bit_trainvaltest.zip", {"leftImg8bit/train/aachen/a_leftImg8bit.png": b"i"})
+    gt = zip_of(tmp_path / "gtFine_trainvaltest.zip", {"gtFine/train/aachen/a_gtFine_labelIds.png": b"l"})
+    with pytest.raises(DownloadError, match="pass its other archive too with --source"):
+        ensure_dataset("cityscapes", str(root), str(left))
+    assert ensure_dataset("cityscapes", str(root), str(gt)) == root / "cityscapes"
+    assert sorted(p.name for p in (root / "cityscapes").iterdir()) == ["gtFine", "leftImg8bit"]
+    (tmp_path / "pets" / "oxford_iiit_pet" / "images").mkdir(parents=True)
+    (tmp_path / "pets" / "oxford_iiit_pet" / "images" / "Bengal_1.jpg").write_bytes(b"photo")
+    monkeypatch.setenv("SEGLIB_DATA_DIR", str(tmp_path / "pets"))
+    assert load_dataset("pets", "val").folder == shipped_sample("pets")

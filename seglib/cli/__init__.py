@@ -60,7 +60,8 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str):
-        hint = renamed(self.prog.split()[-1], _Parser.argv)  # e.g. predict --model: "--checkpoint PATH is ..."
+        hint = renamed(self.prog.split()[-1], _Parser.argv) if message.startswith(("unrecognized", "the following")) \
+            else ""  # e.g. predict --model: "--checkpoint PATH is ...", never beside another flag's problem
         self.exit(2, f"error: {self.prog}: {message}. Fix: {hint}see '{self.prog} --help'\n")
 
     def parse_args(self, args=None, namespace=None):

@@ -40,18 +40,18 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def ensure_dataset(name: str, root: str | None, source: str | None = None):
     """The dataset's folder: found locally (a shipped sample too, unless ``source`` is given), or downloaded
     (from ``source`` or the official URL)."""
-    from seglib.data import find_folder, get_spec
-    from seglib.download import download_dataset
+    from seglib.data import find_folder, get_spec, refuse_other_layout
+    from seglib.download import SOURCES, download_dataset
     from seglib.paths import data_dir
 
     spec = get_spec(name)
     try:
         folder = find_folder(name, root, sample=source is None)
-    except SeglibError as exc:
+    except SeglibError:
         if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
-        if isinstance(exc, DataError) and exc.path is not None and exc.path.is_dir() and any(exc.path.iterdir()):
-            raise  # a folder of the dataset's name in another layout: not downloaded over
+        if source is None and len(SOURCES.get(name, ())) <= 1:  # one archive: a folder without its marker is
+            refuse_other_layout(name, root)                      # another layout (two: half of the dataset)
         print(f"{name} not found locally: " + (f"taking --source {source}" if source else "downloading it"), flush=True)
         return download_dataset(name, root or data_dir(), source=source)
     if source is None:

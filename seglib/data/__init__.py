@@ -14,7 +14,7 @@ from typing import NamedTuple
 from seglib.data.base import IGNORE_INDEX, DatasetSpec, Item, SegmentationDataset
 from seglib.data.specs import SPECS, read_bsds_ground_truth
 from seglib.data.splits import read_split_file
-from seglib.errors import ConfigError, DataError
+from seglib.errors import ConfigError, DataError, SeglibError
 from seglib.paths import SAMPLE_DATA_DIR, data_dir, display_path, work_dir
 
 DATASET_NAMES = tuple(SPECS)
@@ -81,7 +81,6 @@ def find_folder(name: str, root: str | Path | None = None, *, sample: bool = Tru
     for candidate in (base / spec.folder, base):
         if spec.is_present(candidate):
             return candidate
-    _refuse_other_layout(spec, (base / spec.folder, base))
     if spec.sample and sample and not root:
         return _take_sample(spec, base)
     raise DataError(base / spec.folder, f"{spec.title} not found",
@@ -90,18 +89,27 @@ def find_folder(name: str, root: str | Path | None = None, *, sample: bool = Tru
                     f"{base}, or point SEGLIB_DATA_DIR / --root at the folder that holds it")
 
 
-def _refuse_other_layout(spec, candidates) -> None:
-    """A folder under the dataset's own name that holds files, but not in the publisher's layout (another
-    project's ``train_images/``, Kaggle's CamVid as ``camvid``), is named: never taken as missing and downloaded
-    over."""
-    parts = Path(spec.folder).parts
-    for folder in candidates:
+def refuse_other_layout(name: str, root: str | Path | None) -> None:
+    """Before a download into it: a folder under the dataset's own name that holds files, but not in the
+    publisher's layout (another project's ``train_images/``, Kaggle's CamVid as ``camvid``), is named, with the
+    dataset it is laid out as when one matches; never taken as missing and downloaded into."""
+    spec = get_spec(name)
+    base, parts = Path(root).expanduser() if root else data_dir(), Path(spec.folder).parts
+    for folder in (base / spec.folder, base):
         if folder.parts[-len(parts):] == parts and folder.is_dir() and any(folder.iterdir()):
-            layouts = [name for name, other in SPECS.items() if other is not spec and other.is_present(folder)]
-            hint = f"it is laid out as {layouts[0]}: pass --dataset {layouts[0]}; or " if layouts else ""
+            hint = next((f"it is laid out as {other}: pass --dataset {other} --root {folder}; or "
+                         for other in SPECS if other not in (name, "synthetic") and _laid_out_as(other, folder)), "")
             raise DataError(folder, f"holds files, but not {spec.title} in its publisher's layout (no "
                             f"'{spec.marker}' in it)", f"{hint}lay it out as the README's dataset table says, or "
                             "move it aside to download a fresh copy")
+
+
+def _laid_out_as(name: str, folder: Path) -> bool:
+    """Whether ``folder`` holds dataset ``name`` in its layout: its marker, and samples it can list."""
+    try:
+        return SPECS[name].is_present(folder) and bool(SPECS[name].list_items(folder, "all"))
+    except SeglibError:
+        return False
 
 
 def dataset_around(path: str | Path) -> tuple[str, Path] | None:
