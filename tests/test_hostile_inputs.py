@@ -337,6 +337,9 @@ def test_a_dataset_folder_in_another_layout_is_named_not_downloaded_over(tmp_pat
         status, err = seglib(capsys, "prepare", dataset, "--root", root)
         assert status == 2 and err.startswith(f"error: {there}: holds files, but not "), err
         assert hint in err and "Fix: " in err
+    assert main(["datasets", "--root", str(tmp_path)]) == 0
+    listed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{dataset} "))
+    assert listed.endswith(f"not found: {there} holds another layout (prepare {dataset} says more)")
 
 
 class _TwoImages:

@@ -24,7 +24,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         try:
             folder = find_folder(name, args.root, sample=name != "synthetic")  # listing generates nothing
         except SeglibError:
-            missing = "generated on first use" if name == "synthetic" else "not found"
+            missing = "generated on first use" if name == "synthetic" else _not_found(name, args.root)
             print(f"{name:17s} {spec.task:10s} {spec.num_classes:7d}  {'-':26s} {missing}")
             continue
         try:
@@ -37,11 +37,22 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_found(name: str, root: str | None) -> str:
+    """``"not found"``, or where a folder of the dataset's name holds another layout (:func:`refuse_other_layout`)."""
+    from seglib.data import refuse_other_layout
+
+    try:
+        refuse_other_layout(name, root)
+    except DataError as exc:
+        return f"not found: {exc.path} holds another layout (prepare {name} says more)"
+    return "not found"
+
+
 def ensure_dataset(name: str, root: str | None, source: str | None = None):
     """The dataset's folder: found locally (a shipped sample too, unless ``source`` is given), or downloaded
     (from ``source`` or the official URL)."""
     from seglib.data import find_folder, get_spec, refuse_other_layout
-    from seglib.download import SOURCES, download_dataset
+    from seglib.download import download_dataset
     from seglib.paths import data_dir
 
     spec = get_spec(name)
@@ -50,8 +61,8 @@ def ensure_dataset(name: str, root: str | None, source: str | None = None):
     except SeglibError:
         if name == "synthetic" or (root and source is None and not Path(root).expanduser().is_dir()):
             raise  # nothing to download, or a mistyped --root: only an explicit --source creates it
-        if source is None and len(SOURCES.get(name, ())) <= 1:  # one archive: a folder without its marker is
-            refuse_other_layout(name, root)                      # another layout (two: half of the dataset)
+        if source is None:  # a folder of the dataset's name in another layout is not downloaded into
+            refuse_other_layout(name, root)
         print(f"{name} not found locally: " + (f"taking --source {source}" if source else "downloading it"), flush=True)
         return download_dataset(name, root or data_dir(), source=source)
     if source is None:

@@ -92,8 +92,13 @@ def find_folder(name: str, root: str | Path | None = None, *, sample: bool = Tru
 def refuse_other_layout(name: str, root: str | Path | None) -> None:
     """Before a download into it: a folder under the dataset's own name that holds files, but not in the
     publisher's layout (another project's ``train_images/``, Kaggle's CamVid as ``camvid``), is named, with the
-    dataset it is laid out as when one matches; never taken as missing and downloaded into."""
+    dataset it is laid out as when one matches; never taken as missing and downloaded into. Not for a dataset
+    published in several archives (Cityscapes, pets), whose folder lacks the marker until the last one is in."""
+    from seglib.download import SOURCES
+
     spec = get_spec(name)
+    if len(SOURCES.get(name, ())) > 1:
+        return
     base, parts = Path(root).expanduser() if root else data_dir(), Path(spec.folder).parts
     for folder in (base / spec.folder, base):
         if folder.parts[-len(parts):] == parts and folder.is_dir() and any(folder.iterdir()):
