@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from seglib.errors import ConfigError, DataError
 from seglib.paths import IMAGE_SUFFIXES
+from seglib.resume import FINISHED
 from seglib.tensorboard_log import close_board
 from seglib.utils import refuse_dataset_folder
 
@@ -30,8 +31,9 @@ def check_out(cfg: TrainConfig, init_from: str | Path | None) -> None:
 
     out, data = Path(cfg.out).resolve(), find_folder(cfg.dataset, cfg.root).resolve()
     refuse_dataset_folder(Path(cfg.out), "--out", (data,))
-    if out.is_dir() and any(p.name in ("images", "masks") or p.suffix.lower() in IMAGE_SUFFIXES
-                            for p in out.iterdir()):
+    a_run = any((out / name).is_file() for name in FINISHED + ("last.pt",))  # its figures are its own
+    if out.is_dir() and not a_run and any(p.name in ("images", "masks") or p.suffix.lower() in IMAGE_SUFFIXES
+                                          for p in out.iterdir()):
         raise DataError(cfg.out, "holds images (a dataset's folder?); a run never writes among them",
                         "pass another --out, e.g. runs/NAME")
     if init_from is not None and Path(init_from).resolve() in {out / "best.pt", out / "last.pt"}:

@@ -75,6 +75,8 @@ def test_cli_train_smoke(tmp_path):
     assert "it/s" not in out.stderr and "\r" not in out.stderr  # no progress bars in a log
     bad = cli("train", "--smoke", "--dataset", "synthetic", "--model", "segformer")
     assert bad.returncode == 2 and "invalid choice: 'segformer'" in bad.stderr
+    default = cli("train", "--smoke", "--epochs", "1", cwd=tmp_path)  # named for what it trains on
+    assert default.returncode == 0 and (tmp_path / "runs" / "synthetic_unet" / "best.pt").is_file(), default.stdout
 
 
 def test_cli_trunk_lr_mult_and_grad_clip_reach_the_run(tmp_path):
@@ -110,6 +112,10 @@ def test_cli_quickstart_smoke_writes_the_figure_and_the_pet_iou(tmp_path, capsys
         assert figure.format == "PNG" and figure.width > 3 * figure.height  # four panels in a row
     assert main(["quickstart", "--smoke", "--out", str(out)]) == 2  # never replaced unasked
     assert "already holds a run" in capsys.readouterr().err
+    before = (out / "best.pt").stat().st_mtime_ns
+    assert main(["quickstart", "--smoke", "--out", str(out), "--device", "cpu", "--overwrite"]) == 0, \
+        capsys.readouterr().err  # its own figure is no dataset's image: it was refused as 'holds images'
+    assert (out / "best.pt").stat().st_mtime_ns != before
 
 
 # ------------------------------------------------------------------ evaluate, predict, export, latency
