@@ -19,7 +19,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seglib.train_config import TrainConfig
 
     fields = _given_fields(args)
-    out = Path(fields.setdefault("out", f"runs/{fields.get('dataset', 'pennfudan')}_{fields.get('model', 'unet')}"))
+    dataset = fields.get("dataset", "synthetic" if args.smoke else "pennfudan")  # --smoke's default, or train's
+    out = Path(fields.setdefault("out", f"runs/{dataset}_{fields.get('model', 'unet')}"))
     if args.test_only:
         return _test_only(out, fields, args)
     if args.resume and args.overwrite:
