@@ -200,15 +200,12 @@ def check_parts(state, path: str | Path) -> None:
     if not isinstance(state, dict):
         return  # load_weights names what is missing
     fix = "pass best.pt or last.pt written by python -m seglib train (this file was changed or damaged)"
-    weights = {"'model'": state.get("model")}
-    if "ema" in state:
-        ema = state["ema"]
-        weights["'ema'['model']"] = ema.get("model") if isinstance(ema, dict) else ema
-    for where, value in weights.items():
-        if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
-            raise DataError(path, f"its {where} is not a dict of named weights", fix)
-    if "ema" in state and weights["'ema'['model']"] is None:
+    ema = state.get("ema", {})
+    if not (isinstance(ema, dict) and ("model" in ema or "ema" not in state)):
         raise DataError(path, "its 'ema' holds no 'model'", fix)
+    for where, weights in (("'model'", state.get("model")), ("'ema'['model']", ema.get("model"))):
+        if weights is not None and not (isinstance(weights, dict) and all(isinstance(k, str) for k in weights)):
+            raise DataError(path, f"its {where} is not a dict of named weights", fix)
     if not isinstance(state.get("config", {}), dict):
         raise DataError(path, f"its 'config' is a {type(state['config']).__name__}, not a dict of options", fix)
 
