@@ -329,6 +329,7 @@ def test_comparison_configs_keep_each_plan_in_its_own_folder():
         assert configs["msrc unet"].epochs == factor * configs["camvid unet"].epochs
         for cfg in configs.values():  # last.pt about ten times a run, and at its end
             assert cfg.save_freq == max(1, cfg.epochs // 10) and cfg.epochs // cfg.save_freq <= 19
+            assert plan == "gpu" or cfg.max_samples  # the CPU plan's minutes hold for a full release too
     shapes = comparison_configs("cpu", "synthetic", scenes=())
     assert set(shapes) == {"person hourglass", "person unet", "person wide unet"}
     assert shapes["person unet"].epochs == 10 * comparison_configs("cpu", "tiktok")["person unet"].epochs
@@ -341,6 +342,7 @@ def test_showcase_configs_differ_only_in_epochs_and_folder():
         trained, weak = showcase_configs(plan).values()
         assert trained.dataset == "pets" and weak.epochs == 1 and f"/runs/{plan}/" in trained.out
         assert trained.out != weak.out
+        assert plan == "gpu" or trained.max_samples  # not the 7,390 photos of a full pets release on a CPU
         assert replace(weak, epochs=trained.epochs, val_every=trained.val_every, save_freq=trained.save_freq,
                        out=trained.out) == trained
 
