@@ -48,7 +48,8 @@ def test_an_image_above_the_pixel_cap_is_refused_by_name(tmp_path, monkeypatch, 
             read_image(path)
     text = str(err.value)
     assert text.startswith(f"{path}: ") and f"{side * side:,} pixels" in text and "1,000" in text
-    assert "SEGLIB_MAX_IMAGE_PIXELS" in text
+    assert err.value.fix.startswith("if the image is genuine, raise the cap: SEGLIB_MAX_IMAGE_PIXELS")
+    assert text.count(str(path)) == 1 and "re-download" not in text  # not wrapped in a second error
     monkeypatch.setenv("SEGLIB_MAX_IMAGE_PIXELS", str(side * side))  # the documented way to raise the cap
     assert read_image(path).shape == (side, side, 3)
 
@@ -73,6 +74,39 @@ def test_a_jpeg_damaged_in_the_middle_cannot_be_decoded(tmp_path):
     good = tmp_path / "good.jpg"
     Image.fromarray(make_sample(0, (40, 48))[0]).save(good, quality=90)
     assert read_image(good).shape == (40, 48, 3)
+
+
+def test_the_damage_check_gives_the_same_answers_in_threads(tmp_path):
+    """Each decode borrows file descriptor 2; two at once must not swap each other's complaints, nor leave
+    the process's stderr pointing at a deleted temporary file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bad = [damaged_jpeg(tmp_path / f"bad{i}.jpg", seed=i) for i in range(4)]
+    good = []
+    for i in range(4):
+        good.append(tmp_path / f"good{i}.jpg")
+        Image.fromarray(make_sample(i, (64, 80))[0]).save(good[-1], quality=90)
+
+    def refused(path) -> bool:
+        try:
+            read_image(path)
+        except DataError as exc:
+            assert str(exc).startswith(f"{path}: ")  # the file at fault, not another thread's
+            return True
+        return False
+
+    before = os.readlink("/proc/self/fd/2") if os.path.exists("/proc/self/fd/2") else None
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(refused, (bad + good) * 15))
+    assert answers == ([True] * 4 + [False] * 4) * 15
+    if before is not None:
+        assert os.readlink("/proc/self/fd/2") == before
+
+
+def test_a_folder_named_like_an_image_is_named_a_folder(tmp_path):
+    (tmp_path / "photo.png").mkdir()
+    with pytest.raises(DataError, match="is a folder, not an image file"):
+        read_image(tmp_path / "photo.png")
 
 
 def test_without_opencv_jpegs_still_decode(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from seglib.errors import ConfigError, DataError
 _REDOWNLOAD = "re-download the dataset or replace this file with a good copy"
 PIXEL_CAP_VARIABLE = "SEGLIB_MAX_IMAGE_PIXELS"
 _LIBJPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+_STDERR_SWAP = threading.Lock()  # file descriptor 2 belongs to the whole process: one decode at a time may borrow it
 
 
 def pixel_cap() -> int | None:
@@ -56,8 +58,9 @@ def _libjpeg_complaint(path: Path) -> str | None:
     """libjpeg's first complaint about the compressed data of a JPEG (``Corrupt JPEG data: ...``), or None.
 
     OpenCV's libjpeg prints its warnings on the C-level stderr (file descriptor 2), which is pointed at a
-    temporary file for the decode; other lines caught meanwhile are written back to stderr. Without OpenCV
-    (it comes with albumentations) the check is skipped: PIL still refuses truncated files.
+    temporary file for the decode, one thread at a time; other lines caught meanwhile are written back to
+    stderr. Without OpenCV (it comes with albumentations) the check is skipped: PIL still refuses truncated
+    files.
     """
     try:
         import cv2
@@ -66,7 +69,7 @@ def _libjpeg_complaint(path: Path) -> str | None:
 
     data = np.fromfile(path, np.uint8)
     sys.stderr.flush()
-    with tempfile.TemporaryFile() as log:
+    with _STDERR_SWAP, tempfile.TemporaryFile() as log:
         saved = os.dup(2)
         os.dup2(log.fileno(), 2)
         try:
@@ -96,6 +99,8 @@ def _open_header(path: Path) -> Image.Image:
 
 def _open(path: Path) -> Image.Image:
     """``path`` decoded now (a truncated file fails here, not later in a worker); see the module docstring."""
+    if path.is_dir():
+        raise DataError(path, "is a folder, not an image file", "move or rename the folder")
     if not path.is_file():
         raise DataError(path, "file not found", "check the dataset folder layout (python -m seglib prepare NAME)")
     if path.stat().st_size == 0:
@@ -103,6 +108,8 @@ def _open(path: Path) -> Image.Image:
     try:
         img = _open_header(path)
         img.load()
+    except DataError:  # above the pixel cap: its own fix, not a re-download
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(path, f"cannot be decoded as an image ({exc})", _REDOWNLOAD) from exc
     complaint = _libjpeg_complaint(path) if img.format == "JPEG" else None
