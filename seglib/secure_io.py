@@ -300,10 +300,16 @@ def move_entries(src_dir: Path, dest_dir: Path) -> None:
 
 
 def _archive_kind(archive: Path) -> str:
-    if zipfile.is_zipfile(archive):
+    """``zip`` or ``tar``. ``is_zipfile`` looks for a zip's directory at the end of the file, which is where a
+    tar whose last member is a zip has it: a file that does not start as a zip is tried as a tar first."""
+    with archive.open("rb") as f:
+        starts_as_zip = f.read(2) == b"PK"
+    if starts_as_zip and zipfile.is_zipfile(archive):
         return "zip"
     if tarfile.is_tarfile(archive):
         return "tar"
+    if zipfile.is_zipfile(archive):  # a zip behind a prefix: a self-extracting archive
+        return "zip"
     raise DownloadError(archive, "not a zip or tar archive (or a damaged one)",
                         "download it again (a download cut short is the usual cause), or pass another copy")
 

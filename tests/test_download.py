@@ -258,6 +258,21 @@ def test_safe_extract_zip_and_tar(tmp_path):
         assert leftovers(tmp_path / folder) == ["Top"]  # no temporary folder left behind
 
 
+def test_a_tar_ending_with_a_zip_is_extracted_as_the_tar(tmp_path):
+    """zipfile finds a zip's directory near the end of a file: where a plain tar whose last member is a zip has it."""
+    inner = make_zip(tmp_path / "inner.zip", {"evil.txt": b"x"}).read_bytes()
+    files = {"Top/a.txt": b"a", "Top/extras.zip": inner}
+    tar_path = make_tar(tmp_path / "x.tar", [tar_file(n, d) for n, d in files.items()], "w")
+    assert zipfile.is_zipfile(tar_path)  # the trap
+    safe_extract(tar_path, tmp_path / "out")
+    assert leftovers(tmp_path / "out") == ["Top"]
+    assert (tmp_path / "out" / "Top" / "extras.zip").read_bytes() == inner
+    prefixed = tmp_path / "self_extracting.zip"  # a zip behind a stub program is still a zip
+    prefixed.write_bytes(b"#!stub\n" * 10 + make_zip(tmp_path / "plain.zip", files).read_bytes())
+    safe_extract(prefixed, tmp_path / "sfx")
+    assert (tmp_path / "sfx" / "Top" / "a.txt").read_bytes() == b"a"
+
+
 def test_safe_extract_existing_entry_is_not_overwritten(tmp_path):
     target = tmp_path / "t"
     (target / "Top").mkdir(parents=True)
