@@ -101,6 +101,9 @@ def validate_mask(mask: np.ndarray, *, num_classes: int, image_size: Sequence[in
     Bool (1-bit) masks are accepted as {0, 1}.
     """
     _check_ignore(num_classes, ignore_index)
+    if not 0 <= ignore_index <= 255:  # it would wrap around in the uint8 label map returned (-100 -> 156)
+        raise ConfigError(f"ignore_index {ignore_index} does not fit a uint8 label map (0..255): use 255 and map "
+                          "your void value to it")
     mask = np.asarray(mask)
     if mask.ndim != 2:
         if mask.ndim == 3 and mask.shape[-1] in (3, 4):

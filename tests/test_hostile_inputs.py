@@ -459,3 +459,30 @@ def test_half_of_a_two_archive_dataset_is_completed_and_half_of_pets_falls_back_
     (tmp_path / "pets" / "oxford_iiit_pet" / "images" / "Bengal_1.jpg").write_bytes(b"photo")
     monkeypatch.setenv("SEGLIB_DATA_DIR", str(tmp_path / "pets"))
     assert load_dataset("pets", "val").folder == shipped_sample("pets")
+
+
+def test_an_ignore_index_that_does_not_fit_uint8_is_refused():
+    from seglib.masks import validate_mask
+
+    for ignore in (-100, 300):  # would come back as 156 and 44
+        with pytest.raises(ConfigError, match=f"ignore_index {ignore} does not fit a uint8 label map"):
+            validate_mask(np.array([[0, 1, ignore]]), num_classes=2, ignore_index=ignore)
+    assert validate_mask(np.array([[0, 1, 7]]), num_classes=2, ignore_index=7).tolist() == [[0, 1, 7]]
+
+
+@pytest.mark.parametrize("shapes", [[(6, 8), (8, 6)], []])
+def test_a_bsds500_ground_truth_with_ragged_or_no_annotations_is_named(tmp_path, shapes):
+    from scipy.io import savemat
+
+    from seglib.data import get_spec
+    from seglib.data.base import Item
+
+    image = tmp_path / "1.jpg"
+    Image.new("RGB", (8, 6)).save(image)
+    cells = np.empty((1, len(shapes)), dtype=object)
+    for k, shape in enumerate(shapes):
+        cells[0, k] = {"Segmentation": np.ones(shape, np.uint16), "Boundaries": np.zeros(shape, np.uint8)}
+    savemat(tmp_path / "1.mat", {"groundTruth": cells})
+    with pytest.raises(DataError, match=f"holds {len(shapes)} annotations of shapes") as err:
+        get_spec("bsds500").load(Item("1", image, tmp_path / "1.mat"))
+    assert str(err.value).startswith(f"{tmp_path / '1.mat'}: ")

@@ -325,6 +325,11 @@ class BSDS500(DatasetSpec):
         annotations = read_bsds_ground_truth(item.mask)
         if report is not None:
             report["annotators"] += len(annotations)
+        shapes = sorted({b.shape for _, b in annotations})
+        if len(shapes) != 1 or len(shapes[0]) != 2:
+            raise DataError(item.mask, f"holds {len(annotations)} annotations of shapes {shapes or 'none'}; a BSDS500 "
+                            "ground truth holds one or more of the image's size", "re-download BSR_bsds500.tgz or "
+                            "replace this file")
         boundaries = np.any([b for _, b in annotations], axis=0).astype(np.uint8)
         return image, masks.validate_mask(boundaries, num_classes=2, image_size=image.shape[:2],
                                           path=item.mask)
