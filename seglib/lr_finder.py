@@ -29,6 +29,9 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
     runs dry. ``suggestion`` is the learning rate at the steepest descent of the smoothed loss. The
     weights, the optimizer and train/eval mode are restored.
     """
+    if not (0 < start_lr < end_lr and steps >= 2 and 0 <= smooth < 1 and diverge > 1):
+        raise ConfigError(f"lr_find needs 0 < start_lr < end_lr, steps >= 2, 0 <= smooth < 1 and diverge > 1; got "
+                          f"start_lr={start_lr}, end_lr={end_lr}, steps={steps}, smooth={smooth}, diverge={diverge}")
     was_training = model.training
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
@@ -55,7 +58,8 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
             losses.append(smoothed)
             best = min(best, smoothed)
             step += 1
-            if step >= steps or not math.isfinite(smoothed) or smoothed > diverge * best:
+            # diverged: above the minimum by (diverge - 1) times its size (diverge times it, for a positive loss)
+            if step >= steps or not math.isfinite(smoothed) or smoothed - best > (diverge - 1) * abs(best):
                 step = steps
                 break
         if step == before:  # a pass without a batch: an empty loader, or a one-shot iterator used up
@@ -67,5 +71,9 @@ def lr_find(model: nn.Module, batches: Iterable, loss_fn, optimizer: torch.optim
     model.train(was_training)
     slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i]))
               for i in range(len(lrs) - 1) if math.isfinite(losses[i + 1])]
-    suggestion = lrs[min(range(len(slopes)), key=slopes.__getitem__)] if slopes else start_lr
+    if not slopes:
+        raise ConfigError(f"lr_find: {sum(map(math.isfinite, losses))} finite loss(es) in {len(lrs)} step(s), too few "
+                          "to suggest a learning rate; pass more batches, and check that the loss is finite at "
+                          f"lr {start_lr:g}")
+    suggestion = lrs[min(range(len(slopes)), key=slopes.__getitem__)]
     return {"lrs": lrs, "losses": losses, "suggestion": suggestion}

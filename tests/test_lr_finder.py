@@ -63,3 +63,31 @@ def test_a_one_shot_or_empty_iterable_ends_the_test_instead_of_hanging():
     assert not model.training  # the mode it came in
     with pytest.raises(ConfigError, match="yielded no batch"):
         lr_find(model, [], torch.nn.functional.mse_loss, opt, steps=10)
+
+
+@pytest.mark.parametrize("bad", [dict(start_lr=1e-3, end_lr=1e-3), dict(start_lr=0.0), dict(steps=1),
+                                 dict(smooth=1.0), dict(diverge=1.0)])
+def test_settings_that_cannot_sweep_are_refused(bad):
+    model = torch.nn.Linear(4, 1)
+    with pytest.raises(ConfigError, match="lr_find needs 0 < start_lr < end_lr"):
+        lr_find(model, [(torch.randn(4, 4), torch.randn(4, 1))], torch.nn.functional.mse_loss,
+                torch.optim.SGD(model.parameters(), lr=0.1), **bad)
+
+
+def test_a_loss_that_is_never_finite_suggests_nothing():
+    model = torch.nn.Linear(4, 1)
+    nan = lambda out, y: out.sum() * float("nan")  # noqa: E731
+    with pytest.raises(ConfigError, match="0 finite loss"):
+        lr_find(model, [(torch.randn(4, 4), torch.randn(4, 1))] * 5, nan, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_a_negative_loss_is_swept_until_it_diverges():
+    """The divergence rule once read smoothed > 4 x best, always true for a negative minimum: one step only."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    model = torch.nn.Linear(8, 1)
+    target = x @ torch.randn(8, 1)
+    shifted = lambda out, y: torch.nn.functional.mse_loss(out, y) - 100.0  # noqa: E731
+    result = lr_find(model, [(x, target)], shifted, torch.optim.SGD(model.parameters(), lr=0.1),
+                     start_lr=1e-4, end_lr=100, steps=60)
+    assert 10 < len(result["lrs"]) < 60 and 1e-3 < result["suggestion"] < 2.0  # as for the unshifted loss
