@@ -19,6 +19,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from seglib.errors import ConfigError
 from seglib.masks import IGNORE_INDEX
 from seglib.paths import FIGURES_DIR
 
@@ -39,7 +40,18 @@ _MULTICLASS_KINDS = ("correct", "wrong class")
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """``HxW`` class indices → ``HxWx3`` colours; ignored pixels are white."""
+    """``HxW`` class indices → ``HxWx3`` colours; ignored pixels are white. A label the palette has no colour
+    for is refused (it would be drawn black, like a background)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biu":
+        raise ConfigError(f"colorize takes integer class indices, not {labels.dtype} values: take the argmax (or "
+                          "round) first")
+    labels = labels.astype(np.int64)
+    beyond = ((labels < 0) | (labels >= len(palette))) & (labels != ignore_index)
+    if beyond.any():
+        raise ConfigError(f"label {int(labels[beyond][0])} has no colour: the palette has {len(palette)} (labels "
+                          f"0..{len(palette) - 1}, and {ignore_index} ignored); pass the dataset's palette or "
+                          "default_palette(num_classes)")
     table = np.zeros((256, 3), np.uint8)
     table[: len(palette)] = palette
     table[ignore_index] = IGNORE_COLOR
@@ -314,7 +326,11 @@ def _read_history(source) -> list[dict]:
 
 
 def _column(rows, key: str) -> np.ndarray:
-    return np.array([float(row[key]) for row in rows])
+    """One column of the history as floats; an empty cell (a CSV row without that value) is NaN."""
+    if any(key not in row for row in rows):
+        raise ConfigError(f"the history has no {key!r} column (it has {', '.join(rows[0])}): pass one written by "
+                          "seglib.engine (history.json or history.csv), or other metrics=")
+    return np.array([float(row[key]) if row[key] not in ("", None) else np.nan for row in rows])
 
 
 def plot_history(history, metrics=("loss", "miou", "pixel_accuracy")):
@@ -325,13 +341,16 @@ def plot_history(history, metrics=("loss", "miou", "pixel_accuracy")):
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), squeeze=False, layout="constrained")
     for i, (name, source) in enumerate(runs.items()):
         rows, colour, prefix = _read_history(source), f"C{i}", f"{name} " if name else ""
-        epochs = _column(rows, "epoch")
-        best = epochs[np.nanargmax(_column(rows, "val_miou"))]
+        if not rows:
+            raise ConfigError(f"the history{f' of {name}' if name else ''} has no rows: no validation has run yet")
+        epochs, miou = _column(rows, "epoch"), _column(rows, "val_miou")
+        best = epochs[np.nanargmax(miou)] if np.isfinite(miou).any() else None  # all NaN: every pixel void
         for ax, metric in zip(axes[0], metrics):
             for key in ("train_loss", "val_loss") if metric == "loss" else (f"val_{metric}",):
                 ax.plot(epochs, _column(rows, key), color=colour, ls="--" if key.startswith("train") else "-",
                         label=prefix + key)
-            ax.axvline(best, color=colour, ls=":", label=f"{prefix}best mIoU (epoch {best:g})")
+            if best is not None:
+                ax.axvline(best, color=colour, ls=":", label=f"{prefix}best mIoU (epoch {best:g})")
     for ax, metric in zip(axes[0], metrics):
         ax.set(title=metric, xlabel="epoch")
         ax.legend(fontsize=7)
@@ -372,6 +391,9 @@ def plot_per_class_iou(iou, class_names, palette=None, *, title=None, compare=No
     series = {label: np.asarray(values, np.float64) for label, values in series.items()}
     for label, values in series.items():  # before the figure: a refused input leaves no figure behind
         _check_shape(f"IoU of {label}", values.shape, "class_names", (k,))
+    if palette is not None and len(palette) < k:
+        raise ConfigError(f"the palette has {len(palette)} colours for {k} classes: pass the dataset's palette, "
+                          "or default_palette(len(class_names))")
     single, height = len(series) == 1, 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(6, 1 + 0.3 * k * len(series) ** 0.5), layout="constrained")
     for j, (label, values) in enumerate(series.items()):

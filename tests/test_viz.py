@@ -382,3 +382,33 @@ def test_a_refused_per_class_plot_leaves_no_figure_open():
     with pytest.raises(ValueError, match="does not match class_names"):
         viz.plot_per_class_iou([0.5, 0.2], ["a", "b", "c"])
     assert plt.get_fignums() == []
+
+
+def test_colorize_refuses_labels_it_has_no_colour_for():
+    from seglib.errors import ConfigError
+
+    for labels, match in ((np.array([[0, 3]]), "label 3 has no colour: the palette has 3"),
+                          (np.array([[0, -1]]), "label -1 has no colour"),
+                          (np.array([[0.0, 1.0]]), "integer class indices, not float64")):
+        with pytest.raises(ConfigError, match=match):
+            viz.colorize(labels, PALETTE)
+    out = viz.colorize(np.array([[False, True]]), PALETTE)  # a boolean mask is classes 0 and 1
+    assert (out[0, 0] == PALETTE[0]).all() and (out[0, 1] == PALETTE[1]).all()
+
+
+def test_plot_per_class_iou_refuses_a_palette_too_short():
+    from seglib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the palette has 2 colours for 3 classes"):
+        viz.plot_per_class_iou([0.5, 0.4, 0.3], ["a", "b", "c"], PALETTE[:2])
+
+
+def test_plot_history_without_a_finite_miou_or_any_row():
+    from seglib.errors import ConfigError
+
+    fig = viz.plot_history(history_rows([float("nan"), float("nan")]), metrics=("miou",))  # every pixel void
+    assert vlines_at(fig.axes[0]) == []  # no best epoch to mark
+    with pytest.raises(ConfigError, match="has no rows"):
+        viz.plot_history([])
+    with pytest.raises(ConfigError, match="no 'val_miou' column"):
+        viz.plot_history([{"epoch": 1, "train_loss": 0.5}])
