@@ -13,7 +13,7 @@ from PIL import Image
 from seglib.checkpoint import load_checkpoint, save_checkpoint
 from seglib.cli import build_parser, main, reference_argv
 from seglib.data import SPECS, load_dataset
-from seglib.errors import ConfigError
+from seglib.errors import ConfigError, DataError
 from seglib.evaluation import evaluate_dataset
 from seglib.export import export_onnx
 from seglib.inference import Predictor, load_model
@@ -203,6 +203,24 @@ def test_cli_export_refuses_an_opset_its_onnx_cannot_write(smoke_run, tmp_path, 
     with pytest.raises(ConfigError, match=f"the exporter wrote opset \\d+, not the {newest + 2} asked for"):
         export_onnx(model, tmp_path / "m.onnx", meta["image_size"], opset=newest + 2)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_gives_the_model_back_in_its_mode_and_check_names_a_bad_file(smoke_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from seglib.export import check_onnx
+
+    model, meta = load_model(smoke_run / "best.pt")
+    model.train()
+    export_onnx(model, tmp_path / "m.onnx", meta["image_size"])
+    assert model.training  # a notebook that exports mid-training goes on training, not in eval mode
+    assert check_onnx(tmp_path / "m.onnx", model, meta["image_size"])["max_abs_diff"] < 1e-4
+    assert model.training
+    with pytest.raises(ConfigError, match="image_size 0"):
+        export_onnx(model, tmp_path / "zero.onnx", 0)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    for path, problem in ((tmp_path / "junk.onnx", "is not an ONNX model"), (tmp_path / "none.onnx", "not found")):
+        with pytest.raises(DataError, match=problem):
+            check_onnx(path, model, meta["image_size"])
 
 
 def test_cli_export_onnx_matches_pytorch(smoke_run, tmp_path):
