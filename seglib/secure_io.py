@@ -157,8 +157,9 @@ def fetch(source: str | Path, dest_dir: str | Path, *, sha256: str | None = None
     """
     dest_dir = Path(dest_dir).expanduser()
     name = filename or source_filename(source)
-    if not name or name in (".", ".."):
-        raise ConfigError(f"cannot tell a file name from {source!r}; pass filename=...")
+    if not name or name in (".", "..") or PurePosixPath(name.replace("\\", "/")).name != name:
+        raise ConfigError(f"cannot tell a file name from {source!r} (got {name!r}); pass filename=... (a name, not a "
+                          "path: the file goes into dest_dir)")
     final = dest_dir / name
     if _reusable(final, source, sha256, md5):
         return final

@@ -25,7 +25,7 @@ from helpers import write_camvid32
 from seglib.download import (DOWNLOADS_SUBDIR, SOURCES, DatasetSource, download_dataset, fetch,
                              file_digest, safe_extract, verify_checksum)
 from seglib import utils
-from seglib.errors import DataError, DownloadError
+from seglib.errors import ConfigError, DataError, DownloadError
 from seglib.secure_io import move_entries
 
 shutil_usage = shutil._ntuple_diskusage
@@ -680,3 +680,12 @@ def test_staging_left_by_a_killed_prepare_is_removed_but_a_running_ones_is_kept(
         (folder / "PennFudanPed").mkdir(parents=True)
     download_dataset("pennfudan", root, source=pennfudan_zip(tmp_path / "peds.zip"))
     assert leftovers(root) == sorted(["PennFudanPed", running.name])
+
+
+@pytest.mark.parametrize("name", ["../../x.zip", "/abs/x.zip", "sub/x.zip", "..\\x.zip"])
+def test_fetch_takes_a_file_name_not_a_path(tmp_path, name):
+    source = tmp_path / "src.zip"
+    source.write_bytes(b"data")
+    with pytest.raises(ConfigError, match="a name, not a path"):
+        fetch(source, tmp_path / "dest", filename=name)
+    assert not (tmp_path / "dest").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src.zip"]
