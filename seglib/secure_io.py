@@ -315,6 +315,20 @@ def _archive_kind(archive: Path) -> str:
                         "download it again (a download cut short is the usual cause), or pass another copy")
 
 
+def _layout_clash(members: list[tuple[str, bool]]) -> str | None:
+    """A path the archive holds twice as a file, or as a file and as a folder (one member would silently
+    replace the other on extraction), or None."""
+    files, folders = set(), set()
+    for name, is_dir in members:
+        path = PurePosixPath(name.replace("\\", "/"))
+        if not is_dir and path in files:
+            return f"it holds {str(path)!r} twice"
+        (folders if is_dir else files).add(path)
+        folders.update(path.parents)
+    both = sorted(files & folders)
+    return f"it holds {str(both[0])!r} as a file and as a folder" if both else None
+
+
 def _mac_metadata(name: str) -> bool:
     """A ``__MACOSX/`` member (the resource forks macOS adds to a zip it makes): never part of a dataset."""
     return PurePosixPath(name.replace("\\", "/")).parts[:1] == ("__MACOSX",)
@@ -346,6 +360,10 @@ def safe_extract(archive: str | Path, target_dir: str | Path) -> Path:
                 if why:
                     raise DownloadError(archive, f"refusing to extract member {name!r}: {why}",
                                         "use the official archive; nothing was extracted")
+            clash = _layout_clash([(name, is_dir) for name, is_dir, _, _, _ in members])
+            if clash:
+                raise DownloadError(archive, f"{clash}: which one is meant is unclear; nothing was extracted",
+                                    "use the official archive, or re-pack the folder")
             # the declared sizes, which zipfile and tarfile hold members to: a zip bomb or a small disk fails here
             ensure_free_space(target_dir, sum(size for _, is_dir, _, size, _ in members if not is_dir))
             target_dir.mkdir(parents=True, exist_ok=True)

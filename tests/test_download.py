@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -689,3 +690,20 @@ def test_fetch_takes_a_file_name_not_a_path(tmp_path, name):
     with pytest.raises(ConfigError, match="a name, not a path"):
         fetch(source, tmp_path / "dest", filename=name)
     assert not (tmp_path / "dest").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src.zip"]
+
+
+@pytest.mark.parametrize("names, problem", [(["Top/a.txt", "Top/a.txt"], "holds 'Top/a.txt' twice"),
+                                            (["Top/a", "Top/a/b.txt"], "holds 'Top/a' as a file and as a folder"),
+                                            (["Top/./a.txt", "Top/a.txt"], "holds 'Top/a.txt' twice")])
+def test_an_archive_holding_one_path_twice_is_refused(tmp_path, names, problem):
+    """The second copy would silently replace the first: which one the dataset meant is unclear."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate name
+        with zipfile.ZipFile(tmp_path / "x.zip", "w") as zf:
+            for k, name in enumerate(names):
+                zf.writestr(name, f"copy {k}")
+    tar_path = make_tar(tmp_path / "x.tar", [tar_file(n, f"copy {k}".encode()) for k, n in enumerate(names)], "w")
+    for archive in (tmp_path / "x.zip", tar_path):
+        with pytest.raises(DownloadError, match=re.escape(problem)):
+            safe_extract(archive, tmp_path / "out")
+        assert not (tmp_path / "out").exists()

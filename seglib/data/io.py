@@ -160,12 +160,6 @@ def read_label(path: str | Path, colour: bool = False) -> np.ndarray:
     return values
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` read from the header only (cheap)."""
-    with _open_header(Path(path)) as img:
-        return img.height, img.width
-
-
 def image_format(path: str | Path) -> str:
     """The format the file holds ("JPEG", "PNG", "GIF", ...), read from its header whatever its name says."""
     with Image.open(path) as img:
