@@ -486,3 +486,17 @@ def test_a_bsds500_ground_truth_with_ragged_or_no_annotations_is_named(tmp_path,
     with pytest.raises(DataError, match=f"holds {len(shapes)} annotations of shapes") as err:
         get_spec("bsds500").load(Item("1", image, tmp_path / "1.mat"))
     assert str(err.value).startswith(f"{tmp_path / '1.mat'}: ")
+
+
+def test_a_mask_whose_shape_is_in_its_alpha_channel_is_named(tmp_path):
+    shape = np.zeros((6, 8), np.uint8)
+    shape[2:4, 2:6] = 255
+    for mode, colours in (("LA", np.zeros((6, 8, 1), np.uint8)), ("RGBA", np.full((6, 8, 3), 30, np.uint8))):
+        path = tmp_path / f"{mode}.png"
+        Image.fromarray(np.dstack([colours, shape]), mode).save(path)
+        with pytest.raises(DataError, match="shape is in its alpha") as err:
+            read_label(path)
+        assert str(err.value).startswith(f"{path}: ")
+    drawn = np.dstack([shape, np.full((6, 8), 255, np.uint8)])  # opaque, the shape in gray: read as it is
+    Image.fromarray(drawn, "LA").save(tmp_path / "gray.png")
+    assert (read_label(tmp_path / "gray.png") == shape).all()

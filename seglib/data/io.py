@@ -138,6 +138,15 @@ def read_image(path: str | Path, upright: bool = False) -> np.ndarray:
     return np.asarray(img)
 
 
+def _refuse_shape_in_alpha(path: Path, values: np.ndarray) -> None:
+    """A label image whose colours are one flat colour while its transparency varies holds its shape in the
+    alpha channel, which label maps do not read: every pixel would become the one class of that colour."""
+    colours, alpha = values[..., :-1], values[..., -1]
+    if (colours == colours.reshape(-1, colours.shape[-1])[0]).all() and alpha.min() != alpha.max():
+        raise DataError(path, "the mask's shape is in its alpha (transparency) channel, and its colours are one "
+                        "flat colour", "save the shape as gray values, e.g. Image.open(p).getchannel('A').save(p)")
+
+
 def read_label(path: str | Path, colour: bool = False) -> np.ndarray:
     """The stored values of a label image, undecoded: ``HxW`` for index/gray masks, ``HxWx3`` for
     colour-coded ones. 1-bit masks become 0/255 uint8, palette ("P") images keep their indices
@@ -152,6 +161,7 @@ def read_label(path: str | Path, colour: bool = False) -> np.ndarray:
     elif img.mode == "1":
         img = img.convert("L")
     elif img.mode in ("RGBA", "LA"):
+        _refuse_shape_in_alpha(Path(path), np.asarray(img))
         img = img.convert(img.mode[:-1])
     values = np.asarray(img)
     if img.mode.startswith("I;16") or (img.mode == "I" and values.size and 0 <= values.min()
