@@ -89,6 +89,36 @@ def test_dice_is_zero_for_a_perfect_prediction():
     assert DiceLoss(eps=0)(logits, target).item() == pytest.approx(0, abs=1e-5)
 
 
+def test_dice_by_hand_over_the_batch_and_the_classes_present():
+    """One Dice per class over the whole batch (not per image), averaged over the classes the batch holds."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, generator=g)
+    target = torch.randint(0, 2, (2, 4, 5), generator=g)  # class 2 absent from both images
+    target[1, 0, 0] = 255
+    p, valid = logits.softmax(1), (target != 255)
+    dices = []
+    for c in (0, 1):
+        inter = (p[:, c] * (target == c) * valid).sum()
+        dices.append((2 * inter + 1) / ((p[:, c] * valid).sum() + ((target == c) & valid).sum() + 1))
+    expected = 1 - torch.stack(dices).mean()
+    assert DiceLoss()(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_binary_dice_reads_the_logit_as_the_foreground():
+    target = torch.randint(0, 2, (1, 8, 8))
+    logit = (target[:, None].float() * 2 - 1) * 100  # +100 on the foreground, -100 on the background
+    assert DiceLoss(eps=0)(logit, target).item() == pytest.approx(0, abs=1e-5)
+    assert DiceLoss(eps=0)(-logit, target).item() == pytest.approx(1, abs=1e-5)  # every pixel wrong
+
+
+def test_build_loss_passes_class_weights_to_focal():
+    logits, target = batch()
+    weight = torch.tensor([0.2, 1.0, 3.0, 0.5])
+    weighted = build_loss("focal", 4, class_weights=weight)(logits, target)
+    assert weighted.item() == pytest.approx(FocalLoss(2.0, weight=weight)(logits, target).item(), rel=1e-6)
+    assert weighted.item() != pytest.approx(build_loss("focal", 4)(logits, target).item(), rel=1e-3)
+
+
 def test_sum_is_the_sum_of_its_parts():
     logits, target = batch()
     total = build_loss("ce+dice", 4)(logits, target)

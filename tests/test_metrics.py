@@ -82,6 +82,11 @@ def test_labels_outside_the_classes_are_refused_and_the_ignore_index_is_not():
     cm.reset()
     cm.update(torch.tensor([0, 255, 2]), torch.tensor([0, 255, 2]))  # predictions painted void where the truth is
     assert cm.compute()["pixels"] == 2  # it used to count as a bad prediction
+    for pred, target, which in (([3], [0], "predicted"), ([0], [3], "target")):  # the first label past the classes
+        cm.reset()
+        cm.update(torch.tensor(pred), torch.tensor(target))
+        with pytest.raises(ValueError, match=f"1 {which} pixels"):
+            cm.compute()
 
 
 def test_logits_to_labels_binary_and_multiclass():
