@@ -205,6 +205,73 @@ def test_early_stopping_survives_a_resume(tmp_path, monkeypatch):
     assert validations_since_best([{"val_miou": v} for v in (float("nan"), 0.3, 0.2)]) == 1
 
 
+def test_an_early_stop_writes_last_pt_at_the_epoch_it_stops(tmp_path, monkeypatch):
+    real_evaluate, calls = engine.evaluate, []
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: calls.append(1) or
+                        {**real_evaluate(*a, **k), "miou": 0.6 - 0.1 * len(calls)})
+    assert run(replace(TINY, epochs=6, patience=1, save_freq=10, out=str(tmp_path)))["epochs_run"] == 2
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2  # not due by save_freq: written because it stops
+
+
+def test_history_rows_cover_every_epoch_since_the_validation_before():
+    history, val = History(), {"loss": 1.0, "miou": 0.0, "pixel_accuracy": 0.5, "mdice": 0.5, "iou": [], "dice": []}
+    history.add_epoch(1.0, train_seconds=2.0, seconds=3.0)
+    history.add_epoch(3.0, train_seconds=2.0, seconds=3.0)
+    assert history.add_validation(2, val, 0.1, images_per_epoch=10)  # a first mIoU of 0 is the best yet
+    history.add_epoch(5.0, train_seconds=1.0, seconds=1.5)
+    history.add_validation(3, val, 0.1, images_per_epoch=10)
+    rows = [(r["epoch"], r["train_loss"], r["seconds"], r["images_per_s"]) for r in history.rows]
+    assert rows == [(2, 2.0, 6.0, 5.0), (3, 5.0, 1.5, 10.0)]
+    assert validations_since_best(history.rows[:1]) == 0 == History(history.rows[:1]).since_best
+
+
+def one_epoch(model, batches, loss_fn, **kw):
+    return engine.train_one_epoch(model, batches, loss_fn, torch.optim.SGD(model.parameters(), lr=0.1),
+                                  device="cpu", progress=False, **kw)
+
+
+def test_train_one_epoch_steps_the_schedule_and_the_average_and_returns_the_mean_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 2, 1)
+    batches = [(torch.randn(2, 3, 4, 4), torch.randint(0, 2, (2, 4, 4))) for _ in range(3)]
+    losses, before = [], {k: v.clone() for k, v in model.state_dict().items()}
+
+    def loss_fn(logits, y):
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        losses.append(loss.item())
+        return loss
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)
+    ema = WeightEMA(model, 0.5)
+    mean = engine.train_one_epoch(model, batches, loss_fn, optimizer, scheduler, device="cpu", progress=False,
+                                  ema=ema)
+    assert mean == pytest.approx(sum(losses) / 3)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)  # stepped once per batch
+    for key, value in ema.model.state_dict().items():  # the average moved, toward the weights
+        assert not torch.equal(value, before[key])
+
+
+def test_an_infinite_loss_stops_training_even_when_the_weights_stay_finite():
+    model = torch.nn.Conv2d(3, 2, 1)
+    constant_inf = lambda logits, y: (logits * 0).sum() + float("inf")  # noqa: E731  (zero gradient)
+    with pytest.raises(engine.NonFiniteLoss, match="the training loss became inf"):
+        one_epoch(model, [(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))], constant_inf)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_with_ema_the_scores_are_the_averages(tmp_path):
+    result = run(replace(TINY, ema_decay=0.8, out=str(tmp_path)))
+    cfg = TrainConfig.from_dict(result["config"])
+    _, val, spec = build_data(cfg, "cpu")
+    scores = engine.evaluate(result["ema_model"], val, build_loss(cfg.loss, spec.num_classes), spec.num_classes,
+                             device="cpu")
+    assert result["history"][-1]["val_miou"] == pytest.approx(scores["miou"], abs=1e-9)
+    plain = engine.evaluate(result["model"], val, build_loss(cfg.loss, spec.num_classes), spec.num_classes,
+                            device="cpu")
+    assert plain["loss"] != pytest.approx(scores["loss"], rel=1e-6)  # the two models do differ
+
+
 def test_bce_is_refused_for_more_than_two_classes(tmp_path):
     with pytest.raises(ConfigError, match="bce is for two classes, and synthetic has 4"):
         run(replace(TINY, loss="bce", out=str(tmp_path)))
