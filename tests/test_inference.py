@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from seglib.cache import resize_image
 from seglib.checkpoint import save_checkpoint
-from seglib.data import load_dataset
+from seglib.data import SPECS, load_dataset
 from seglib.errors import ConfigError, DataError
 from seglib.evaluation import BoundaryIoU, boundary_band, evaluate_dataset, format_report
 from seglib.gpu_augment import normalize
@@ -170,8 +170,14 @@ def test_sigmoid_models_are_two_class_and_threshold_applies_to_them_only():
 
 def test_bad_inputs_are_refused():
     predictor = Predictor(ColourModel(2), image_size=16, class_names=["bg", "fg"], device="cpu")
-    with pytest.raises(ConfigError, match="H×W×3 uint8"):
-        predictor.labels([np.zeros((8, 8), np.uint8)])
+    for image in (np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32)):  # no colour; 0..1 floats
+        with pytest.raises(ConfigError, match="H×W×3 uint8"):
+            predictor.labels([image])
+
+
+def test_a_predictor_runs_its_model_in_eval_mode():
+    model = create_model("unet", 2, base_channels=4, depth=2).train()
+    assert not Predictor(model, image_size=16, class_names=["bg", "fg"], device="cpu").model.training
 
 
 def test_load_model_refuses_a_checkpoint_without_meta(tmp_path):
@@ -217,6 +223,19 @@ def test_evaluate_dataset_matches_an_independent_computation(smoke_run):
     assert report["boundary_miou"] == pytest.approx(np.nanmean(boundary))
     assert report["foreground_iou"] is None  # 4 classes: no single foreground
     assert "mIoU" in format_report(report) and "triangle" in format_report(report)
+
+
+def test_evaluate_dataset_runs_the_views_its_report_names():
+    predictor = Predictor(ColourModel(4), image_size=16, class_names=SPECS["synthetic"].class_names, device="cpu",
+                          batch_size=3)
+    ds = load_dataset("synthetic", "val", max_samples=5)
+    images, targets = zip(*(ds.load(i) for i in range(len(ds))))
+    tta = dict(flip=True, scales=(0.75, 1.0))
+    report = evaluate_dataset(predictor, ds, progress=False, **tta)
+    with_tta, _, _ = numpy_metrics(predictor.labels(list(images), **tta), targets, 4)
+    plain, _, _ = numpy_metrics(predictor.labels(list(images)), targets, 4)
+    assert report["confusion_matrix"] == with_tta.tolist() != plain.tolist()
+    assert report["tta"] == {"flip": True, "scales": [0.75, 1.0]}
 
 
 def test_binary_report_has_foreground_iou_and_two_class_miou(tmp_path):
