@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from seglib.gpu_augment import BLUR_RADIUS, GpuAugment, gaussian_blur, normalize, resize_batch, saturate, shift_hue
+from seglib.gpu_augment import (BLUR_RADIUS, GpuAugment, denormalize, gaussian_blur, normalize, resize_batch, saturate,
+                                shift_hue)
+from seglib.masks import resize_mask
 from seglib.synthetic import PALETTE, make_sample
 
 
@@ -55,11 +57,23 @@ def test_flip_mirrors_the_mask():
 
 
 def test_resize_batch_is_nearest_for_masks():
-    images, masks = batch(2)
+    images, masks = batch(2, size=(48, 48))
+    masks = (masks > 0).to(torch.uint8) * 3  # labels 0 and 3 only: any interpolation would invent 1 and 2
     x, y = resize_batch(images, masks, 24)
-    assert x.shape == (2, 3, 24, 24) and set(y.unique().tolist()) <= set(masks.unique().tolist())
+    assert x.shape == (2, 3, 24, 24) and set(y.unique().tolist()) == {0, 3}
+    for mask, resized in zip(masks.numpy(), y):  # the cache's pixel-centre sampling (OpenCV and torch may round
+        np.testing.assert_array_equal(resized.numpy(), resize_mask(mask, (24, 24)))  # a centre on a tie apart)
     assert torch.allclose(normalize(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)).flatten(),
                           torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
+
+
+def test_brightness_and_contrast_stay_within_the_pixel_range():
+    white = torch.full((8, 16, 16, 3), 255, dtype=torch.uint8)
+    x, _ = GpuAugment(16, brightness=0.5, contrast=0.5)(white, torch.zeros(8, 16, 16, dtype=torch.uint8),
+                                                         torch.Generator().manual_seed(0))
+    ceiling = normalize(torch.full((1, 3, 1, 1), 255.0)).view(1, 3, 1, 1)
+    assert (x <= ceiling + 1e-5).all() and (x < ceiling - 0.1).any()  # clipped at white; some darkened
+    assert (denormalize(torch.full((3, 2, 2), 10.0)) == 255).all()  # far above white is white, not wrapped
 
 
 def test_brightness_contrast_draws_what_albumentations_draws():
