@@ -126,12 +126,14 @@ def test_last_pt_is_written_at_the_first_validation_after_each_multiple_of_save_
     assert saved == [4, 6, 9]  # validations at 2, 4, 6, 8, 9; multiples of 3 reached at 4, 6 and 9 (the last)
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    straight = run(replace(TINY, out=str(tmp_path / "straight")))["model"].state_dict()
+@pytest.mark.parametrize("model", ["unet", "deeplabv3plus"])  # DeepLabV3+'s dropout draws from the restored RNG
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch, model):
+    cfg = TINY if model == "unet" else replace(TINY, model=model, model_options={"backbone": "resnet18"})
+    straight = run(replace(cfg, out=str(tmp_path / "straight")))["model"].state_dict()
     with killed_at_validation(monkeypatch, 2):  # "killed" during the second epoch
-        run(replace(TINY, out=str(tmp_path / "resumed")))
+        run(replace(cfg, out=str(tmp_path / "resumed")))
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
-    resumed = run(replace(TINY, out=str(tmp_path / "resumed")), resume=True)
+    resumed = run(replace(cfg, out=str(tmp_path / "resumed")), resume=True)
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
     for key, value in straight.items():
         torch.testing.assert_close(resumed["model"].state_dict()[key], value, rtol=0, atol=0)
