@@ -21,7 +21,6 @@ import torch
 from seglib.batches import data_fingerprint
 from seglib.engine import fit
 from seglib.train_config import TrainConfig
-from seglib.errors import ConfigError
 from seglib.paths import display_path, work_dir
 
 _SMOKE = TrainConfig.smoke()
@@ -143,7 +142,7 @@ def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> di
         # options added to TrainConfig since that run take their defaults, which change nothing
         reusable = (_same_run(TrainConfig.from_dict(done["config"]), cfg) and (out / "best.pt").is_file()
                     and done.get("data") == data_fingerprint(cfg))  # and the same files: not the pets sample
-    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+    except (OSError, ValueError, KeyError, TypeError):  # ValueError: a ConfigError too (an option refused now)
         reusable = False
     if reusable:
         if verbose:

@@ -350,6 +350,13 @@ def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
     (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)  # the same folder by another path
     assert train_or_reuse(replace(cfg, out=str(tmp_path / "link" / "run")), device="cpu", verbose=False)["reused"]
     monkeypatch.undo()
+    saved = metrics.read_text()
+    invalid = json.loads(saved)
+    invalid["config"]["batch_size"] = 0  # a config this version refuses: train again, no crash
+    metrics.write_text(json.dumps(invalid))
+    assert not train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
+    (tmp_path / "run" / "best.pt").unlink()  # scores without their weights: train again
+    assert not train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
     changed = train_or_reuse(replace(cfg, lr=5e-3), device="cpu", verbose=False)  # another recipe: train
     assert not changed["reused"]
     (tmp_path / "run" / "metrics.json").write_text("{half a fi")  # damaged: train again, no crash
@@ -395,6 +402,7 @@ def test_comparison_configs_keep_each_plan_in_its_own_folder():
         outs = [c.out for c in configs.values()]
         assert len(set(outs)) == len(outs) and all(f"/runs/{plan}/" in o for o in outs)
         factor = 1 if plan == "smoke" else 5  # MSRC: fewer images, more epochs
+        assert configs["camvid unet"].batch_size == min(PLANS[plan]["batch"], 16)  # scenes: larger images
         assert configs["msrc unet"].epochs == factor * configs["camvid unet"].epochs
         for cfg in configs.values():  # last.pt about ten times a run, and at its end
             assert cfg.save_freq == max(1, cfg.epochs // 10) and cfg.epochs // cfg.save_freq <= 19
@@ -430,8 +438,12 @@ def test_how_good_names_the_plan_and_what_a_proper_run_reaches(tmp_path, monkeyp
              "recipes": {"msrc": {"native_last": native, "config": {"image_size": 256}, "wall_seconds": 29.4}}}
     (tmp_path / "2026-11-28_H200_recipes.json").write_text(json.dumps(saved))
     (tmp_path / "2026-11-29_H200_recipes.json").write_text("{half a fi")  # a damaged newer file is skipped
+    older = {**saved, "env": {"device": "NVIDIA H100"}}
+    (tmp_path / "2026-11-20_H100_recipes.json").write_text(json.dumps(older))  # the newest valid one is quoted
     line = recipes.how_good("cpu", "msrc")
     assert "mIoU 0.765" in line and "NVIDIA H200" in line and "29 s" in line and "person IoU" not in line
+    assert [recipes.plan_name(smoke, device) for smoke, device in ((True, "cuda"), (False, "cuda"), (False, "cpu"))] \
+        == ["smoke", "gpu", "cpu"]
 
 
 def test_weight_ema_follows_the_documented_recursion():
