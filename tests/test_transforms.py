@@ -192,6 +192,19 @@ def test_denormalize_inverts_normalize():
 def test_bad_arguments_explain_themselves():
     with pytest.raises(ConfigError, match="size"):
         T.train_transform(0, seed=0)
+    with pytest.raises(ConfigError, match="transform must be callable"):
+        T.SegmentationTorchDataset(PairsDataset([coded_sample(0, (16, 16))]), "train")
+    with pytest.raises(ConfigError, match="num_workers >= 0, got 2, -1"):
+        T.make_loader(PairsDataset([coded_sample(0, (16, 16))]), T.eval_transform(16), batch_size=2, shuffle=False,
+                      num_workers=-1, seed=0, drop_last=False)
+
+
+def test_without_hflip_no_crop_is_mirrored():
+    image, mask = coded_sample(0, (64, 64))  # square: a crop of the whole area is the whole image
+    expected = T.eval_transform(48)(image=image, mask=mask)["mask"]
+    tf = T.train_transform(48, seed=0, color=False, hflip=False, scale=(1, 1))
+    masks = [tf(image=image, mask=mask)["mask"] for _ in range(8)]  # a flip would show in 8 draws (p=0.5 each)
+    assert all(torch.equal(m, expected) for m in masks)
     with pytest.raises(ConfigError, match="ToTensorV2"):
         T.SegmentationTorchDataset(PairsDataset([coded_sample(0, (16, 16))]), A.Compose([A.NoOp()]))[0]
 
