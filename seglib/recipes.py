@@ -130,8 +130,8 @@ def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
 
 
 def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> dict:
-    """``fit(cfg)``, unless ``cfg.out`` already holds a finished run of exactly this configuration on the same
-    files (:func:`~seglib.batches.data_fingerprint`).
+    """``fit(cfg)`` (a line per validation when ``verbose``, no progress bars), unless ``cfg.out`` already holds a
+    finished run of exactly this configuration on the same files (:func:`~seglib.batches.data_fingerprint`).
 
     Returns ``{"best", "history", "out", "wall_seconds", "reused"}``; ``out/best.pt`` holds the model.
     """
@@ -149,7 +149,7 @@ def train_or_reuse(cfg: TrainConfig, *, device=None, verbose: bool = True) -> di
             print(f"reusing {display_path(out)} (same configuration; delete the folder to train again)")
         return {"best": done["best"], "history": history, "out": out, "wall_seconds": done["wall_seconds"],
                 "reused": True}
-    result = fit(cfg, device=device, verbose=verbose)
+    result = fit(cfg, device=device, verbose=verbose, progress=False)  # a line a validation; no bars in a notebook
     return {**{k: result[k] for k in ("best", "history", "out", "wall_seconds")}, "reused": False}
 
 

@@ -334,8 +334,11 @@ def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
     from seglib.recipes import train_or_reuse
 
     cfg = replace(TINY, epochs=1, out=str(tmp_path / "run"))
+    asked = []
+    monkeypatch.setattr("seglib.recipes.fit", lambda *a, **k: asked.append(k) or fit(*a, **k))
     first = train_or_reuse(cfg, device="cpu", verbose=False)
-    assert not first["reused"]
+    assert not first["reused"] and asked == [{"device": "cpu", "verbose": False, "progress": False}]  # no bars
+    monkeypatch.undo()
     calls = []
     monkeypatch.setattr("seglib.recipes.fit", lambda *a, **k: calls.append(a) or pytest.fail("retrained"))
     again = train_or_reuse(cfg, device="cpu", verbose=False)
