@@ -227,9 +227,9 @@ def test_a_cache_never_serves_labels_that_the_decoder_would_now_make_otherwise(m
     ds = load_dataset("pets", "val", max_samples=4)  # the shipped sample
     first = C.load_or_build_cache(ds, 16)
     assert C.load_or_build_cache(ds, 16).path == first.path  # reused while nothing changes
-    monkeypatch.setattr(ds.spec, "left_out", ("Abyssinian_34", "Bengal_56"))  # a spec setting, as a fix would
-    changed = C.load_or_build_cache(ds, 16)
-    assert changed.path != first.path and changed.fingerprint() == ds.fingerprint()
-    monkeypatch.undo()
+    with monkeypatch.context() as edited:  # (not undo(): the private work dir stays)
+        edited.setattr(ds.spec, "left_out", ("Abyssinian_34", "Bengal_56"))  # a spec setting, as a fix would
+        changed = C.load_or_build_cache(ds, 16)
+        assert changed.path != first.path and changed.fingerprint() == ds.fingerprint()
     monkeypatch.setattr(base, "decoder_source", lambda: "the decoding code, edited")
     assert ds.fingerprint() not in (first.fingerprint(), changed.fingerprint())

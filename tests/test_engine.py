@@ -335,26 +335,24 @@ def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
 
     cfg = replace(TINY, epochs=1, out=str(tmp_path / "run"))
     asked = []
-    monkeypatch.setattr("seglib.recipes.fit", lambda *a, **k: asked.append(k) or fit(*a, **k))
-    first = train_or_reuse(cfg, device="cpu", verbose=False)
+    with monkeypatch.context() as spy:  # (undo() would also undo the autouse private SEGLIB_WORK_DIR)
+        spy.setattr("seglib.recipes.fit", lambda *a, **k: asked.append(k) or fit(*a, **k))
+        first = train_or_reuse(cfg, device="cpu", verbose=False)
     assert not first["reused"] and asked == [{"device": "cpu", "verbose": False, "progress": False}]  # no bars
-    monkeypatch.undo()
-    calls = []
-    monkeypatch.setattr("seglib.recipes.fit", lambda *a, **k: calls.append(a) or pytest.fail("retrained"))
-    again = train_or_reuse(cfg, device="cpu", verbose=False)
-    assert again["reused"] and again["best"]["val_miou"] == first["best"]["val_miou"]
-    assert again["history"] == json.loads(json.dumps(first["history"]))
     metrics = tmp_path / "run" / "metrics.json"
-    older = json.loads(metrics.read_text())
-    del older["config"]["ema_decay"]  # a run from before an option existed: its default changes nothing
-    metrics.write_text(json.dumps(older))
-    assert train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
-    assert train_or_reuse(replace(cfg, save_freq=5, log_freq=7), device="cpu", verbose=False)["reused"]  # no effect
-    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)  # the same folder by another path
-    assert train_or_reuse(replace(cfg, out=str(tmp_path / "link" / "run")), device="cpu", verbose=False)["reused"]
-    monkeypatch.undo()
-    saved = metrics.read_text()
-    invalid = json.loads(saved)
+    with monkeypatch.context() as no_training:
+        no_training.setattr("seglib.recipes.fit", lambda *a, **k: pytest.fail("retrained"))
+        again = train_or_reuse(cfg, device="cpu", verbose=False)
+        assert again["reused"] and again["best"]["val_miou"] == first["best"]["val_miou"]
+        assert again["history"] == json.loads(json.dumps(first["history"]))
+        older = json.loads(metrics.read_text())
+        del older["config"]["ema_decay"]  # a run from before an option existed: its default changes nothing
+        metrics.write_text(json.dumps(older))
+        assert train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
+        assert train_or_reuse(replace(cfg, save_freq=5, log_freq=7), device="cpu", verbose=False)["reused"]  # no effect
+        (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)  # the same folder by another path
+        assert train_or_reuse(replace(cfg, out=str(tmp_path / "link" / "run")), device="cpu", verbose=False)["reused"]
+    invalid = json.loads(metrics.read_text())
     invalid["config"]["batch_size"] = 0  # a config this version refuses: train again, no crash
     metrics.write_text(json.dumps(invalid))
     assert not train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
@@ -373,10 +371,9 @@ def test_train_or_reuse_never_pairs_a_finished_runs_scores_with_another_runs_wei
 
     a = replace(TINY, epochs=1, out=str(tmp_path / "run"))
     train_or_reuse(a, device="cpu", verbose=False)
-    monkeypatch.setattr(engine, "finish", lambda *args: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
+    with monkeypatch.context() as dies, pytest.raises(ZeroDivisionError):  # (not undo(): the private work dir stays)
+        dies.setattr(engine, "finish", lambda *args: 1 / 0)
         fit(replace(a, lr=0.5), device="cpu", verbose=False)
-    monkeypatch.undo()
     assert load_checkpoint(tmp_path / "run" / "best.pt")["config"]["lr"] == 0.5  # B's weights are there
     again = train_or_reuse(a, device="cpu", verbose=False)
     assert not again["reused"]
