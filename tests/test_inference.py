@@ -260,6 +260,16 @@ def test_binary_report_has_foreground_iou_and_two_class_miou(tmp_path):
     assert report["foreground_iou"] == fg
     assert report["miou"] == pytest.approx((bg + fg) / 2)
 
+    # a third class that neither the truth nor the model ever holds: no score, and out of every mean
+    never = type("NeverThird", (torch.nn.Module,), {"forward": lambda self, x: torch.cat(
+        [model(x), torch.full_like(x[:, :1], -1e4)], 1)})()
+    ds.num_classes = 3
+    three = evaluate_dataset(Predictor(never, image_size=16, class_names=["background", "shape", "never"],
+                                       device="cpu"), ds, progress=False)
+    assert three["classes"][2]["iou"] is None and three["classes"][2]["boundary_iou"] is None
+    assert three["miou"] == pytest.approx(report["miou"])
+    assert three["boundary_miou"] == pytest.approx(report["boundary_miou"])
+
 
 def test_class_count_mismatch_is_refused():
     predictor = Predictor(ColourModel(2), image_size=16, class_names=["bg", "fg"], device="cpu")
