@@ -466,6 +466,9 @@ def _unique_colors(data) -> tuple[np.ndarray, np.ndarray]:
         a = np.asarray(a)
         if a.shape[-1] not in (3, 4):
             raise ConfigError(f"expected RGB pixels (..., 3), got shape {a.shape}")
+        if a.size and (a[..., :3].min() < 0 or a[..., :3].max() > 255):  # 300 would wrap to 44
+            raise ConfigError(f"colours must be 8-bit (0..255), got values {a[..., :3].min()}..{a[..., :3].max()}: "
+                              "scale 16-bit colours down first (>> 8)")
         keys.append(pack_rgb(a[..., :3].astype(np.uint8)).ravel())
     uniq, counts = np.unique(np.concatenate(keys), return_counts=True)
     return unpack_rgb(uniq).astype(np.float32), counts.astype(np.float64)
@@ -536,6 +539,8 @@ def match_clusters_to_palette(centers: np.ndarray, colors,
     """
     from scipy.optimize import linear_sum_assignment
 
+    if not 0 <= ignore_index <= 255:
+        raise ConfigError(f"ignore_index {ignore_index} does not fit the uint8 mapping (0..255): use 255")
     centers = np.asarray(centers, np.float64)
     palette = _as_colors(colors).astype(np.float64)
     cost = np.sqrt(((centers[:, None] - palette[None]) ** 2).sum(-1))

@@ -402,3 +402,11 @@ def test_a_full_size_cityscapes_colour_mask_with_jpeg_like_noise_decodes_to_its_
     rgb = np.clip(rgb + rng.integers(-3, 4, rgb.shape, dtype=np.int16), 0, 255).astype(np.uint8)
     out = masks.cityscapes_colors_to_trainids(rgb, tolerance=10)
     assert (out == train).mean() > 0.999
+
+
+def test_kmeans_refuses_colours_beyond_8_bits_and_the_mapping_an_ignore_beyond_uint8():
+    sixteen_bit = np.array([[[300, 0, 0], [0, 0, 0]]], np.uint16)  # 300 would have become 44
+    with pytest.raises(ConfigError, match="colours must be 8-bit"):
+        masks.kmeans_colors(sixteen_bit, k=2)
+    with pytest.raises(ConfigError, match="ignore_index 300 does not fit"):
+        masks.match_clusters_to_palette(np.zeros((3, 3)), COLORS, ignore_index=300)
