@@ -22,7 +22,8 @@ IMAGES = 4  # validation images per snapshot
 def remove_snapshots(out: Path) -> None:
     """Delete the snapshots of a run that a new one in ``out`` replaces."""
     for old in (Path(out) / "snapshots").glob("epoch_*.png"):
-        old.unlink()
+        if old.is_file():  # a folder of that name is not the run's to delete
+            old.unlink()
 
 
 class Snapshots:

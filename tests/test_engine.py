@@ -907,3 +907,14 @@ def test_tensorboard_without_the_package_is_a_config_error_before_anything_is_re
     with pytest.raises(ConfigError, match="pip install tensorboard"):
         run(replace(TINY, tensorboard=True, out=str(tmp_path / "new")))
     assert not (tmp_path / "new").exists()  # no folder made
+
+
+def test_remove_snapshots_deletes_the_runs_pictures_only(tmp_path):
+    from seglib.snapshots import remove_snapshots
+
+    folder = tmp_path / "snapshots"
+    (folder / "epoch_0002.png").mkdir(parents=True)  # not a picture: someone's folder
+    (folder / "epoch_0001.png").write_bytes(b"png")
+    (folder / "notes.txt").write_text("mine")
+    remove_snapshots(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_0002.png", "notes.txt"]
