@@ -73,6 +73,13 @@ def _integer(mask: np.ndarray, path: PathLike, what: str = "mask") -> np.ndarray
                     "bilinear/bicubic resizing (which blends neighbouring labels)", _INTEGER_HINT)
 
 
+def _check_uint8_ignore(ignore_index: int) -> None:
+    """An ignore index stored in a uint8 map must fit it: -100 (PyTorch's default) would wrap around to 156."""
+    if not 0 <= ignore_index <= 255:
+        raise ConfigError(f"ignore_index {ignore_index} does not fit a uint8 label map (0..255): use 255 and map "
+                          "your void value to it")
+
+
 def _check_ignore(num_classes: int, ignore_index: int) -> None:
     if num_classes < 1:
         raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
@@ -101,9 +108,7 @@ def validate_mask(mask: np.ndarray, *, num_classes: int, image_size: Sequence[in
     Bool (1-bit) masks are accepted as {0, 1}.
     """
     _check_ignore(num_classes, ignore_index)
-    if not 0 <= ignore_index <= 255:  # it would wrap around in the uint8 label map returned (-100 -> 156)
-        raise ConfigError(f"ignore_index {ignore_index} does not fit a uint8 label map (0..255): use 255 and map "
-                          "your void value to it")
+    _check_uint8_ignore(ignore_index)
     mask = np.asarray(mask)
     if mask.ndim != 2:
         if mask.ndim == 3 and mask.shape[-1] in (3, 4):
@@ -466,9 +471,10 @@ def _unique_colors(data) -> tuple[np.ndarray, np.ndarray]:
         a = np.asarray(a)
         if a.shape[-1] not in (3, 4):
             raise ConfigError(f"expected RGB pixels (..., 3), got shape {a.shape}")
-        if a.size and (a[..., :3].min() < 0 or a[..., :3].max() > 255):  # 300 would wrap to 44
-            raise ConfigError(f"colours must be 8-bit (0..255), got values {a[..., :3].min()}..{a[..., :3].max()}: "
-                              "scale 16-bit colours down first (>> 8)")
+        low, high = (a[..., :3].min(), a[..., :3].max()) if a.size else (0, 0)
+        if low < 0 or high > 255:  # 300 would wrap to 44
+            raise ConfigError(f"colours must be 8-bit (0..255), got values {low}..{high}: scale 16-bit colours "
+                              "down first (>> 8)")
         keys.append(pack_rgb(a[..., :3].astype(np.uint8)).ravel())
     uniq, counts = np.unique(np.concatenate(keys), return_counts=True)
     return unpack_rgb(uniq).astype(np.float32), counts.astype(np.float64)
@@ -539,8 +545,7 @@ def match_clusters_to_palette(centers: np.ndarray, colors,
     """
     from scipy.optimize import linear_sum_assignment
 
-    if not 0 <= ignore_index <= 255:
-        raise ConfigError(f"ignore_index {ignore_index} does not fit the uint8 mapping (0..255): use 255")
+    _check_uint8_ignore(ignore_index)
     centers = np.asarray(centers, np.float64)
     palette = _as_colors(colors).astype(np.float64)
     cost = np.sqrt(((centers[:, None] - palette[None]) ** 2).sum(-1))

@@ -46,7 +46,8 @@ def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE
     if labels.dtype.kind not in "biu":
         raise ConfigError(f"colorize takes integer class indices, not {labels.dtype} values: take the argmax (or "
                           "round) first")
-    labels = labels.astype(np.int64)
+    if labels.dtype == bool:  # a mask: classes 0 and 1 (as indices, not as a boolean selection)
+        labels = labels.view(np.uint8)
     beyond = ((labels < 0) | (labels >= len(palette))) & (labels != ignore_index)
     if beyond.any():
         raise ConfigError(f"label {int(labels[beyond][0])} has no colour: the palette has {len(palette)} (labels "

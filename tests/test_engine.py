@@ -227,11 +227,6 @@ def test_history_rows_cover_every_epoch_since_the_validation_before():
     assert validations_since_best(history.rows[:1]) == 0 == History(history.rows[:1]).since_best
 
 
-def one_epoch(model, batches, loss_fn, **kw):
-    return engine.train_one_epoch(model, batches, loss_fn, torch.optim.SGD(model.parameters(), lr=0.1),
-                                  device="cpu", progress=False, **kw)
-
-
 def test_train_one_epoch_steps_the_schedule_and_the_average_and_returns_the_mean_loss():
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 2, 1)
@@ -258,7 +253,8 @@ def test_an_infinite_loss_stops_training_even_when_the_weights_stay_finite():
     model = torch.nn.Conv2d(3, 2, 1)
     constant_inf = lambda logits, y: (logits * 0).sum() + float("inf")  # noqa: E731  (zero gradient)
     with pytest.raises(engine.NonFiniteLoss, match="the training loss became inf"):
-        one_epoch(model, [(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))], constant_inf)
+        engine.train_one_epoch(model, [(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))],
+                               constant_inf, torch.optim.SGD(model.parameters(), lr=0.1), device="cpu", progress=False)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -408,5 +408,5 @@ def test_kmeans_refuses_colours_beyond_8_bits_and_the_mapping_an_ignore_beyond_u
     sixteen_bit = np.array([[[300, 0, 0], [0, 0, 0]]], np.uint16)  # 300 would have become 44
     with pytest.raises(ConfigError, match="colours must be 8-bit"):
         masks.kmeans_colors(sixteen_bit, k=2)
-    with pytest.raises(ConfigError, match="ignore_index 300 does not fit"):
+    with pytest.raises(ConfigError, match="ignore_index 300 does not fit a uint8"):
         masks.match_clusters_to_palette(np.zeros((3, 3)), COLORS, ignore_index=300)
