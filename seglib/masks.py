@@ -190,7 +190,8 @@ def binarize(mask: np.ndarray, threshold: float = 127, path: PathLike = None) ->
     """Soft or 0/255 mask → uint8 {0, 1} via ``mask > threshold``; bool and 0/1 masks are kept as they are.
 
     ``threshold`` is on the 8-bit scale: for a uint16 mask (a 16-bit file, 0..65535) it is scaled by
-    65535 / 255. A 16-bit mask whose values stay within 2..255 is refused: its scale is unclear.
+    65535 / 255. A 16-bit mask whose values stay within 2..255 is refused: its scale is unclear, and so
+    is a mask of exactly 0, 1 and 255 (0/1 with 255 as void, or 0/255 with stray 1s).
     """
     mask = _gray(mask, path)
     if mask.dtype == bool:
@@ -201,6 +202,11 @@ def binarize(mask: np.ndarray, threshold: float = 127, path: PathLike = None) ->
                         "pass threshold=0.5 for probability masks")
     if threshold >= 1 and mask.size and mask.min() >= 0 and mask.max() == 1:  # already 0/1, not 0/255
         return mask.astype(np.uint8)
+    if np.issubdtype(mask.dtype, np.integer) and threshold >= 1 and set(_value_counts(mask)[0].tolist()) == {0, 1, 255}:
+        raise DataError(path, "mask values are exactly 0, 1 and 255: a 0/1 mask with 255 as void (as Pascal "
+                        "VOC's), or a 0/255 mask with stray 1s; a threshold would make the 1s background and "
+                        "the 255s foreground", "for a 0/1 mask with void use validate_mask(mask, num_classes=2) "
+                        "(255 is ignored); for a 0/255 mask set its 1s to 0")
     if mask.dtype == np.uint16 and threshold >= 1:
         if 1 < mask.max() <= 255:
             raise DataError(path, f"16-bit mask whose values stay within 0..255 (up to {mask.max()}): 8-bit "

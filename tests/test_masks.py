@@ -149,6 +149,14 @@ def test_binarize_accepts_one_bit_and_rejects_probabilities_with_a_byte_threshol
     raises_named(lambda: masks.binarize(colour, path=PATH), "rgb_to_index")
 
 
+def test_binarize_refuses_a_mask_of_exactly_0_1_and_255():
+    voc_like = np.array([[0, 1, 1], [0, 255, 1]], np.uint8)  # 0/1 labels with a void border, as Pascal VOC's
+    raises_named(lambda: masks.binarize(voc_like, path=PATH), "validate_mask")
+    assert masks.validate_mask(voc_like, num_classes=2).tolist() == voc_like.tolist()  # the fix it names works
+    assert masks.binarize(voc_like, threshold=0).tolist() == [[0, 1, 1], [0, 1, 1]]  # an explicit 0 is obeyed
+    assert masks.binarize(np.array([[0, 1, 2, 255]], np.uint8)).tolist() == [[0, 0, 0, 1]]  # soft: thresholded
+
+
 def test_instances_to_binary():
     instances = np.array([[0, 1, 1], [2, 2, 0], [0, 3, 0]], np.uint8)  # Penn-Fudan: k = k-th person
     out = masks.instances_to_binary(instances)
