@@ -102,13 +102,10 @@ def worker_seed(seed: int, worker_id: int) -> int:
 
 
 def _init_worker(transform, seed: int, worker_id: int) -> None:
-    s = worker_seed(seed, worker_id)
-    info = torch.utils.data.get_worker_info()
-    # under the "spawn" start method the dataset and this function are pickled separately, so the
-    # transform the worker actually runs is the dataset's copy: seed that one (and ours)
-    own = getattr(info.dataset, "transform", None) if info is not None else None
-    for t in {id(x): x for x in (transform, own) if isinstance(x, A.BaseCompose)}.values():
-        seed_transform(t, s)
+    # under "spawn" too the worker gets this function and the dataset in one pickle, so ``transform`` is
+    # still the object its dataset runs (tests/test_transforms.py checks it)
+    if isinstance(transform, A.BaseCompose):
+        seed_transform(transform, worker_seed(seed, worker_id))
 
 
 def worker_init_fn(transform, seed: int):

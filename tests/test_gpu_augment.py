@@ -56,6 +56,19 @@ def test_flip_mirrors_the_mask():
     assert any(torch.equal(o, y0.flip(-1)) for o in outs) and any(torch.equal(o, y0) for o in outs)
 
 
+@pytest.mark.parametrize("ratio, axis", [(2.0, -1), (0.5, -2)])
+def test_a_crop_wider_or_taller_than_the_image_is_cut_to_it(ratio, axis):
+    """A whole-area crop of aspect 2 (or 1/2) on a square image would reach past two edges; it is clamped to the
+    image's width (height), so every column (row) appears once: no edge pixel smeared over the border."""
+    coords = torch.arange(64, dtype=torch.uint8)
+    masks = (coords.view(1, 1, 64) if axis == -1 else coords.view(1, 64, 1)).expand(4, 64, 64).contiguous()
+    images = masks[..., None].expand(4, 64, 64, 3).contiguous()
+    _, y = GpuAugment(64, scale=(1, 1), ratio=(ratio, ratio), hflip=False)(images, masks,
+                                                                            torch.Generator().manual_seed(0))
+    lines = y if axis == -1 else y.transpose(1, 2)  # the label runs along each output row
+    assert all(sorted(line.tolist()) == list(range(64)) for line in lines.reshape(-1, 64))
+
+
 def test_resize_batch_is_nearest_for_masks():
     images, masks = batch(2, size=(48, 48))
     masks = (masks > 0).to(torch.uint8) * 3  # labels 0 and 3 only: any interpolation would invent 1 and 2

@@ -180,6 +180,21 @@ def test_make_loader_is_reproducible():
     assert all(torch.equal(p[0], q[0]) for p, q in zip(zero, one))
 
 
+def test_workers_started_by_spawn_draw_what_forked_ones_draw():
+    """Under "spawn" (macOS' and Windows' default) each worker unpickles its own copy of the transform: that copy
+    must be the one seeded, or every run draws fresh augmentations."""
+    pairs = [coded_sample(s, SIZES[s % 4]) for s in range(4)]
+
+    def batches(context):
+        loader = T.make_loader(PairsDataset(pairs), T.train_transform(32, seed=0), batch_size=2, shuffle=False,
+                               num_workers=2, seed=3, drop_last=False)
+        loader.multiprocessing_context = context
+        return [x for x, _ in loader]
+
+    forked, spawned = batches("fork"), batches("spawn")
+    assert all(torch.equal(a, b) for a, b in zip(forked, spawned, strict=True))
+
+
 def test_denormalize_inverts_normalize():
     image = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     x = T.eval_transform(20)(image=image[:20, :20], mask=np.zeros((20, 20), np.uint8))["image"]
