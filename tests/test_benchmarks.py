@@ -12,7 +12,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the repo, not installed
-from benchmarks import common, data_path, latency, levers, time_to_quality, train_throughput  # noqa: E402
+from benchmarks import common, data_path, latency, levers, seed_spread, time_to_quality, train_throughput  # noqa: E402
 from seglib.errors import SeglibError  # noqa: E402
 
 
@@ -153,3 +153,23 @@ def test_levers_refuses_the_options_it_would_ignore(capsys):
     with pytest.raises(SystemExit):
         levers.main(["--smoke", "--device", "cpu", "--models", "unet-big", "--steps", "5"])
     assert "--models, --steps: the levers set the model, size and steps of each run" in capsys.readouterr().err
+
+
+def test_seed_spread_retrains_beside_the_notebooks_run_and_reuses_both(run, shared_work):
+    (row,) = run(seed_spread, "--runs", "person unet", "--seeds", "2")["rows"]
+    each = row["miou_each"]
+    assert row["miou"] == pytest.approx(sum(each) / 2) and (row["miou_min"], row["miou_max"]) == (min(each), max(each))
+    assert row["miou_std"] == pytest.approx(abs(each[0] - each[1]) / 2 ** 0.5)
+    folder = shared_work / "runs" / "smoke" / "synthetic_unet"  # seed 0: the notebooks' own run
+    assert (folder / "best.pt").is_file() and (folder.parent / "synthetic_unet_seed1" / "best.pt").is_file()
+    again = run(seed_spread, "--runs", "person unet", "--seeds", "2")["rows"][0]
+    assert again["reused"] == [True, True] and again["miou_each"] == each  # nothing trained twice
+
+
+@pytest.mark.parametrize("args, message", [(["--seeds", "1"], "at least 2 seeds"),
+                                           (["--runs", "person magic"], "unknown runs ['person magic']"),
+                                           (["--models", "unet"], "--models: the runs keep the notebooks' model")])
+def test_seed_spread_refuses_what_it_cannot_measure(args, message, capsys):
+    with pytest.raises(SystemExit):
+        seed_spread.main(["--smoke", "--device", "cpu", *args])
+    assert message in capsys.readouterr().err
