@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from seglib.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from seglib.checkpoint import MAX_CLASSES, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from seglib.errors import DataError
 
 
@@ -135,3 +135,28 @@ def test_a_cuda_state_saved_on_more_gpus_restores_this_processes_one(monkeypatch
     set_rng_state({**saved, "cuda": saved["cuda"][:2]})  # fewer GPUs than this process's index: nothing to restore
     set_rng_state({**saved, "cuda": saved["cuda"][5]})  # the current format: this process's GPU only
     assert [int(s[0]) for s in restored] == [2, 5]
+
+
+@pytest.mark.parametrize("meta", [
+    {"model": "unet", "num_classes": 1, "class_names": ["background", "person"]},  # one output channel, two classes
+    {"model": "unet", "num_classes": MAX_CLASSES, "class_names": [f"c{i}" for i in range(MAX_CLASSES)]},
+    {"model": "unet", "model_options": {"base_channels": 256, "depth": 6, "in_channels": 64}},
+    {"model": "deeplabv3plus", "model_options": {"output_stride": 16}},
+], ids=["one channel", "most classes", "widest and deepest", "stride 16"])
+def test_the_edges_of_what_a_checkpoint_may_hold_are_loaded(tmp_path, meta):
+    save_checkpoint({"model": {}, "meta": meta}, tmp_path / "best.pt")
+    assert load_checkpoint(tmp_path / "best.pt")["meta"] == meta
+
+
+def test_a_checkpoint_in_torch_legacy_format_is_loaded(tmp_path):
+    """``torch.save(..., _use_new_zipfile_serialization=False)`` (torch < 1.6's format) starts with a pickle's 0x80."""
+    torch.save({"model": {"w": torch.ones(2)}, "meta": {"model": "unet"}}, tmp_path / "old.pt",
+               _use_new_zipfile_serialization=False)
+    assert (tmp_path / "old.pt").read_bytes()[:1] == b"\x80"
+    assert torch.equal(load_checkpoint(tmp_path / "old.pt")["model"]["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize("state", [{"model": None}, {"model": [1, 2]}, {"epoch": 3}, [1]])
+def test_load_weights_names_a_state_without_weights(tmp_path, state):
+    with pytest.raises(DataError, match="not a seglib checkpoint: it lacks"):
+        load_weights(torch.nn.Conv2d(3, 2, 3), state, tmp_path / "x.pt")

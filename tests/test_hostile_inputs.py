@@ -174,6 +174,8 @@ BAD_META = {  # case: (what the meta changes, the key the error names)
     "class count a string": ({"num_classes": "2"}, "meta['num_classes'] is '2'"),
     "a billion classes": ({"num_classes": 10**9}, "meta['num_classes'] is 1000000000"),
     "zero classes": ({"num_classes": 0}, "meta['num_classes'] is 0"),
+    "bool classes": ({"num_classes": True}, "meta['num_classes'] is True"),
+    "more names than uint8 labels hold": ({"class_names": ["c"] * 256}, "meta['class_names'] is ['c', "),
     "bool image size": ({"image_size": True}, "meta['image_size'] is True"),
     "huge image size": ({"image_size": 10**6}, "meta['image_size'] is 1000000"),
     "options a list": ({"model_options": [1]}, "meta['model_options'] is [1]"),
