@@ -15,7 +15,7 @@ import torch
 
 from seglib import cache as C
 from seglib import transforms as T
-from seglib.errors import DataError
+from seglib.errors import ConfigError, DataError
 from seglib.masks import resize_mask
 from seglib.paths import work_dir
 from seglib.synthetic import make_sample
@@ -103,6 +103,55 @@ def test_explicit_path_is_rebuilt_in_place_when_stale(tmp_path):
     cache = C.load_or_build_cache(ds, 16, tmp_path / "c")
     assert ds.loads == 6 and cache.fingerprint() == ds.fingerprint()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]     # old copy and temp folder gone
+
+
+def test_an_explicit_path_holding_another_size_is_rebuilt_at_the_size_asked_for(tmp_path):
+    ds = CountingDataset(n=3)
+    C.load_or_build_cache(ds, 16, tmp_path / "c")
+    cache = C.load_or_build_cache(ds, 20, tmp_path / "c")
+    assert cache.size == 20 and cache.images.shape[1:3] == (20, 20) and ds.loads == 6
+
+
+def test_the_cache_keeps_the_dataset_class_names_and_palette():
+    ds = CountingDataset(n=2)
+    ds.class_names, ds.palette = ("a", "b", "c", "d"), [(1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12)]
+    cache = C.build_cache(ds, 16)
+    assert cache.class_names == ("a", "b", "c", "d") and cache.palette.tolist() == [list(c) for c in ds.palette]
+
+
+def test_a_dataset_with_no_samples_or_too_few_ids_leaves_no_cache(tmp_path):
+    with pytest.raises(DataError, match="fake/train has no samples to cache"):
+        C.build_cache(CountingDataset(n=0), 16, tmp_path / "empty")
+    ds = CountingDataset(n=3)
+    ds.ids = ds.ids[:2]
+    with pytest.raises(DataError, match="has 3 samples but 2 ids"):
+        C.build_cache(ds, 16, tmp_path / "short")
+    assert list(tmp_path.iterdir()) == []  # neither half-built nor empty: nothing
+
+
+def test_a_cache_whose_ids_were_cut_is_damaged():
+    path = C.build_cache(CountingDataset(n=3), 16).path
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({**meta, "ids": meta["ids"][:-1]}))
+    with pytest.raises(DataError, match="meta.json lists 2 ids for 3 samples"):
+        C.open_cache(path)
+
+
+def test_resize_image_uses_area_only_when_both_sides_shrink():
+    """A side that shrinks beside one that grows is an enlargement (bilinear); sizes below 1 px are refused."""
+    image = np.random.default_rng(0).integers(0, 256, (20, 64, 3), dtype=np.uint8)
+    assert np.array_equal(C.resize_image(image, 32), cv2.resize(image, (32, 32), interpolation=cv2.INTER_LINEAR))
+    assert np.array_equal(C.resize_image(image, 16), cv2.resize(image, (16, 16), interpolation=cv2.INTER_AREA))
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="positive int"):
+            C.check_size(bad)
+
+
+def test_a_negative_index_reads_from_the_end_as_numpy_does():
+    cache = C.build_cache(CountingDataset(n=3), 16)
+    assert all(np.array_equal(a, b) for a, b in zip(cache.load(-1), cache.load(2)))
+    with pytest.raises(IndexError, match="sample -4 out of range"):
+        cache.load(-4)
 
 
 @pytest.mark.parametrize("damage", ["truncate_images", "truncate_masks", "bad_meta", "missing_masks",
