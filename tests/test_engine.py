@@ -716,6 +716,53 @@ def test_ddp_ranks_draw_their_own_augmentations():
     assert not torch.allclose(x0, x1)
 
 
+def test_the_workers_path_gives_each_rank_its_own_augmentations():
+    from seglib import transforms
+
+    data, cpu = Numbered(8, size=16), torch.device("cpu")
+    data.images[:] = torch.randint(0, 255, data.images.shape, generator=torch.Generator().manual_seed(0)).numpy()
+    data.images[1::2] = data.images[::2]  # rank 0 and rank 1 get the same pictures in each step
+    ranks = [WorkerBatches(data, transforms.train_transform(16, seed=0), 4, cpu, seed=0, shuffle=False,
+                           drop_last=True, num_workers=0, rank=rank, world=2) for rank in (0, 1)]
+    (x0, _), (x1, _) = next(iter(ranks[0])), next(iter(ranks[1]))
+    assert not torch.allclose(x0, x1)
+
+
+@pytest.fixture
+def fake_splits(monkeypatch):
+    """``build_data`` over ``Numbered`` caches of the sizes in the returned dict; records each load_dataset call."""
+    import seglib.cache
+    import seglib.data
+
+    sizes, asked = {"train": 10, "val": 5}, []
+
+    def load_dataset(name, split, root=None, **kw):
+        asked.append((split, kw.get("max_samples")))
+        return type("Split", (), {"split": split, "spec": SPECS[name]})()
+
+    monkeypatch.setattr(seglib.data, "load_dataset", load_dataset)
+    monkeypatch.setattr(seglib.cache, "load_or_build_cache", lambda ds, size: Numbered(sizes[ds.split], size))
+    return sizes, asked
+
+
+@pytest.mark.parametrize("loader", ["gpu", "workers"])
+def test_build_data_under_two_ranks_keeps_every_step_of_a_small_set_and_the_ranks_in_step(loader, fake_splits):
+    sizes, _ = fake_splits
+    sizes["train"] = 6  # 3 a rank: fewer than a batch of 4, so no batch may be dropped
+    cfg = replace(TINY, loader=loader, num_workers=0, batch_size=4)
+    assert [len(build_data(cfg, "cpu", rank=rank, world=2)[0]) for rank in (0, 1)] == [1, 1]
+    sizes["train"] = 7  # odd: both ranks take the same number of steps (one image left out), or one would wait
+    cfg = replace(cfg, batch_size=2)
+    assert [len(build_data(cfg, "cpu", rank=rank, world=2)[0]) for rank in (0, 1)] == [1, 1]
+
+
+def test_build_data_validates_on_val_images_and_uses_workers_on_a_cpu(fake_splits):
+    _, asked = fake_splits
+    train, val, _ = build_data(replace(TINY, loader="auto", num_workers=0, max_samples=9, val_images=3), "cpu")
+    assert asked == [("train", 9), ("val", 3)]
+    assert isinstance(train, WorkerBatches) and isinstance(val, WorkerBatches)
+
+
 @pytest.mark.parametrize("loader", ["gpu", "workers"])
 def test_build_data_trains_on_train_reshuffled_and_validates_on_all_of_val_in_order(loader, monkeypatch):
     """The reference projects validated on the test split (MSRC) and never shuffled (Penn-Fudan): here the
