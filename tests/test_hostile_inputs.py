@@ -19,7 +19,7 @@ from PIL import Image
 
 from seglib.checkpoint import load_checkpoint
 from seglib.cli import main
-from seglib.data.io import read_image, read_label
+from seglib.data.io import pixel_cap, read_image, read_label
 from seglib.download import DOWNLOADS_SUBDIR, download_dataset
 from seglib.errors import ConfigError, DataError, DownloadError
 from seglib.inference import load_model
@@ -52,6 +52,26 @@ def test_an_image_above_the_pixel_cap_is_refused_by_name(tmp_path, monkeypatch, 
     assert text.count(str(path)) == 1 and "re-download" not in text  # not wrapped in a second error
     monkeypatch.setenv("SEGLIB_MAX_IMAGE_PIXELS", str(side * side))  # the documented way to raise the cap
     assert read_image(path).shape == (side, side, 3)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1e9", "lots"])
+def test_a_pixel_cap_that_is_not_a_positive_count_is_refused(monkeypatch, value):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    monkeypatch.setenv("SEGLIB_MAX_IMAGE_PIXELS", value)
+    with pytest.raises(ConfigError, match=f"SEGLIB_MAX_IMAGE_PIXELS={value!r}: must be a whole number"):
+        pixel_cap()
+
+
+def test_read_label_keeps_palette_indices_and_gives_one_bit_masks_as_0_255(tmp_path):
+    indices = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    palette_png = Image.fromarray(indices, mode="P")
+    palette_png.putpalette([0, 0, 0, 200, 10, 10, 10, 200, 10] + [0] * 759)
+    palette_png.save(tmp_path / "p.png")
+    assert read_label(tmp_path / "p.png").tolist() == indices.tolist()  # indices, not colours
+    assert read_label(tmp_path / "p.png", colour=True)[0, 1].tolist() == [200, 10, 10]
+    Image.fromarray(indices > 0).save(tmp_path / "bits.png")  # mode "1"
+    bits = read_label(tmp_path / "bits.png")
+    assert bits.dtype == np.uint8 and bits.tolist() == [[0, 255, 255], [255, 255, 0]]
 
 
 def damaged_jpeg(path, seed=0):

@@ -157,6 +157,21 @@ def test_binarize_refuses_a_mask_of_exactly_0_1_and_255():
     assert masks.binarize(np.array([[0, 1, 2, 255]], np.uint8)).tolist() == [[0, 0, 0, 1]]  # soft: thresholded
 
 
+def test_colour_helpers_refuse_an_ignore_index_among_the_classes_and_draw_unknown_labels_in_the_ignore_colour():
+    colours = [(0, 0, 0), (10, 0, 0), (20, 0, 0), (30, 0, 0), (40, 0, 0)]
+    with pytest.raises(ConfigError, match="5 classes with ignore_index 3"):
+        masks.rgb_to_index(np.zeros((2, 2, 3), np.uint8), colours, ignore_index=3)
+    drawn = masks.index_to_rgb(np.array([[0, 256, -1, 1]]), [(10, 20, 30), (1, 2, 3)])
+    assert drawn.tolist() == [[[10, 20, 30], [0, 0, 0], [0, 0, 0], [1, 2, 3]]]  # 256 and -1 do not wrap to 0 or 255
+
+
+def test_resize_mask_always_returns_a_new_array():
+    mask = np.zeros((4, 6), np.uint8)
+    out = masks.resize_mask(mask, mask.shape)
+    out[0, 0] = 9
+    assert mask[0, 0] == 0
+
+
 def test_instances_to_binary():
     instances = np.array([[0, 1, 1], [2, 2, 0], [0, 3, 0]], np.uint8)  # Penn-Fudan: k = k-th person
     out = masks.instances_to_binary(instances)
