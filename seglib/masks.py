@@ -191,11 +191,16 @@ def binarize(mask: np.ndarray, threshold: float = 127, path: PathLike = None) ->
 
     ``threshold`` is on the 8-bit scale: for a uint16 mask (a 16-bit file, 0..65535) it is scaled by
     65535 / 255. A 16-bit mask whose values stay within 2..255 is refused: its scale is unclear, and so
-    is a mask of exactly 0, 1 and 255 (0/1 with 255 as void, or 0/255 with stray 1s).
+    is a mask of exactly 0, 1 and 255 (0/1 with 255 as void, or 0/255 with stray 1s), and so are
+    negative values.
     """
     mask = _gray(mask, path)
     if mask.dtype == bool:
         return mask.astype(np.uint8)
+    if np.issubdtype(mask.dtype, np.signedinteger) and mask.size and mask.min() < 0:
+        raise DataError(path, f"mask has negative values (down to {mask.min()}): a soft mask holds 0..255 and a "
+                        "binary one 0/1", "map the negative values (a void label such as -1?) to 0, or to 255 and "
+                        "read the mask with validate_mask(mask, num_classes=2)")
     if np.issubdtype(mask.dtype, np.floating) and threshold >= 1 and mask.size and mask.max() <= 1:
         raise DataError(path, f"mask values lie in [0, 1] (dtype {mask.dtype}) but the "
                         f"threshold is {threshold:g}, which would make every pixel background",

@@ -149,12 +149,13 @@ def test_binarize_accepts_one_bit_and_rejects_probabilities_with_a_byte_threshol
     raises_named(lambda: masks.binarize(colour, path=PATH), "rgb_to_index")
 
 
-def test_binarize_refuses_a_mask_of_exactly_0_1_and_255():
+def test_binarize_refuses_a_mask_of_exactly_0_1_and_255_or_negative_values():
     voc_like = np.array([[0, 1, 1], [0, 255, 1]], np.uint8)  # 0/1 labels with a void border, as Pascal VOC's
     raises_named(lambda: masks.binarize(voc_like, path=PATH), "validate_mask")
     assert masks.validate_mask(voc_like, num_classes=2).tolist() == voc_like.tolist()  # the fix it names works
     assert masks.binarize(voc_like, threshold=0).tolist() == [[0, 1, 1], [0, 1, 1]]  # an explicit 0 is obeyed
     assert masks.binarize(np.array([[0, 1, 2, 255]], np.uint8)).tolist() == [[0, 0, 0, 1]]  # soft: thresholded
+    raises_named(lambda: masks.binarize(np.array([[-1, 0, 1]], np.int16), path=PATH), "down to -1")
 
 
 def test_colour_helpers_refuse_an_ignore_index_among_the_classes_and_draw_unknown_labels_in_the_ignore_colour():
