@@ -270,6 +270,18 @@ def test_a_disk_that_fills_during_the_build_leaves_no_temporary_cache(monkeypatc
     assert not C.cache_path(ds, 32).exists() and no_temporary_folder_left()
 
 
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate here")
+@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.EINVAL])
+def test_a_file_system_that_cannot_reserve_blocks_still_gets_its_cache(monkeypatch, code):
+    """tmpfs, some network and FUSE file systems refuse posix_fallocate: the free-space check stands in."""
+    def unsupported(fd, offset, length):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    cache = C.load_or_build_cache(CountingDataset(n=2), 16)
+    assert cache.images.shape == (2, 16, 16, 3) and no_temporary_folder_left()
+
+
 def test_a_cache_never_serves_labels_that_the_decoder_would_now_make_otherwise(monkeypatch):
     from seglib.data import base, load_dataset
 

@@ -74,6 +74,13 @@ def test_read_label_keeps_palette_indices_and_gives_one_bit_masks_as_0_255(tmp_p
     assert bits.dtype == np.uint8 and bits.tolist() == [[0, 255, 255], [255, 255, 0]]
 
 
+@pytest.mark.parametrize("reader", [read_image, read_label])
+def test_an_empty_file_is_called_empty_not_undecodable(tmp_path, reader):
+    (tmp_path / "cut.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"cut.png: file is empty \(0 bytes\)"):
+        reader(tmp_path / "cut.png")
+
+
 def damaged_jpeg(path, seed=0):
     """A photo-like JPEG with 64 bytes in the middle of its compressed data zeroed."""
     pixels = (np.random.default_rng(seed).random((96, 128, 3)) * 255).astype(np.uint8)
