@@ -78,7 +78,7 @@ def load_checkpoint(path: str | Path, map_location="cpu", *, expect: dict | None
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, KeyError) as exc:  # KeyError: a text file read as a pickle
-        if "weights only load failed" not in str(exc).lower():
+        if "global" not in str(exc).lower():  # objects are refused as "unsupported GLOBAL x", damage otherwise
             raise DataError(path, f"not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})",
                             "pass best.pt or last.pt written by python -m seglib train") from exc
         raise DataError(path, "refused: the file holds pickled Python objects, which could run code "

@@ -47,6 +47,12 @@ def test_pickle_payload_is_refused_without_running(tmp_path):
     assert not os.path.exists(marker)
 
 
+def test_a_damaged_pickle_is_called_damaged_not_dangerous(tmp_path):
+    (tmp_path / "g.pt").write_bytes(b"\x80\x02garbage")  # a pickle header, then bytes no pickle holds
+    with pytest.raises(DataError, match="not a PyTorch checkpoint .UnpicklingError"):
+        load_checkpoint(tmp_path / "g.pt")
+
+
 def test_truncated_checkpoint_is_detected(tmp_path):
     path = save_checkpoint({"model": torch.nn.Linear(50, 50).state_dict()}, tmp_path / "last.pt")
     data = path.read_bytes()
