@@ -373,6 +373,10 @@ def download_dataset(name: str, root: str | Path, *, source: str | Path | None =
     entries = SOURCES[name]
     root = Path(root).expanduser()
     target = root / spec.folder
+    in_the_way = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise DownloadError(in_the_way, "is a file, where the datasets folder needs a folder",
+                            "choose another root (--root, $SEGLIB_DATA_DIR), or move the file")
 
     if source is not None and not is_url(source) and Path(source).expanduser().is_dir():
         return _local_folder(Path(source).expanduser(), spec, root)

@@ -454,6 +454,15 @@ def test_download_dataset_from_local_archive(tmp_path):
     assert download_dataset("pennfudan", root) == folder
 
 
+@pytest.mark.parametrize("below", ["", "sub/data"])
+def test_a_file_where_the_datasets_folder_goes_is_named(tmp_path, below):
+    archive = pennfudan_zip(tmp_path / "my_copy.zip")
+    (tmp_path / "notes").write_text("keep me")
+    with pytest.raises(DownloadError, match=f"{tmp_path / 'notes'}: is a file, where the datasets folder needs"):
+        download_dataset("pennfudan", tmp_path / "notes" / below, source=archive)
+    assert (tmp_path / "notes").read_text() == "keep me" and archive.is_file()
+
+
 def test_download_dataset_official_name_gets_the_official_checksum(tmp_path):
     archive = pennfudan_zip(tmp_path / "PennFudanPed.zip")  # not the real bytes
     root = tmp_path / "data"
