@@ -125,3 +125,27 @@ def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_previous_one(tmp_
     assert str(err.value).startswith(f"{target}: no space left on the disk: it needs about 8.0 kB, ")
     assert " free there; nothing was replaced. Fix: free some space" in str(err.value)
     assert target.read_bytes() == b"previous" * 1000 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_file_that_appears_while_the_result_is_written_is_not_replaced(tmp_path):
+    target = tmp_path / "r.json"
+    with pytest.raises(DataError, match="exists"):
+        with atomic_path(target, overwrite=False) as tmp:
+            tmp.write_text("new")
+            target.write_text("appeared")  # another process, in the meantime
+    assert target.read_text() == "appeared"
+
+
+def test_an_existing_file_is_refused_before_any_work_is_done(tmp_path):
+    target, called = tmp_path / "r.json", []
+    target.write_text("old")
+    with pytest.raises(DataError):
+        write_atomic(target, lambda tmp: called.append(tmp), overwrite=False)
+    assert called == [] and target.read_text() == "old"
+
+
+def test_errors_other_than_a_full_disk_pass_through_as_they_are(tmp_path):
+    with pytest.raises(PermissionError):
+        with atomic_path(tmp_path / "r.json"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+    assert list(tmp_path.iterdir()) == []

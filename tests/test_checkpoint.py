@@ -24,6 +24,16 @@ def test_round_trip_with_weights_only(tmp_path):
     assert (tmp_path / "last.pt").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777  # not 0600
 
 
+def test_seed_everything_seeds_every_generator():
+    from seglib.utils import seed_everything
+
+    draws = []
+    for _ in range(2):
+        seed_everything(7)
+        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
+    assert draws[0] == draws[1]
+
+
 def test_rng_state_restores_every_generator():
     state = rng_state()
     first = (random.random(), np.random.rand(), torch.rand(1).item())

@@ -608,3 +608,45 @@ def test_a_tiktok_conversion_that_fails_partway_leaves_no_target(tmp_path, monke
     with pytest.raises(OSError, match="disk unplugged"):
         flatten_tiktok_videos(release, target)
     assert len(calls) == 3 and list((tmp_path / "data").iterdir()) == []  # no target, no hidden folder
+
+
+# ------------------------------------------------------------------ pairing images with masks
+
+
+def image_mask_folders(root: Path, names=("c", "a", "b")) -> tuple[Path, Path]:
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for n in names:
+        (root / "images" / f"{n}.png").write_bytes(b"i")
+        (root / "masks" / f"{n}.png").write_bytes(b"m")
+    return root / "images", root / "masks"
+
+
+@pytest.mark.parametrize("litter", ["images/._a.png", "masks/._b.png", "masks/Thumbs.db", "masks/old/"])
+def test_pair_files_ignores_what_file_managers_leave_behind(tmp_path, litter):
+    """macOS ``._`` files, Windows' Thumbs.db and a subfolder are neither samples nor orphan masks."""
+    from seglib.data.specs import pair_files
+
+    images, masks = image_mask_folders(tmp_path)
+    if litter.endswith("/"):
+        (tmp_path / litter).mkdir()
+    else:
+        (tmp_path / litter).write_bytes(b"x")
+    items = pair_files(images, masks, "*.png", lambda p: p.name, mask_pattern="*")
+    assert [item.id for item in items] == ["a", "b", "c"]
+
+
+def test_pair_files_lists_samples_in_name_order_whatever_the_file_system_order(tmp_path):
+    from seglib.data.specs import pair_files
+
+    names = [f"{i:03d}" for i in range(40)][::-1]  # written last to first
+    images, masks = image_mask_folders(tmp_path, names)
+    assert [item.id for item in pair_files(images, masks, "*.png", lambda p: p.name)] == sorted(names)
+
+
+def test_a_cityscapes_pair_of_odd_width_is_refused_not_split_unevenly(tmp_path):
+    folder = tmp_path / "cityscapes_data" / "train"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 9, 3), np.uint8)).save(folder / "1.jpg")
+    with pytest.raises(DataError, match="width 9 is odd"):
+        load_dataset("cityscapes_pairs", "train", tmp_path / "cityscapes_data").load(0)

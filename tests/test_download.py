@@ -4,6 +4,7 @@ Everything is local: files, ``file://`` URLs and a loopback HTTP server on 127.0
 """
 
 import dataclasses
+import errno
 import hashlib
 import http.server
 import io
@@ -12,6 +13,7 @@ import random
 import re
 import tarfile
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -27,7 +29,7 @@ from seglib.download import (DOWNLOADS_SUBDIR, SOURCES, DatasetSource, download_
                              file_digest, safe_extract, verify_checksum)
 from seglib import utils
 from seglib.errors import ConfigError, DataError, DownloadError
-from seglib.secure_io import move_entries
+from seglib.secure_io import merge_tree, move_entries
 
 shutil_usage = shutil._ntuple_diskusage
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, several read chunks' worth of progress
@@ -716,3 +718,104 @@ def test_an_archive_holding_one_path_twice_is_refused(tmp_path, names, problem):
         with pytest.raises(DownloadError, match=re.escape(problem)):
             safe_extract(archive, tmp_path / "out")
         assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ what a second audit found untested
+
+
+def test_a_checksum_in_capitals_is_the_same_checksum(payload_file):
+    assert verify_checksum(payload_file, md5=md5(PAYLOAD).upper())
+    assert verify_checksum(payload_file, sha256=sha(PAYLOAD).upper())
+
+
+def test_extracting_the_same_archive_twice_keeps_the_identical_files(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"readme.txt": b"r"})
+    safe_extract(archive, tmp_path / "t")
+    safe_extract(archive, tmp_path / "t")
+    assert (tmp_path / "t" / "readme.txt").read_bytes() == b"r"
+
+
+def test_merge_tree_adds_what_is_missing_and_never_replaces_a_file(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("new")
+    (tmp_path / "src" / "b.txt").write_text("b")
+    (tmp_path / "dst" / "a.txt").write_text("old")
+    merge_tree(tmp_path / "src", tmp_path / "dst")
+    assert (tmp_path / "dst" / "a.txt").read_text() == "old" and (tmp_path / "dst" / "b.txt").read_text() == "b"
+
+
+def test_a_zip_member_that_is_a_fifo_is_refused(tmp_path):
+    fifo = zipfile.ZipInfo("ok/fifo")
+    fifo.external_attr = (stat.S_IFIFO | 0o644) << 16
+    with pytest.raises(DownloadError, match="a device, fifo or socket"):
+        safe_extract(make_zip(tmp_path / "bad.zip", {"ok/a.txt": b"a", "ok/fifo": fifo}), tmp_path / "t")
+
+
+def test_a_backup_copy_inside_the_dataset_folder_is_not_a_second_dataset(tmp_path):
+    archive = make_zip(tmp_path / "mine.zip", {"MyPenn/PNGImages/FudanPed00001.png": b"i",
+                                               "MyPenn/PedMasks/FudanPed00001_mask.png": b"m",
+                                               "MyPenn/backup/PedMasks/FudanPed00001_mask.png": b"m"})
+    folder = download_dataset("pennfudan", tmp_path / "data", source=archive)
+    assert (folder / "PedMasks" / "FudanPed00001_mask.png").is_file()
+
+
+def test_tiktok_videos_at_two_depths_are_refused_not_half_converted(tmp_path):
+    archive = make_zip(tmp_path / "tt.zip", {"a/00001/images/0001.png": b"i", "a/00001/masks/0001.png": b"m",
+                                             "b/c/00002/images/0001.png": b"i", "b/c/00002/masks/0001.png": b"m"})
+    with pytest.raises(DownloadError, match="several folders"):
+        download_dataset("tiktok", tmp_path / "data", source=archive)
+    assert not (tmp_path / "data" / "tiktok_person").exists()
+
+
+def test_a_tiktok_release_over_an_existing_folder_is_named(tmp_path):
+    root = tmp_path / "data"
+    (root / "tiktok_person").mkdir(parents=True)
+    archive = make_zip(tmp_path / "tt.zip", {"00001/images/0001.png": b"i", "00001/masks/0001.png": b"m",
+                                             "00002/images/0001.png": b"i", "00002/masks/0001.png": b"m"})
+    with pytest.raises(DataError, match="exists already"):
+        download_dataset("tiktok", root, source=archive)
+
+
+def test_a_pairs_archive_without_its_train_split_places_nothing(tmp_path):
+    archive = make_zip(tmp_path / "cityscapes-image-pairs.zip", {"cityscapes_data/val/1.jpg": b"j"})
+    with pytest.raises(DownloadError, match="does not hold"):
+        download_dataset("cityscapes_pairs", tmp_path / "data", source=archive)
+    assert not (tmp_path / "data" / "cityscapes_data").exists()
+
+
+def test_a_root_made_by_the_user_survives_a_failed_download(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    with pytest.raises(DownloadError):
+        download_dataset("pennfudan", root, source=make_zip(tmp_path / "x.zip", {"other/a.txt": b"a"}))
+    assert root.is_dir()
+
+
+def test_staging_of_another_users_running_prepare_is_kept(tmp_path, monkeypatch):
+    from seglib import download
+
+    staging = tmp_path / ".seglib-extract-4242-abc"
+    staging.mkdir()
+
+    def kill(pid, sig):  # the process exists, but belongs to someone else
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(download.os, "kill", kill)
+    download._remove_abandoned_staging(tmp_path)
+    assert staging.is_dir()
+
+
+def test_the_official_pets_annotations_archive_is_checked_alone(tmp_path):
+    fake = make_tar(tmp_path / "annotations.tar.gz", [tar_file("annotations/trimaps/Bengal_1.png", b"t")])
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        download_dataset("pets", tmp_path / "data", source=fake)
+    assert not (tmp_path / "data" / "oxford_iiit_pet").exists()
+
+
+def test_the_pets_annotations_alone_ask_for_the_images(tmp_path, monkeypatch):
+    monkeypatch.setitem(SOURCES, "pets", [dataclasses.replace(e, md5=None) for e in SOURCES["pets"]])
+    annotations = make_tar(tmp_path / "annotations.tar.gz", [tar_file("annotations/trimaps/Bengal_1.png", b"t")])
+    with pytest.raises(DownloadError, match="not complete.*images.tar.gz"):
+        download_dataset("pets", tmp_path / "data", source=annotations)
+    assert not SPECS["pets"].is_present(tmp_path / "data" / "oxford_iiit_pet")

@@ -343,3 +343,9 @@ def test_a_resnet_with_another_head_or_none_loads_its_trunk(tmp_path):
     torch.save(headless, tmp_path / "broken.pth")
     with pytest.raises(ConfigError, match="does not fit torchvision's resnet18"):
         ResNetTrunk("resnet18", 16, tmp_path / "broken.pth")
+
+
+def test_count_parameters_counts_frozen_ones_unless_asked_for_the_trainable():
+    layer = torch.nn.Linear(3, 2)
+    layer.bias.requires_grad_(False)
+    assert count_parameters(layer) == 8 and count_parameters(layer, trainable_only=True) == 6
