@@ -209,6 +209,23 @@ def test_out_inside_a_dataset_or_holding_images_is_refused(tmp_path):
     assert [p.name for p in pictures.iterdir()] == ["holiday.png"]
 
 
+def test_out_is_checked_for_pictures_of_any_case_its_own_figures_and_the_init_from_it_would_overwrite(tmp_path):
+    from seglib.run_folder import check_out
+
+    shouting = tmp_path / "camera"
+    shouting.mkdir()
+    (shouting / "IMG_0001.JPG").write_bytes(b"photo")
+    with pytest.raises(DataError, match=f"{shouting}: holds images"):
+        check_out(replace(TINY, out=str(shouting)), init_from=None)
+    run = tmp_path / "run"  # a finished run keeps its own figures beside its checkpoints: trained into again
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    (run / "curves.png").write_bytes(b"figure")
+    check_out(replace(TINY, out=str(run)), init_from=None)
+    with pytest.raises(DataError, match="is --init-from and a checkpoint this run overwrites"):
+        check_out(replace(TINY, out=str(run)), init_from=run / "best.pt")
+
+
 def test_a_failed_run_removes_only_the_folders_it_made(tmp_path):
     empty = tmp_path / "empty.pt"
     empty.touch()
