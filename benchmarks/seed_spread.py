@@ -37,9 +37,8 @@ COLUMNS = [("run", "run", ""), ("dataset", "data", ""), ("seeds", "seeds", "d"),
            ("boundary_miou_std", "± std", ".4f"), ("train_s", "train s (mean)", ".0f")]
 
 
-def score(cfg, run: dict, device) -> dict:
-    """Notebook 07's scores of ``run``'s best checkpoint on the validation images it validated on."""
-    val = load_dataset(cfg.dataset, "val", max_samples=cfg.max_samples)
+def score(run: dict, val, device) -> dict:
+    """Notebook 07's scores of ``run``'s best checkpoint on ``val``, the validation images it validated on."""
     scores = evaluate_dataset(Predictor.from_checkpoint(Path(run["out"]) / "best.pt", device=device), val,
                               progress=False)
     return {key: scores[key] for key in SCORES} | {"train_s": run["wall_seconds"], "reused": run["reused"]}
@@ -47,10 +46,10 @@ def score(cfg, run: dict, device) -> dict:
 
 def spread(label: str, cfg, seeds: int, device) -> dict:
     """``label``'s row: its scores for seeds 0..``seeds``-1, their means, spreads and extremes."""
-    runs = []
+    val, runs = load_dataset(cfg.dataset, "val", max_samples=cfg.max_samples), []
     for seed in range(seeds):
         seeded = cfg if seed == 0 else replace(cfg, seed=cfg.seed + seed, out=f"{cfg.out}_seed{seed}")
-        runs.append(score(seeded, train_or_reuse(seeded, device=device, verbose=False), device))
+        runs.append(score(train_or_reuse(seeded, device=device, verbose=False), val, device))
         print(f"{label} | seed {seeded.seed} | mIoU {runs[-1]['miou']:.4f}"
               f"{' (reused)' if runs[-1]['reused'] else ''}", flush=True)
     each = [r["miou"] for r in runs]
@@ -60,7 +59,7 @@ def spread(label: str, cfg, seeds: int, device) -> dict:
         values = [r[key] for r in runs]
         row[key] = None if None in values else statistics.mean(values)
         if key in ("miou", "boundary_miou"):
-            row[f"{key}_std"] = statistics.stdev(values) if seeds > 1 else None
+            row[f"{key}_std"] = statistics.stdev(values)  # seeds >= 2: main refuses fewer
     return row
 
 

@@ -190,9 +190,8 @@ def binarize(mask: np.ndarray, threshold: float = 127, path: PathLike = None) ->
     """Soft or 0/255 mask → uint8 {0, 1} via ``mask > threshold``; bool and 0/1 masks are kept as they are.
 
     ``threshold`` is on the 8-bit scale: for a uint16 mask (a 16-bit file, 0..65535) it is scaled by
-    65535 / 255. A 16-bit mask whose values stay within 2..255 is refused: its scale is unclear, and so
-    is a mask of exactly 0, 1 and 255 (0/1 with 255 as void, or 0/255 with stray 1s), and so are
-    negative values.
+    65535 / 255. Refused as ambiguous: negative values, a mask of exactly 0, 1 and 255 (0/1 with 255 as
+    void, or 0/255 with stray 1s) and a 16-bit mask whose values stay within 2..255 (its scale is unclear).
     """
     mask = _gray(mask, path)
     if mask.dtype == bool:
