@@ -764,24 +764,13 @@ def test_build_data_validates_on_val_images_and_uses_workers_on_a_cpu(fake_split
 
 
 @pytest.mark.parametrize("loader", ["gpu", "workers"])
-def test_build_data_trains_on_train_reshuffled_and_validates_on_all_of_val_in_order(loader, monkeypatch):
+def test_build_data_trains_on_train_reshuffled_and_validates_on_all_of_val_in_order(loader, fake_splits):
     """The reference projects validated on the test split (MSRC) and never shuffled (Penn-Fudan): here the
     training batches come from ``train`` in a new order each epoch, the validation batches from ``val``,
     every image once, in order; ``test`` is never read."""
-    import seglib.cache
-    import seglib.data
-
-    cfg = replace(TINY, loader=loader, num_workers=0, batch_size=2)
-    sizes, asked = {"train": 10, "val": 5}, []
-
-    def load_dataset(name, split, root=None, **kw):
-        asked.append(split)
-        return type("Split", (), {"split": split, "spec": SPECS[name]})()
-
-    monkeypatch.setattr(seglib.data, "load_dataset", load_dataset)
-    monkeypatch.setattr(seglib.cache, "load_or_build_cache", lambda ds, size: Numbered(sizes[ds.split], size))
-    train, val, _ = build_data(cfg, "cpu")
-    assert asked == ["train", "val"]
+    _, asked = fake_splits
+    train, val, _ = build_data(replace(TINY, loader=loader, num_workers=0, batch_size=2), "cpu")
+    assert [split for split, _ in asked] == ["train", "val"]
     orders = [seen(train, epoch) for epoch in (0, 1)]
     assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1]) == list(range(10))
     assert orders[0] != list(range(10))
@@ -789,17 +778,11 @@ def test_build_data_trains_on_train_reshuffled_and_validates_on_all_of_val_in_or
 
 
 @pytest.mark.parametrize("loader", ["gpu", "workers"])
-def test_training_batches_are_full_yet_a_small_set_still_trains(loader, monkeypatch):
+def test_training_batches_are_full_yet_a_small_set_still_trains(loader, fake_splits):
     """10 images at batch 4: two full batches (a last one of 2 is noisy; of 1, BatchNorm fails on it); 3 images
     at batch 4: one batch of 3, never an epoch of 0 steps."""
-    import seglib.cache
-    import seglib.data
-
     cfg = replace(TINY, loader=loader, num_workers=0, batch_size=4)
-    sizes = {"val": 5}
-    monkeypatch.setattr(seglib.data, "load_dataset", lambda name, split, root=None, **kw: type(
-        "Split", (), {"split": split, "spec": SPECS[name]})())
-    monkeypatch.setattr(seglib.cache, "load_or_build_cache", lambda ds, size: Numbered(sizes[ds.split], size))
+    sizes, _ = fake_splits
     for n, batches in [(10, [4, 4]), (3, [3])]:
         sizes["train"] = n
         train, _, _ = build_data(cfg, "cpu")
