@@ -8,6 +8,7 @@ it in one step, so a crash or ``kill -9`` mid-write leaves the previous checkpoi
 
 from __future__ import annotations
 
+import codecs
 import pickle
 import random
 import zipfile
@@ -116,8 +117,8 @@ def _not_a_checkpoint(path: Path) -> str | None:
             return kind
     if head.lstrip()[:1] in (b"{", b"["):
         return "JSON"
-    try:
-        (head if len(head) < 512 else head[:-3]).decode("utf-8")  # a full head may cut a character in two
+    try:  # not final: a full head may end inside a character
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < 512)
         return "text" if b"\x00" not in head else None
     except UnicodeDecodeError:
         pass

@@ -180,6 +180,8 @@ def test_16_bit_person_masks_are_thresholded_on_their_own_scale(tmp_path):
 @pytest.mark.parametrize("name, content, kind", [
     ("config.json", b'{"model": "unet", "num_classes": 2}\n', "JSON"),
     ("notes.txt", "weights: see the other file \u00e9\n".encode(), "text"),
+    ("long.md", ("x" * 508 + "\U0001f600" * 4).encode(), "text"),  # byte 512 cuts no character, byte 509 does
+    ("cut.md", ("x" * 510 + "\U0001f600" * 4).encode(), "text"),  # byte 512 cuts a 4-byte character in two
     ("mask.png", None, "a PNG image"),
 ])
 def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path, name, content, kind):
