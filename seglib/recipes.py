@@ -57,7 +57,7 @@ GPU_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 # change nothing.
 
 # The pets UNet whose pictures notebooks 06-08 show (Oxford-IIIT Pet: its photos may appear in committed
-# outputs). cpu: about 5 minutes on two idle cores for 177 training photos
+# outputs). cpu: about 2 minutes on two idle cores for 177 training photos (5 on an older CPU)
 SHOWCASE = {
     "smoke": dict(image_size=_SMOKE.image_size, width=_SMOKE.model_options["base_channels"], epochs=1,
                   batch=_SMOKE.batch_size, max_samples=_SMOKE.max_samples, max_steps=_SMOKE.max_steps),
