@@ -187,7 +187,7 @@ def add_train_parsers(sub) -> None:
     add_train_arguments(p)  # one flag per TrainConfig field: seglib/train_config.py
     models = p.add_argument_group("model options")
     models.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64, the paper's widths "
-                        "64..1024 (31M parameters); also the person-mask project's --big (its big UNet)")
+                        "64..1024 (UNet 31.0M, Hourglass 27.9M parameters); also the person-mask project's --big (its big UNet)")
     models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18, resnet34 or resnet50")
     models.add_argument("--pretrained", metavar="imagenet|PATH",
                         help="DeepLabV3+ trunk: torchvision's ImageNet weights (from the torch hub cache, "
