@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from seglib.errors import DataError
+from seglib.models import OPTION_RULES, whole
 from seglib.train_config import image_side
 from seglib.utils import atomic_path
 
@@ -137,12 +138,6 @@ def _foreign_zip(path: Path) -> str | None:
         f"a zip archive of {len(names)} files (no data.pkl, so not written by torch.save)"
 
 
-def _whole(low: int, high: int):
-    """A rule: an int (not a bool) in ``low..high``."""
-    return lambda v: (None if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-                      else f"must be an integer in {low}..{high}")
-
-
 def _model_name(v) -> str | None:
     from seglib.models import MODEL_NAMES
 
@@ -157,19 +152,11 @@ def _class_names(v) -> str | None:
 MAX_CLASSES = 255  # label maps are uint8, and 255 is the ignored label
 META_RULES = {  # what seglib reads from a checkpoint's meta, checked before any model is built
     "model": _model_name,
-    "num_classes": _whole(1, MAX_CLASSES),
-    "image_size": lambda v: _whole(1, 2**31)(v) or image_side(v),
+    "num_classes": whole(1, MAX_CLASSES),
+    "image_size": lambda v: whole(1, 2**31)(v) or image_side(v),
     "dataset": lambda v: None if v is None or isinstance(v, str) else "must be a dataset name",
     "class_names": _class_names,
     "model_options": lambda v: None if isinstance(v, dict) else "must be a dict of model options",
-}
-OPTION_RULES = {  # the models' options, with the widths and depths of sane models
-    "in_channels": _whole(1, 64), "base_channels": _whole(1, 256), "depth": _whole(1, 6),
-    "big": lambda v: None if isinstance(v, bool) else "must be True or False",
-    "train_trunk": lambda v: None if isinstance(v, bool) else "must be True or False",
-    "backbone": lambda v: None if isinstance(v, str) else "must be a backbone name",
-    "output_stride": _whole(8, 16),
-    "pretrained": lambda v: None if v is None or isinstance(v, str) else "must be a name or a path",
 }
 
 

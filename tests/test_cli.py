@@ -288,6 +288,33 @@ def test_person_mask_project_flags_parse_as_seglib_train(argv, command, model, b
     assert reference_argv(["evaluate", "--split", "train"]) == ["evaluate", "--split", "train"]  # commands as they are
 
 
+def test_person_mask_project_nets_and_output_stride_8_train_from_the_command_line(tmp_path, capsys):
+    # its nets were widths 8..64 and 32..256 over three poolings, and the MSRC project's DeepLabV3+ ran at stride 8
+    for flags, model, options in (
+            (["--unet", "--base-channels", "8", "--depth", "3"], "unet", {"base_channels": 8, "depth": 3}),
+            (["--hourglass", "--base-channels", "32", "--depth", "3"], "hourglass", {"base_channels": 32, "depth": 3}),
+            (["--model", "deeplabv3plus", "--output-stride", "8"], "deeplabv3plus", {"output_stride": 8})):
+        out = tmp_path / model
+        assert main(["--train", *flags, "--smoke", "--epochs", "1", "--max-steps", "1", "--out", str(out)]) == 0
+        meta = load_checkpoint(out / "best.pt")["meta"]
+        assert (meta["model"], meta["model_options"]) == (model, options)
+        built, _ = load_model(out / "best.pt")
+        if model == "deeplabv3plus":
+            assert built.output_stride == 8 and built(torch.zeros(1, 3, 64, 64)).shape[-2:] == (64, 64)
+        else:  # the widths 8..64 (32..256) over three poolings
+            widths = [m.out_channels for m in built.modules() if isinstance(m, torch.nn.Conv2d)]
+            assert built.depth == 3 and min(widths[:-1]) == options["base_channels"]
+            assert max(widths) == options["base_channels"] * 8
+    capsys.readouterr()
+    assert main(["train", "--smoke", "--output-stride", "8", "--out", str(tmp_path / "x")]) == 2  # a UNet has none
+    assert "unet has no option output_stride" in capsys.readouterr().err
+    for flag, value in (("--depth", "7"), ("--base-channels", "0"), ("--output-stride", "4")):
+        with pytest.raises(SystemExit):
+            main(["train", "--smoke", flag, value, "--out", str(tmp_path / "x")])
+        assert f"argument {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_penn_fudan_project_spellings_parse():
     args = build_parser().parse_args(["train", "--imgsz", "96", "--batch", "4"])
     assert (args.image_size, args.batch_size) == (96, 4)

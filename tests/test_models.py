@@ -219,12 +219,14 @@ def test_pad_to_multiple_pads_bottom_right_with_edge_values():
 
 @pytest.mark.parametrize("name, options, valid", [
     ("segformer", {}, ["unet", "hourglass", "deeplabv3plus"]),
-    ("unet", {"depth": 0}, [">= 1"]),
-    ("unet", {"base_channels": 0}, [">= 1"]),
+    ("unet", {"depth": 0}, ["1..6"]),
+    ("unet", {"depth": 7}, ["1..6"]),  # trained, its checkpoint would be refused: a model no checkpoint may hold
+    ("unet", {"base_channels": 0}, ["1..256"]),
+    ("hourglass", {"base_channels": 512}, ["1..256"]),
     ("unet", {"big": True, "base_channels": 32}, ["base_channels=64"]),
     ("unet", {"width": 8}, ["in_channels", "base_channels", "depth", "big"]),
-    ("hourglass", {"depth": 2.5}, [">= 1"]),
-    ("deeplabv3plus", {"output_stride": 4}, ["8", "16"]),
+    ("hourglass", {"depth": 2.5}, ["1..6"]),
+    ("deeplabv3plus", {"output_stride": 4}, ["8 or 16"]),
     ("deeplabv3plus", {"backbone": "vgg"}, ["resnet18", "resnet34", "resnet50"]),
     ("deeplabv3plus", {"depth": 3}, ["backbone", "output_stride", "pretrained", "train_trunk"]),
     ("deeplabv3plus", {"pretrained": True}, ["None", "'imagenet'"]),

@@ -57,8 +57,9 @@ def _given_fields(args: argparse.Namespace) -> dict:
 
 
 def _with_model(fields: dict, args: argparse.Namespace, saved: dict | None) -> dict:
-    """``fields`` with --smoke's sizes and the model's options: the model flags' (--big, --backbone, --pretrained,
-    --[no-]train-trunk) over those of the run ``saved`` (resumed or tested), whose model is the default one."""
+    """``fields`` with --smoke's sizes and the model's options: the model flags' (--big, --base-channels, --depth,
+    --backbone, --output-stride, --pretrained, --[no-]train-trunk) over those of the run ``saved`` (resumed or
+    tested), whose model is the default one."""
     from seglib.models import check_options
     from seglib.train_config import TrainConfig
 
@@ -71,7 +72,8 @@ def _with_model(fields: dict, args: argparse.Namespace, saved: dict | None) -> d
         fields = {**sizes, "model_options": smoke["model_options"] if model != "deeplabv3plus" else {}, **fields}
     own = saved["model_options"] if saved and saved["model"] == model else {}  # another model is refused later
     options = {**own, **fields.pop("model_options", {})}
-    flags = {"big": args.big or None, "backbone": args.backbone, "pretrained": args.pretrained}
+    flags = {"big": args.big or None, "backbone": args.backbone, "pretrained": args.pretrained,
+             "base_channels": args.base_channels, "depth": args.depth, "output_stride": args.output_stride}
     options.update({name: value for name, value in flags.items() if value is not None})
     if args.train_trunk is False and model != "deeplabv3plus":
         raise ConfigError(f"--no-train-trunk freezes DeepLabV3+'s ResNet trunk; {model} has none: leave it out")
@@ -181,13 +183,22 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def add_train_parsers(sub) -> None:
-    from seglib.train_config import add_train_arguments
+    from seglib.models import OPTION_RULES
+    from seglib.train_config import add_train_arguments, flag_type
 
     p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     add_train_arguments(p)  # one flag per TrainConfig field: seglib/train_config.py
     models = p.add_argument_group("model options")
     models.add_argument("--big", action="store_true", help="UNet/Hourglass at base width 64, the paper's widths "
-                        "64..1024 (UNet 31.0M, Hourglass 27.9M parameters); also the person-mask project's --big (its big UNet)")
+                        "64..1024 (UNet 31.0M, Hourglass 27.9M parameters); also the person-mask project's --big")
+    models.add_argument("--base-channels", type=flag_type(int, OPTION_RULES["base_channels"]), metavar="N",
+                        help="UNet/Hourglass width of the first level, doubled at each level (default 32: 7.8M "
+                        "parameters; the person-mask project's nets: 8 with --depth 3, 0.12M; its big one: 32 "
+                        "with --depth 3, 1.9M)")
+    models.add_argument("--depth", type=flag_type(int, OPTION_RULES["depth"]), metavar="N",
+                        help="UNet/Hourglass poolings, 1..6 (default 4; the person-mask project's nets: 3)")
+    models.add_argument("--output-stride", type=int, choices=(8, 16),
+                        help="DeepLabV3+: 16 (default) or 8 (the MSRC project's; finer logits, about 2x the work)")
     models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18, resnet34 or resnet50")
     models.add_argument("--pretrained", metavar="imagenet|PATH",
                         help="DeepLabV3+ trunk: torchvision's ImageNet weights (from the torch hub cache, "

@@ -8,6 +8,7 @@ model for ``BCEWithLogitsLoss``.
 from __future__ import annotations
 
 import inspect
+from os import PathLike
 
 from torch import nn
 
@@ -19,7 +20,26 @@ _MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "hourglass": Hourglass,
                                        "deeplabv3plus": DeepLabV3Plus}
 MODEL_NAMES = tuple(_MODELS)
 
-__all__ = ["MODEL_NAMES", "DeepLabV3Plus", "Hourglass", "UNet", "check_options", "create_model", "model_options"]
+__all__ = ["MODEL_NAMES", "OPTION_RULES", "DeepLabV3Plus", "Hourglass", "UNet", "check_options", "create_model",
+           "model_options", "whole"]
+
+
+def whole(low: int, high: int):
+    """A rule: None for an int (not a bool) in ``low..high``, else what is wrong."""
+    return lambda v: (None if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+                      else f"must be an integer in {low}..{high}")
+
+
+OPTION_RULES = {  # the models' options, with the widths and depths of sane models (a checkpoint holds no others)
+    "in_channels": whole(1, 64), "base_channels": whole(1, 256), "depth": whole(1, 6),
+    "big": lambda v: None if isinstance(v, bool) else "must be True or False",
+    "train_trunk": lambda v: None if isinstance(v, bool) else "must be True or False",
+    "backbone": lambda v: None if isinstance(v, str) else "must be a backbone name",
+    "output_stride": lambda v: None if v in (8, 16) and isinstance(v, int) and not isinstance(v, bool)
+    else "must be 8 or 16",
+    "pretrained": lambda v: None if v is None or isinstance(v, str | PathLike) else "must be None, 'imagenet' or "
+    "the path of a ResNet state dict",
+}
 
 
 def model_options(name: str) -> tuple[str, ...]:
@@ -40,6 +60,10 @@ def check_options(name: str, options: dict) -> None:
     if unknown:
         raise ConfigError(f"{name} has no option {', '.join(unknown)}: valid options are "
                           f"{', '.join(valid)}")
+    for key, value in options.items():  # what a checkpoint may hold: a model beyond it could not be loaded again
+        problem = OPTION_RULES[key](value)
+        if problem and not (key == "base_channels" and value is None):
+            raise ConfigError(f"{name}: {key}={value!r} {problem}")
 
 
 def create_model(name: str, num_classes: int, **options) -> nn.Module:
