@@ -81,6 +81,7 @@ def test_gradients_reach_every_trainable_parameter(name):
     ("deeplabv3plus", {}, 16_603_042),
     ("deeplabv3plus", {"backbone": "resnet34"}, 26_711_202),
     ("deeplabv3plus", {"backbone": "resnet50"}, 40_347_042),
+    ("deeplabv3plus", {"backbone": "resnet101"}, 59_339_170),  # the MSRC project's trunk
     ("deeplabv3plus", {"output_stride": 8}, 16_603_042),  # dilation adds no parameters
 ])
 def test_parameter_counts_of_default_configurations(name, options, expected):
@@ -118,7 +119,7 @@ def conv_bn(ci, co, k=1):
     return k * k * ci * co + 2 * co
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "resnet101"])
 def test_deeplabv3plus_parameter_count_is_its_resnet_less_the_classifier_plus_aspp_and_decoder(backbone):
     resnet = getattr(torchvision.models, backbone)(weights=None)
     channels, low = resnet.fc.in_features, 64 * type(resnet.layer1[0]).expansion
@@ -166,11 +167,12 @@ def test_frozen_trunk_gets_no_gradients_and_stays_in_eval_mode():
     assert trainable == count_parameters(model) - count_parameters(model.backbone)
 
 
-def test_dilation_of_resnet50_matches_torchvision_replace_stride_with_dilation():
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
+def test_dilation_of_bottleneck_trunks_matches_torchvision_replace_stride_with_dilation(backbone):
     for output_stride, dilate in [(16, [False, False, True]), (8, [False, True, True])]:
-        ours = create_model("deeplabv3plus", 2, backbone="resnet50",
+        ours = create_model("deeplabv3plus", 2, backbone=backbone,
                             output_stride=output_stride).backbone
-        theirs = torchvision.models.resnet50(replace_stride_with_dilation=dilate)
+        theirs = getattr(torchvision.models, backbone)(replace_stride_with_dilation=dilate)
         for layer in ("layer3", "layer4"):
             convs = [m for m in getattr(ours, layer).modules() if isinstance(m, nn.Conv2d)]
             ref = [m for m in getattr(theirs, layer).modules() if isinstance(m, nn.Conv2d)]
@@ -188,7 +190,8 @@ def receptive_field(trunk: nn.Module) -> int:
     return r
 
 
-@pytest.mark.parametrize("backbone, field", [("resnet18", 435), ("resnet34", 899), ("resnet50", 427)])
+@pytest.mark.parametrize("backbone, field", [("resnet18", 435), ("resnet34", 899), ("resnet50", 427),
+                                             ("resnet101", 971)])
 def test_dilation_keeps_the_receptive_field_of_the_strided_trunk(backbone, field):
     """Trading stride for dilation must not shrink what a feature sees (BasicBlock's second 3×3 conv
     comes after the stride, so it takes the new dilation)."""
@@ -227,7 +230,7 @@ def test_pad_to_multiple_pads_bottom_right_with_edge_values():
     ("unet", {"width": 8}, ["in_channels", "base_channels", "depth", "big"]),
     ("hourglass", {"depth": 2.5}, ["1..6"]),
     ("deeplabv3plus", {"output_stride": 4}, ["8 or 16"]),
-    ("deeplabv3plus", {"backbone": "vgg"}, ["resnet18", "resnet34", "resnet50"]),
+    ("deeplabv3plus", {"backbone": "vgg"}, ["resnet18", "resnet34", "resnet50", "resnet101"]),
     ("deeplabv3plus", {"depth": 3}, ["backbone", "output_stride", "pretrained", "train_trunk"]),
     ("deeplabv3plus", {"pretrained": True}, ["None", "'imagenet'"]),
 ])

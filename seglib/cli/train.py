@@ -199,7 +199,8 @@ def add_train_parsers(sub) -> None:
                         help="UNet/Hourglass poolings, 1..6 (default 4; the person-mask project's nets: 3)")
     models.add_argument("--output-stride", type=int, choices=(8, 16),
                         help="DeepLabV3+: 16 (default) or 8 (the MSRC project's; finer logits, about 2x the work)")
-    models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18, resnet34 or resnet50")
+    models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18 (default), resnet34, resnet50 or resnet101 "
+                        "(the MSRC project's)")
     models.add_argument("--pretrained", metavar="imagenet|PATH",
                         help="DeepLabV3+ trunk: torchvision's ImageNet weights (from the torch hub cache, "
                         "downloaded there once if missing) or a ResNet state-dict file (default: from scratch)")

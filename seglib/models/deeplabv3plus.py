@@ -16,7 +16,7 @@ from seglib.errors import ConfigError
 from seglib.models.blocks import check_choice, check_int, conv_bn_relu, pad_to_multiple
 from seglib.models.pretrained import load_trunk_weights
 
-BACKBONES = ("resnet18", "resnet34", "resnet50")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 OUTPUT_STRIDES = (8, 16)
 
 
