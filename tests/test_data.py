@@ -454,6 +454,22 @@ def test_pets_trimap_with_other_values_is_refused(tmp_path):
         load_dataset("pets", "all", tmp_path).load(0)
 
 
+def test_prepare_lists_binary_masks_that_are_almost_all_foreground(tmp_path):
+    """TikTok's 00007_0353 is 99.9% person for an ordinary dancer frame: listed to be looked at, with any mask
+    at 99% or more foreground of its labelled pixels (the ignored border does not count)."""
+    full = np.ones((10, 10), np.uint8)  # all pet
+    full[0, :] = 3  # but for a border band, which is ignored: still all pet where labelled
+    nearly = np.ones((10, 10), np.uint8)
+    nearly[5, 5] = 2  # 99 of 100 pixels pet
+    half = np.array([[1, 2]] * 5, np.uint8)
+    write_pets(tmp_path, {"Bengal_1": full, "Bengal_2": nearly, "Bengal_3": half}, {})
+    stats = inspect_split("pets", "all", tmp_path)
+    assert stats.suspects == ["Bengal_1", "Bengal_2"]
+    assert "check: 2 masks are 99% or more pet (likely broken; look at them): Bengal_1, Bengal_2" in \
+        format_stats("pets", [stats])
+    assert inspect_split("pets_trimap", "all", tmp_path).suspects == []  # a scene may be one class: binary only
+
+
 def test_prepare_counts_the_ignored_pixels_and_the_size_range(tmp_path):
     """The pet border (255) is counted and the class shares are of every pixel; sizes go from the smallest to
     the largest mask."""

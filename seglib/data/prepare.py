@@ -26,11 +26,17 @@ class SplitStats:
     ignored_pixels: int = 0
     quirks: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    suspects: list[str] = field(default_factory=list)  # binary masks almost all foreground: likely broken
+
+
+SUSPECT_SHARE = 0.99  # a binary mask whose labelled pixels are at least this much foreground is reported
 
 
 def inspect_split(name: str, split: str, root: str | Path | None = None,
                   max_samples: int | None = None) -> SplitStats:
-    """Decode every sample of a split; collect stats, and problems instead of stopping at one."""
+    """Decode every sample of a split; collect stats, and problems instead of stopping at one. For a binary
+    dataset, the masks that are almost all foreground (``SUSPECT_SHARE``) are listed to be looked at: a photo
+    is rarely all person, and a mask saved inverted or filled in looks like that."""
     ds = load_dataset(name, split, root, max_samples=max_samples)
     stats = SplitStats(split, class_pixels=np.zeros(ds.num_classes, np.int64))
     hws = []
@@ -44,6 +50,9 @@ def inspect_split(name: str, split: str, root: str | Path | None = None,
         counts = np.bincount(labels.ravel(), minlength=256)
         stats.class_pixels += counts[: ds.num_classes]
         stats.ignored_pixels += int(counts[ds.ignore_index])
+        labelled = counts[: ds.num_classes].sum()
+        if ds.spec.task == "binary" and labelled and counts[1] >= SUSPECT_SHARE * labelled:
+            stats.suspects.append(ds.ids[i])
     stats.count = len(ds)
     if hws:
         stats.min_hw = tuple(np.min(hws, axis=0).tolist())
@@ -87,6 +96,10 @@ def format_stats(name: str, results: list[SplitStats], folder: Path | None = Non
             lines.append("         pixels: none (no mask of this split could be read; see the problems below)")
         for quirk, n in sorted(r.quirks.items()):
             lines.append(f"         note: {quirk}: {n}")
+        if r.suspects:
+            shown = ", ".join(r.suspects[:5]) + (f" and {len(r.suspects) - 5} more" if len(r.suspects) > 5 else "")
+            lines.append(f"         check: {len(r.suspects)} masks are {SUSPECT_SHARE:.0%} or more "
+                         f"{spec.class_names[1]} (likely broken; look at them): {shown}")
         for p in r.problems:
             lines.append(f"         PROBLEM: {p}")
     return "\n".join(lines)
