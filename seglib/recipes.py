@@ -46,7 +46,7 @@ EPOCH_FACTOR = {"msrc": 5, "synthetic": 10}
 PUBLISHED = {
     "camvid": "from-scratch CamVid-11 models published 0.66-0.70 mIoU (FC-DenseNet103, ICNet)",
     "pets": "an ImageNet-pretrained FPN-ResNet34 (segmentation_models_pytorch) reaches pet IoU 0.91 on the 37 "
-            "breeds' official test split, with the trimap's border band scored as pet (here it is ignored)",
+            "breeds' official test split, scoring the trimap's border band as pet (seglib's pets dataset ignores it)",
     "pennfudan": "the Penn-Fudan reference project's 31M UNet, from scratch for 200 epochs, plotted val mIoU "
                  "0.70-0.72 on its own 24-photo split, with a metric that scales mIoU by 6/7 (about 0.84 undone)",
 }
