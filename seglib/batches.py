@@ -123,8 +123,9 @@ def _datasets(cfg: TrainConfig):
     """The training and validation datasets of ``cfg`` (its images, not yet its batches)."""
     from seglib.data import load_dataset
 
-    return (load_dataset(cfg.dataset, "train", cfg.root, max_samples=cfg.max_samples),
-            load_dataset(cfg.dataset, "val", cfg.root, max_samples=cfg.val_images or cfg.max_samples))
+    return (load_dataset(cfg.dataset, "train", cfg.root, split_file=cfg.split_file, max_samples=cfg.max_samples),
+            load_dataset(cfg.dataset, "val", cfg.root, split_file=cfg.split_file,
+                         max_samples=cfg.val_images or cfg.max_samples))
 
 
 def data_fingerprint(cfg: TrainConfig) -> str:

@@ -43,8 +43,9 @@ __all__ = ["TTA_SCALES", "Predictor", "load_model", "measure_latency"]
 
 def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
     """The model saved in a seglib checkpoint (``best.pt`` / ``last.pt``), in eval mode, and its meta, with
-    ``meta["root"]`` the data folder the run trained on (None when not recorded). The ``last.pt`` of an
-    ``--ema-decay`` run gives its moving average: the weights it validated and saved in best.pt."""
+    ``meta["root"]`` the data folder the run trained on and ``meta["split_file"]`` the split file it used (None
+    when not recorded or none). The ``last.pt`` of an ``--ema-decay`` run gives its moving average: the weights
+    it validated and saved in best.pt."""
     from seglib.models import create_model
 
     state = load_checkpoint(path)
@@ -59,20 +60,23 @@ def load_model(path: str | Path, device="cpu") -> tuple[nn.Module, dict]:
         raise DataError(path, f"its meta['model_options'] do not build a {meta['model']} ({exc})",
                         "pass best.pt or last.pt written by python -m seglib train") from exc
     load_weights(model, {**state, "model": state["ema"]["model"]} if "ema" in state else state, path)
-    return model.to(device).eval(), {**meta, "root": (state.get("config") or {}).get("root")}
+    config = state.get("config") or {}
+    return model.to(device).eval(), {**meta, "root": config.get("root"), "split_file": config.get("split_file")}
 
 
 class Predictor:
     """A trained model plus the preprocessing it was trained with; see the module docstring."""
 
     def __init__(self, model: nn.Module, *, image_size: int, class_names: Sequence[str], device=None,
-                 amp: str = "bf16", batch_size: int = 8, dataset: str | None = None, root: str | None = None):
+                 amp: str = "bf16", batch_size: int = 8, dataset: str | None = None, root: str | None = None,
+                 split_file: str | None = None):
         self.device = get_device(device)
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.image_size, self.batch_size, self.dataset = image_size, batch_size, dataset
         self.root = root  # the data folder the model's run trained on, when its checkpoint recorded it
+        self.split_file = split_file  # and the split file it trained and validated with, if any
         self.class_names = tuple(class_names)  # a 1-channel (sigmoid) model has two: background, foreground
         self.amp = check_amp(amp)  # autocast on CUDA only (seglib.precision.autocast)
 
@@ -82,7 +86,7 @@ class Predictor:
         model, meta = load_model(path, device)
         names = meta.get("class_names") or [f"class {i}" for i in range(max(2, meta["num_classes"]))]
         return cls(model, image_size=meta["image_size"], class_names=names, device=device,
-                   dataset=meta.get("dataset"), root=meta["root"], **options)
+                   dataset=meta.get("dataset"), root=meta["root"], split_file=meta["split_file"], **options)
 
     @property
     def num_classes(self) -> int:

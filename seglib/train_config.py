@@ -106,6 +106,9 @@ class TrainConfig:
     model: str = option("unet", "architecture", choices=MODEL_NAMES)
     model_options: dict = option({}, "e.g. {'big': True} or {'backbone': 'resnet34'}", flag=False)
     root: str | None = option(None, "the dataset folder, or a folder holding it (default: $SEGLIB_DATA_DIR or data/)")
+    split_file: str | None = option(None, 'a JSON file {"train": [ids], "val": [ids]} replacing the dataset\'s '
+                                    "own split (python -m seglib prepare NAME writes that one to data/splits/"
+                                    "NAME.json, a file to start from)")
     epochs: int = option(40, "passes over the training split", rule=at_least(1))
     image_size: int = option(256, "square training size in pixels", rule=image_side, aliases=("--imgsz",))
     batch_size: int = option(16, "images per step", rule=at_least(1), aliases=("--batch",))

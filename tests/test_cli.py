@@ -315,6 +315,37 @@ def test_person_mask_project_nets_and_output_stride_8_train_from_the_command_lin
     assert not (tmp_path / "x").exists()
 
 
+def test_a_split_file_trains_validates_tests_and_evaluates_and_is_kept_by_resume(tmp_path, capsys, monkeypatch):
+    # one's own split (the Penn-Fudan project's, a k-fold): the file's lists, wherever the run is scored later
+    from seglib.batches import _datasets
+    from seglib.train_config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    ids = load_dataset("synthetic", "all").ids
+    lists = {"train": ids[-8:], "val": ids[:5]}  # not the built-in split: its val is a hash of the ids
+    (tmp_path / "split.json").write_text(json.dumps(lists))
+    assert main(["train", "--smoke", "--epochs", "1", "--split-file", "split.json", "--out", "run"]) == 0
+    config = load_checkpoint(tmp_path / "run" / "best.pt")["config"]
+    assert config["split_file"] == str(tmp_path / "split.json")  # absolute: the run is found from anywhere
+    train, val = _datasets(TrainConfig.from_dict(config))
+    assert (sorted(train.ids), sorted(val.ids)) == (sorted(lists["train"]), sorted(lists["val"]))
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path / "run")
+    assert main(["evaluate", "--checkpoint", "best.pt", "--json", "report.json"]) == 0  # the run's own split
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert (report["images"], report["split_file"]) == (5, str(tmp_path / "split.json"))
+    assert "the split file the run trained with" in capsys.readouterr().err
+    assert main(["train", "--test-only", "--out", "."]) == 0  # no "test" list: val, said to be optimistic
+    assert f"{tmp_path / 'split.json'} has no test split here" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text(json.dumps({"train": ids[-8:], "val": ids[:4]}))
+    assert main(["train", "--smoke", "--resume", "--split-file", "../other.json", "--out", "."]) == 2
+    assert "split_file" in capsys.readouterr().err  # another split is another run
+    (tmp_path / "leaky.json").write_text(json.dumps({"train": ids[-8:], "val": ids[-2:]}))
+    assert main(["train", "--smoke", "--split-file", "../leaky.json", "--out", "../leaky"]) == 2
+    assert "2 ids are in both 'train' and 'val'" in capsys.readouterr().err
+    assert not (tmp_path / "leaky" / "best.pt").exists()
+
+
 def test_penn_fudan_project_spellings_parse():
     args = build_parser().parse_args(["train", "--imgsz", "96", "--batch", "4"])
     assert (args.image_size, args.batch_size) == (96, 4)

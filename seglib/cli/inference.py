@@ -39,10 +39,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on; pass --dataset")
     recorded = predictor.root if name == predictor.dataset else None  # the run's own data, while it is there
     root = args.root or (recorded if recorded and Path(recorded).is_dir() else None)
+    split_file = args.split_file or (predictor.split_file if name == predictor.dataset else None)  # the run's
     if args.json:
         check_output(args.json, "--json", overwrite=args.overwrite, folders=(find_folder(name, root),))
-    ds = load_dataset(name, args.split, root, max_samples=args.max_images)
-    report = {"checkpoint": str(args.checkpoint),
+    ds = load_dataset(name, args.split, root, split_file=split_file, max_samples=args.max_images)
+    if split_file and not args.split_file:
+        print(f"note: the {args.split!r} list of {split_file}, the split file the run trained with "
+              "(pass --split-file to use another)", file=sys.stderr)
+    report = {"checkpoint": str(args.checkpoint), "split_file": split_file,
               **evaluate_dataset(predictor, ds, boundary_width=args.boundary_width,
                                  progress=sys.stderr.isatty(), **_tta(args))}
     print(format_report(report))
@@ -211,6 +215,8 @@ def add_inference_parsers(sub) -> None:
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--root", help="the dataset folder (original layout), or a folder holding it")
     p.add_argument("--split", default="val", help="train, val, test where published, or all")
+    p.add_argument("--split-file", help="take --split's list from this JSON split file (default: the split file "
+                   "the run trained with, if any; else the dataset's own split)")
     p.add_argument("--max-images", type=number.count, help="evaluate N images spread over the split")
     p.add_argument("--boundary-width", type=number.count, help="boundary band in pixels (default 2%% of "
                    "the image diagonal)")

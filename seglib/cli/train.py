@@ -19,6 +19,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seglib.train_config import TrainConfig
 
     fields = _given_fields(args)
+    if "split_file" in fields:  # recorded as it is: --test-only and --resume work from any folder
+        fields["split_file"] = str(Path(fields["split_file"]).absolute())
     dataset = fields.get("dataset", "synthetic" if args.smoke else "pennfudan")  # --smoke's default, or train's
     out = Path(fields.setdefault("out", f"runs/{dataset}_{fields.get('model', 'unet')}"))
     if args.test_only:
@@ -154,14 +156,20 @@ def _refuse_earlier_run(out: Path, fix: str) -> None:
 
 def evaluate_run(cfg, folder: Path, device: str | None) -> int:
     """The person-mask project's ``--test``: ``evaluate`` OUT/best.pt on the held-out split, which is the
-    dataset's test split where it publishes one (and it is on disk), else val."""
+    dataset's test split where it publishes one (and it is on disk), else val; with a split file, its "test"
+    list, else its "val"."""
+    import json
+
     from seglib.data import get_spec
 
     spec = get_spec(cfg.dataset)
-    split = "test" if "test" in spec.splits and spec.has_split(folder, "test") else "val"
+    if cfg.split_file:
+        split = "test" if "test" in json.loads(Path(cfg.split_file).read_text()) else "val"
+    else:
+        split = "test" if "test" in spec.splits and spec.has_split(folder, "test") else "val"
     if split == "val":
-        print(f"note: {cfg.dataset} has no test split here: testing on val, the split that chose best.pt, "
-              "so the score is optimistic", file=sys.stderr)
+        print(f"note: {cfg.split_file or cfg.dataset} has no test split here: testing on val, the split that "
+              "chose best.pt, so the score is optimistic", file=sys.stderr)
     from seglib.cli import main
 
     return main(["evaluate", "--checkpoint", str(Path(cfg.out) / "best.pt"), "--dataset", cfg.dataset,
