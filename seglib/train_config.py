@@ -9,14 +9,17 @@ refuses a bad flag with ``argument --epochs: must be at least 1, not 0``, and bu
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import math
 import numbers
 import os
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
 
-from seglib.errors import ConfigError
+from seglib.errors import ConfigError, DataError
 from seglib.models import MODEL_NAMES
 from seglib.schedules import SCHEDULES
 
@@ -206,6 +209,37 @@ class TrainConfig:
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)  # the annotations, as types
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The options a ``train --config`` file sets: a JSON or YAML mapping of :class:`TrainConfig` fields, or a
+    run's ``metrics.json`` (its ``"config"``, read as :meth:`TrainConfig.from_dict` reads it). A field name that
+    does not exist is refused, naming the file (a typo would otherwise leave its default in place)."""
+    import yaml  # a dependency of albumentations
+
+    path = Path(path)
+    fix = 'write a mapping of training options, e.g. {"dataset": "camvid", "image_size": 352, "epochs": 40}'
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except FileNotFoundError as exc:
+        raise DataError(path, "config file not found", "check the path") from exc
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:  # JSONDecodeError is a ValueError
+        raise DataError(path, f"cannot be read as {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
+                        f"({str(exc).splitlines()[0]})", fix) from exc
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):  # a run's metrics.json: train it again
+        return {k: v for k, v in data["config"].items() if RENAMED.get(k, k) in _FIELD_TYPES}
+    if not isinstance(data, dict):
+        raise DataError(path, f"holds a {type(data).__name__}, not a mapping of training options", fix)
+    data = {RENAMED.get(k, k): v for k, v in data.items()}
+    unknown = sorted(str(k) for k in data if k not in _FIELD_TYPES)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, list(_FIELD_TYPES), n=1) for k in unknown}
+        hints = [f"{k} → {m[0]}" for k, m in close.items() if m]
+        raise DataError(path, f"no training option {', '.join(unknown)}",
+                        (f"did you mean {', '.join(hints)}? " if hints else "") + "the names are train's flags "
+                        "with _ for - (python -m seglib train --help)")
+    return data
 
 
 # ----------------------------------------------------------------------------- the flags

@@ -121,8 +121,8 @@ def test_cli_quickstart_smoke_writes_the_figure_and_the_pet_iou(tmp_path, capsys
 # ------------------------------------------------------------------ evaluate, predict, export, latency
 
 
-REPORT_SCHEMA = {"checkpoint": str, "dataset": str, "split": str, "folder": str, "images": int,
-                 "image_size": int, "tta": dict, "boundary_width": (int, str), "pixel_accuracy": float,
+REPORT_SCHEMA = {"checkpoint": str, "split_file": type(None), "dataset": str, "split": str, "folder": str,
+                 "images": int, "image_size": int, "tta": dict, "boundary_width": (int, str), "pixel_accuracy": float,
                  "miou": float, "mdice": float, "mean_class_accuracy": float, "boundary_miou": float,
                  "foreground_iou": type(None), "classes": list, "confusion_matrix": list,
                  "ignore_index": int, "seconds": float}
@@ -344,6 +344,33 @@ def test_a_split_file_trains_validates_tests_and_evaluates_and_is_kept_by_resume
     assert main(["train", "--smoke", "--split-file", "../leaky.json", "--out", "../leaky"]) == 2
     assert "2 ids are in both 'train' and 'val'" in capsys.readouterr().err
     assert not (tmp_path / "leaky" / "best.pt").exists()
+
+
+def test_a_config_file_sets_options_under_the_flags_and_a_runs_metrics_json_trains_it_again(tmp_path, capsys,
+                                                                                              monkeypatch):
+    # the person-mask project's config.yaml, the MSRC and CamVid projects' config.py: options in a file
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text("dataset: synthetic\nimage_size: 32\nbatch_size: 4\nepochs: 1\n"
+                                        "max_samples: 8\nmax_steps: 2\nnum_workers: 0\n"
+                                        "model_options: {base_channels: 8, depth: 2}\n")
+    assert main(["train", "--config", "tiny.yaml", "--epochs", "2", "--out", "run"]) == 0  # the flag wins
+    config = load_checkpoint(tmp_path / "run" / "best.pt")["config"]
+    assert (config["epochs"], config["image_size"], config["max_steps"]) == (2, 32, 2)
+    assert config["model_options"] == {"base_channels": 8, "depth": 2}
+    assert main(["train", "--config", "run/metrics.json", "--out", "again"]) == 0  # the same run, trained again
+    first, again = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("run", "again"))
+    assert {k for k in first["config"] if first["config"][k] != again["config"][k]} == {"out"}
+    histories = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("run", "again")]
+    assert [h["val_miou"] for h in histories[0]] == [h["val_miou"] for h in histories[1]] and len(histories[0]) == 2
+    capsys.readouterr()
+    (tmp_path / "typo.json").write_text(json.dumps({"imgsz_": 64, "epoch": 3}))
+    assert main(["train", "--config", "typo.json", "--out", "typo"]) == 2  # not trained with the defaults
+    err = capsys.readouterr().err
+    assert "error: typo.json: no training option epoch, imgsz_. Fix: did you mean epoch → epochs" in err
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "list.yaml").write_text("- epochs: 3\n")
+    assert main(["train", "--config", "list.yaml"]) == 2
+    assert "list.yaml: holds a list, not a mapping of training options" in capsys.readouterr().err
 
 
 def test_penn_fudan_project_spellings_parse():

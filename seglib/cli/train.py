@@ -19,7 +19,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seglib.train_config import TrainConfig
 
     fields = _given_fields(args)
-    if "split_file" in fields:  # recorded as it is: --test-only and --resume work from any folder
+    if args.config:  # the file's options, under the flags given beside it
+        from seglib.train_config import read_config_file
+
+        fields = {**read_config_file(args.config), **fields}
+    if fields.get("split_file"):  # recorded as it is: --test-only and --resume work from any folder
         fields["split_file"] = str(Path(fields["split_file"]).absolute())
     dataset = fields.get("dataset", "synthetic" if args.smoke else "pennfudan")  # --smoke's default, or train's
     out = Path(fields.setdefault("out", f"runs/{dataset}_{fields.get('model', 'unet')}"))
@@ -215,6 +219,9 @@ def add_train_parsers(sub) -> None:
     models.add_argument("--train-trunk", "--trainTrunk", action=argparse.BooleanOptionalAction,
                         help="train the DeepLabV3+ trunk (default) or freeze it")
     run = p.add_argument_group("the run")
+    run.add_argument("--config", metavar="FILE", help="training options from a JSON or YAML file (the names of "
+                     "these flags with _ for -, e.g. image_size: 352), or a run's metrics.json to train its "
+                     "configuration again; flags given beside it win")
     run.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when available; under torchrun, each "
                      "process's own GPU)")
     run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
