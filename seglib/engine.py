@@ -228,7 +228,9 @@ def build_parts(run: Run, init_from: str | Path | None = None) -> Parts:
     loss_fn = build_loss(cfg.loss, out_channels, class_weights=weights).to(device)
     optimizer = build_optimizer(cfg, model, device)
     steps = min(len(train_batches), cfg.max_steps or len(train_batches))
-    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs * steps, int(cfg.warmup_epochs * steps))
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs * steps, int(cfg.warmup_epochs * steps),
+                                floor=cfg.min_lr / cfg.lr, step_every=(cfg.step_epochs or 0) * steps or None,
+                                gamma=cfg.gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     return Parts(train_batches, val_batches, model, loss_fn, optimizer, scheduler, scaler, ema, meta,

@@ -26,10 +26,11 @@ def param_groups(model: nn.Module, lr: float, trunk_lr_mult: float = 1.0) -> lis
 
 
 def build_optimizer(cfg, model: nn.Module, device) -> torch.optim.Optimizer:
-    """AdamW (fused on CUDA) or SGD with Nesterov momentum, over trainable parameters only
-    (grouped by :func:`param_groups`)."""
+    """AdamW (fused on CUDA) or SGD with ``cfg.momentum`` (Nesterov's unless ``cfg.nesterov`` is off), over
+    trainable parameters only (grouped by :func:`param_groups`)."""
     params = param_groups(model, cfg.lr, cfg.trunk_lr_mult)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
     fused = torch.device(device).type == "cuda"
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)

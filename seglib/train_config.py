@@ -46,6 +46,10 @@ def positive(v) -> str | None:
     return None if v > 0 else f"must be positive, not {v}"
 
 
+def momentum_range(v) -> str | None:
+    return None if 0 <= v < 1 else f"must be in [0, 1) (e.g. 0.9), not {v}"
+
+
 def non_negative(v) -> str | None:
     return None if v >= 0 and math.isfinite(v) else f"must be 0 or more, not {v}"
 
@@ -120,7 +124,16 @@ class TrainConfig:
                                   "imagenet); to freeze it, --no-train-trunk", rule=trunk_multiplier)
     weight_decay: float = option(1e-4, "decoupled weight decay", rule=non_negative, aliases=("--weightDecay",))
     optimizer: str = option("adamw", "adamw (fused on CUDA) or sgd with Nesterov momentum", choices=OPTIMIZERS)
+    momentum: float = option(0.9, "sgd: momentum (the CamVid project's 0.99)", rule=momentum_range)
+    nesterov: bool = option(True, "sgd: Nesterov momentum; --no-nesterov for plain momentum (the Penn-Fudan and "
+                            "CamVid projects')")
     schedule: str = option("cosine", "learning-rate decay, stepped every iteration", choices=SCHEDULES)
+    min_lr: float = option(0.0, "where poly, cosine and onecycle decay to (CosineAnnealingLR's eta_min; the "
+                           "person-mask project's 1e-5)", rule=non_negative)
+    step_epochs: int | None = option(None, "schedule step: multiply the learning rate by --gamma every this many "
+                                     "epochs (the Penn-Fudan project's MultiStepLR at epoch 60)", rule=at_least(1))
+    gamma: float = option(0.1, "schedule step: the factor at each step", rule=lambda v: None if 0 < v <= 1
+                          else f"must be in (0, 1], not {v}")
     warmup_epochs: float = option(1.0, "linear warm-up length in epochs", rule=non_negative)
     loss: str = option("ce", "ce, bce, dice, focal, or a sum such as ce+dice")
     class_weights: str | None = option(None, "weights of ce and focal per class: auto (median-frequency balancing "
@@ -188,6 +201,18 @@ class TrainConfig:
         if self.trunk_lr_mult != 1 and self.model != "deeplabv3plus":
             raise ConfigError(f"trunk_lr_mult applies to deeplabv3plus (its ResNet trunk), not {self.model}: "
                               "leave it at 1")
+        if self.optimizer != "sgd" and (self.momentum, self.nesterov) != (0.9, True):
+            raise ConfigError(f"momentum and nesterov are SGD's; --optimizer {self.optimizer} has its own: pass "
+                              "--optimizer sgd, or leave them out")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("Nesterov momentum needs a momentum: pass --momentum > 0, or --no-nesterov")
+        if (self.schedule == "step") != (self.step_epochs is not None):
+            raise ConfigError("--schedule step and --step-epochs N go together: the learning rate is multiplied by "
+                              "--gamma every N epochs" + ("" if self.schedule == "step" else
+                                                           f" (--schedule is {self.schedule})"))
+        if self.min_lr >= self.lr or (self.min_lr and self.schedule not in ("poly", "cosine", "onecycle")):
+            raise ConfigError(f"min_lr {self.min_lr:g} is where poly, cosine and onecycle decay to: below lr "
+                              f"({self.lr:g}), with one of those schedules (not {self.schedule})")
         if self.warmup_epochs > self.epochs:
             raise ConfigError(f"warmup_epochs {self.warmup_epochs:g} is longer than the run ({self.epochs} epochs): "
                               "the learning rate would never reach its peak; shorten the warm-up")

@@ -94,6 +94,20 @@ def test_cli_trunk_lr_mult_and_grad_clip_reach_the_run(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "deeplabv3plus" in bad.stderr
 
 
+def test_the_reference_projects_sgd_and_step_decay_reach_the_run(tmp_path, capsys):
+    # the CamVid project's SGD at momentum 0.99 without Nesterov, the Penn-Fudan project's step decay
+    assert main(["train", "--smoke", "--epochs", "3", "--optimizer", "sgd", "--lr", "0.01", "--momentum", "0.99",
+                 "--no-nesterov", "--schedule", "step", "--step-epochs", "1", "--gamma", "0.5",
+                 "--warmup-epochs", "0", "--out", str(tmp_path / "run")]) == 0
+    (group,) = load_checkpoint(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"]
+    assert (group["momentum"], group["nesterov"]) == (0.99, False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["lr"] for h in history] == pytest.approx([0.005, 0.0025, 0.00125])  # halved after every epoch
+    capsys.readouterr()
+    assert main(["train", "--smoke", "--schedule", "step", "--out", str(tmp_path / "x")]) == 2
+    assert "--schedule step and --step-epochs N go together" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ quickstart
 
 
@@ -448,7 +462,7 @@ def test_train_takes_device_and_refuses_one_this_machine_lacks(tmp_path, capsys,
 
 
 @pytest.mark.parametrize("argv, hint", [
-    (["train", "--scheduler"], "Fix: --scheduler is --schedule here (cosine, poly, onecycle or constant"),
+    (["train", "--scheduler"], "Fix: --scheduler is --schedule here (cosine, poly, onecycle, constant, or step"),
     (["train", "--multiGPU"], "Fix: for several GPUs run torchrun --nproc_per_node N -m seglib train"),
     (["--train", "--unet", "--gpu"], "Fix: --gpu is --device cuda here; see 'seglib train --help'"),
     (["predict", "--model", "final_model.pth", "--input", "x"], "Fix: --checkpoint PATH is the trained model here"),

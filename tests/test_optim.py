@@ -36,6 +36,14 @@ def test_sgd_is_nesterov_momentum_with_the_weight_decay_in_every_group():
         assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 3e-3)
 
 
+def test_sgd_takes_the_reference_projects_momentum_plain_or_nesterov():
+    model = create_model("unet", 2, base_channels=4, depth=2)
+    for momentum, nesterov in ((0.99, False), (0.5, True), (0.0, False)):  # the CamVid project's: 0.99, plain
+        cfg = TrainConfig(optimizer="sgd", momentum=momentum, nesterov=nesterov)
+        (group,) = build_optimizer(cfg, model, "cpu").param_groups
+        assert (group["momentum"], group["nesterov"]) == (momentum, nesterov)
+
+
 def test_adamw_gets_the_weight_decay_of_the_config():
     model = create_model("unet", 2, base_channels=4, depth=2)
     optimizer = build_optimizer(TrainConfig(optimizer="adamw", lr=2e-3, weight_decay=0.02), model, "cpu")

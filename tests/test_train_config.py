@@ -31,6 +31,14 @@ def test_a_saved_config_of_an_older_version_is_renamed_and_trimmed():
     (dict(trunk_lr_mult=0.1, model="unet"), "trunk_lr_mult applies to deeplabv3plus"),
     (dict(ema_decay=1.0), "ema_decay must be between 0 and 1"),
     (dict(crop_scale=0.0), r"crop_scale must be in \(0, 1\]"),
+    (dict(momentum=0.99), "momentum and nesterov are SGD's; --optimizer adamw has its own"),
+    (dict(optimizer="sgd", momentum=1.0), r"momentum must be in \[0, 1\)"),
+    (dict(optimizer="sgd", momentum=0.0), "Nesterov momentum needs a momentum"),
+    (dict(schedule="step"), "--schedule step and --step-epochs N go together"),
+    (dict(step_epochs=30), r"go together.*\(--schedule is cosine\)"),
+    (dict(schedule="step", step_epochs=30, gamma=0.0), r"gamma must be in \(0, 1\]"),
+    (dict(min_lr=0.01, lr=0.01), "min_lr 0.01 is where poly, cosine and onecycle decay to"),
+    (dict(min_lr=1e-5, schedule="constant"), "not constant"),
 ])
 def test_rules_between_and_within_fields(changes, match):
     with pytest.raises(ConfigError, match=match):
@@ -40,3 +48,5 @@ def test_rules_between_and_within_fields(changes, match):
 def test_the_edges_the_rules_allow():
     TrainConfig(crop_scale=1.0, snapshot_every=4, val_every=2, ema_decay=0.999)  # no crop; every 2nd validation
     TrainConfig(model="deeplabv3plus", trunk_lr_mult=0.1)
+    TrainConfig(optimizer="sgd", momentum=0.0, nesterov=False, schedule="step", step_epochs=60, gamma=1.0)
+    TrainConfig(lr=1e-3, min_lr=1e-5, schedule="poly")

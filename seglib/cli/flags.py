@@ -32,7 +32,8 @@ REFERENCE_SPELLINGS = (
 # Flags of the reference projects that seglib spells otherwise or does not take, per command: what to do instead
 _CHECKPOINT = "--checkpoint PATH is the trained model here (a best.pt or last.pt)"
 RENAMED = {
-    "train": {"--scheduler": "--scheduler is --schedule here (cosine, poly, onecycle or constant; no step decay)",
+    "train": {"--scheduler": "--scheduler is --schedule here (cosine, poly, onecycle, constant, or step with "
+                             "--step-epochs N and --gamma)",
               "--gpu": "--gpu is --device cuda here",
               "--multiGPU": "for several GPUs run torchrun --nproc_per_node N -m seglib train ..."},
     "predict": {"--model": _CHECKPOINT, "--weights": _CHECKPOINT, "--gpu": "--gpu is --device cuda here",
