@@ -319,7 +319,9 @@ def test_person_mask_project_nets_and_output_stride_8_train_from_the_command_lin
             widths = [m.out_channels for m in built.modules() if isinstance(m, torch.nn.Conv2d)]
             assert built.depth == 3 and min(widths[:-1]) == options["base_channels"]
             assert max(widths) == options["base_channels"] * 8
-    capsys.readouterr()
+    assert main(["train", "--smoke", "--big", "--epochs", "1", "--max-steps", "1", "--out", str(tmp_path / "big")]) == 0
+    assert load_checkpoint(tmp_path / "big" / "best.pt")["meta"]["model_options"] == {"depth": 2, "big": True}
+    capsys.readouterr()  # --big over --smoke's width 8 (it said "big=True means base_channels=64, not 8")
     assert main(["train", "--smoke", "--output-stride", "8", "--out", str(tmp_path / "x")]) == 2  # a UNet has none
     assert "unet has no option output_stride" in capsys.readouterr().err
     for flag, value in (("--depth", "7"), ("--base-channels", "0"), ("--output-stride", "4")):

@@ -75,7 +75,8 @@ def _with_model(fields: dict, args: argparse.Namespace, saved: dict | None) -> d
         fields.setdefault("dataset", "synthetic")
         smoke, default = asdict(TrainConfig.smoke()), asdict(TrainConfig())
         sizes = {k: v for k, v in smoke.items() if v != default[k] and k not in ("dataset", "model", "model_options")}
-        fields = {**sizes, "model_options": smoke["model_options"] if model != "deeplabv3plus" else {}, **fields}
+        tiny = {k: v for k, v in smoke["model_options"].items() if not (args.big and k == "base_channels")}
+        fields = {**sizes, "model_options": tiny if model != "deeplabv3plus" else {}, **fields}  # --big wins
     own = saved["model_options"] if saved and saved["model"] == model else {}  # another model is refused later
     options = {**own, **fields.pop("model_options", {})}
     flags = {"big": args.big or None, "backbone": args.backbone, "pretrained": args.pretrained,
