@@ -253,7 +253,7 @@ def read_config_file(path: str | Path) -> dict:
         raise DataError(path, f"cannot be read as {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
                         f"({str(exc).splitlines()[0]})", fix) from exc
     if isinstance(data, dict) and isinstance(data.get("config"), dict):  # a run's metrics.json: train it again
-        return {k: v for k, v in data["config"].items() if RENAMED.get(k, k) in _FIELD_TYPES}
+        return {RENAMED.get(k, k): v for k, v in data["config"].items() if RENAMED.get(k, k) in _FIELD_TYPES}
     if not isinstance(data, dict):
         raise DataError(path, f"holds a {type(data).__name__}, not a mapping of training options", fix)
     data = {RENAMED.get(k, k): v for k, v in data.items()}

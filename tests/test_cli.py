@@ -378,6 +378,10 @@ def test_a_config_file_sets_options_under_the_flags_and_a_runs_metrics_json_trai
     assert {k for k in first["config"] if first["config"][k] != again["config"][k]} == {"out"}
     histories = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("run", "again")]
     assert [h["val_miou"] for h in histories[0]] == [h["val_miou"] for h in histories[1]] and len(histories[0]) == 2
+    older = {**first, "config": {**first["config"], "data_path": "workers", "an_option_since_removed": 1}}
+    (tmp_path / "older.json").write_text(json.dumps(older))  # a metrics.json of an older version: renamed, trimmed
+    assert main(["train", "--config", "older.json", "--out", "older"]) == 0
+    assert json.loads((tmp_path / "older" / "metrics.json").read_text())["config"]["loader"] == "workers"
     capsys.readouterr()
     (tmp_path / "typo.json").write_text(json.dumps({"imgsz_": 64, "epoch": 3}))
     assert main(["train", "--config", "typo.json", "--out", "typo"]) == 2  # not trained with the defaults
