@@ -129,7 +129,8 @@ class TrainConfig:
                             "CamVid projects')")
     schedule: str = option("cosine", "learning-rate decay, stepped every iteration", choices=SCHEDULES)
     min_lr: float = option(0.0, "where poly, cosine and onecycle decay to (CosineAnnealingLR's eta_min; the "
-                           "person-mask project's 1e-5)", rule=non_negative)
+                           "person-mask project's 1e-5); a DeepLabV3+ trunk's, times --trunk-lr-mult",
+                           rule=non_negative)
     step_epochs: int | None = option(None, "schedule step: multiply the learning rate by --gamma every this many "
                                      "epochs (the Penn-Fudan project's MultiStepLR at epoch 60)", rule=at_least(1))
     gamma: float = option(0.1, "schedule step: the factor at each step", rule=lambda v: None if 0 < v <= 1
@@ -193,6 +194,8 @@ class TrainConfig:
             problem = f.metadata["rule"] and f.metadata["rule"](value)
             if problem:
                 raise ConfigError(f"{f.name} {problem}")
+        if isinstance(self.model_options.get("pretrained"), os.PathLike):  # saved as text: a Path cannot be
+            self.model_options = {**self.model_options, "pretrained": os.fspath(self.model_options["pretrained"])}
         if self.class_weights and not {"ce", "focal"} & set(self.loss.split("+")):
             raise ConfigError(f"class_weights weigh ce and focal; --loss {self.loss} has neither: add ce or focal")
         if self.snapshot_every and self.snapshot_every % self.val_every:
@@ -206,6 +209,9 @@ class TrainConfig:
                               "--optimizer sgd, or leave them out")
         if self.nesterov and self.momentum == 0:
             raise ConfigError("Nesterov momentum needs a momentum: pass --momentum > 0, or --no-nesterov")
+        if self.gamma != 0.1 and self.schedule != "step":
+            raise ConfigError(f"gamma is the step schedule's factor; --schedule is {self.schedule}: pass --schedule "
+                              "step --step-epochs N, or leave --gamma out")
         if (self.schedule == "step") != (self.step_epochs is not None):
             raise ConfigError("--schedule step and --step-epochs N go together: the learning rate is multiplied by "
                               "--gamma every N epochs" + ("" if self.schedule == "step" else
@@ -245,13 +251,13 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     fix = 'write a mapping of training options, e.g. {"dataset": "camvid", "image_size": 352, "epochs": 40}'
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no error
         data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     except FileNotFoundError as exc:
         raise DataError(path, "config file not found", "check the path") from exc
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:  # JSONDecodeError is a ValueError
         raise DataError(path, f"cannot be read as {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
-                        f"({str(exc).splitlines()[0]})", fix) from exc
+                        f"({' '.join(str(exc).split())[:300]})", fix) from exc
     if isinstance(data, dict) and isinstance(data.get("config"), dict):  # a run's metrics.json: train it again
         return {RENAMED.get(k, k): v for k, v in data["config"].items() if RENAMED.get(k, k) in _FIELD_TYPES}
     if not isinstance(data, dict):
@@ -264,6 +270,10 @@ def read_config_file(path: str | Path) -> dict:
         raise DataError(path, f"no training option {', '.join(unknown)}",
                         (f"did you mean {', '.join(hints)}? " if hints else "") + "the names are train's flags "
                         "with _ for - (python -m seglib train --help)")
+    for key, value in data.items():  # before any of them is used as a path or a dict
+        wrong = _wrong_type(value, _FIELD_TYPES[key])
+        if wrong:
+            raise DataError(path, f"{key} {wrong}", fix)
     return data
 
 

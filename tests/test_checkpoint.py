@@ -9,6 +9,9 @@ import torch
 
 from seglib.checkpoint import MAX_CLASSES, load_checkpoint, load_weights, rng_state, save_checkpoint, set_rng_state
 from seglib.errors import DataError
+from seglib.inference import load_model
+from seglib.models import create_model
+from seglib.utils import count_parameters
 
 
 def test_round_trip_with_weights_only(tmp_path):
@@ -176,3 +179,12 @@ def test_a_checkpoint_in_torch_legacy_format_is_loaded(tmp_path):
 def test_load_weights_names_a_state_without_weights(tmp_path, state):
     with pytest.raises(DataError, match="not a seglib checkpoint: it lacks"):
         load_weights(torch.nn.Conv2d(3, 2, 3), state, tmp_path / "x.pt")
+
+
+def test_a_model_built_with_the_default_width_spelled_none_is_saved_and_loaded(tmp_path):
+    # base_channels=None is the UNet's own default: create_model took it, the checkpoint check refused it
+    model = create_model("unet", 2, base_channels=None, depth=2)
+    meta = {"model": "unet", "num_classes": 2, "image_size": 32, "model_options": {"base_channels": None, "depth": 2}}
+    save_checkpoint({"model": model.state_dict(), "meta": meta}, tmp_path / "best.pt")
+    loaded, _ = load_model(tmp_path / "best.pt")
+    assert count_parameters(loaded) == count_parameters(model)

@@ -103,6 +103,10 @@ def test_the_reference_projects_sgd_and_step_decay_reach_the_run(tmp_path, capsy
     assert (group["momentum"], group["nesterov"]) == (0.99, False)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["lr"] for h in history] == pytest.approx([0.005, 0.0025, 0.00125])  # halved after every epoch
+    assert main(["train", "--smoke", "--epochs", "2", "--lr", "0.01", "--min-lr", "0.001", "--warmup-epochs", "0",
+                 "--out", str(tmp_path / "floor")]) == 0  # the cosine's end: eta_min, not 0
+    (group,) = load_checkpoint(tmp_path / "floor" / "last.pt")["optimizer"]["param_groups"]
+    assert group["lr"] == pytest.approx(0.001)
     capsys.readouterr()
     assert main(["train", "--smoke", "--schedule", "step", "--out", str(tmp_path / "x")]) == 2
     assert "--schedule step and --step-epochs N go together" in capsys.readouterr().err
@@ -360,6 +364,30 @@ def test_a_split_file_trains_validates_tests_and_evaluates_and_is_kept_by_resume
     assert main(["train", "--smoke", "--split-file", "../leaky.json", "--out", "../leaky"]) == 2
     assert "2 ids are in both 'train' and 'val'" in capsys.readouterr().err
     assert not (tmp_path / "leaky" / "best.pt").exists()
+    assert main(["evaluate", "--checkpoint", "best.pt", "--split-file", "../other.json", "--json", "o.json"]) == 0
+    report = json.loads((tmp_path / "run" / "o.json").read_text())  # a file given beats the run's own
+    assert (report["images"], report["split_file"]) == (4, "../other.json")
+    assert "the split file the run trained with" not in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", "best.pt", "--split", "all", "--json", "all.json"]) == 0
+    assert json.loads((tmp_path / "run" / "all.json").read_text())["images"] == len(ids)  # all is every sample
+    (tmp_path / "split.json").write_text("{not json")  # damaged after the run
+    capsys.readouterr()
+    assert main(["train", "--test-only", "--out", "."]) == 2
+    assert f"{tmp_path / 'split.json'}: the run's split file cannot be read" in capsys.readouterr().err
+
+
+def test_a_split_files_test_list_is_the_held_out_set_even_where_the_dataset_publishes_none(tmp_path, capsys):
+    ids = load_dataset("synthetic", "all").ids  # synthetic has train and val only
+    lists = {"train": ids[-8:], "val": ids[:5], "test": ids[5:10]}
+    (tmp_path / "split.json").write_text(json.dumps(lists))
+    assert main(["train", "--smoke", "--epochs", "1", "--split-file", str(tmp_path / "split.json"), "--test",
+                 "--out", str(tmp_path / "run")]) == 0
+    out, err = capsys.readouterr()
+    assert "synthetic/test: 5 images at native resolution" in out
+    assert "has no test split here" not in err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--split", "test", "--json",
+                 str(tmp_path / "test.json")]) == 0
+    assert json.loads((tmp_path / "test.json").read_text())["images"] == 5
 
 
 def test_a_config_file_sets_options_under_the_flags_and_a_runs_metrics_json_trains_it_again(tmp_path, capsys,
@@ -391,6 +419,15 @@ def test_a_config_file_sets_options_under_the_flags_and_a_runs_metrics_json_trai
     (tmp_path / "list.yaml").write_text("- epochs: 3\n")
     assert main(["train", "--config", "list.yaml"]) == 2
     assert "list.yaml: holds a list, not a mapping of training options" in capsys.readouterr().err
+    for name, text, message in (("tab.yml", "epochs: 1\n\timage_size: 32\n", "tab.yml: cannot be read as YAML"),
+                                ("path.yaml", "split_file: 5\n", "path.yaml: split_file must be a string or None"),
+                                ("opts.yaml", "model_options: [1]\n", "opts.yaml: model_options must be a dict")):
+        (tmp_path / name).write_text(text)
+        assert main(["train", "--smoke", "--config", name, "--out", "never"]) == 2  # one line, no traceback
+        assert message in capsys.readouterr().err
+    (tmp_path / "bom.json").write_text("\ufeff" + json.dumps({"epochs": 1, "max_steps": 1}))  # as Notepad saves
+    assert main(["train", "--smoke", "--config", "bom.json", "--out", "bom"]) == 0
+    assert not (tmp_path / "never").exists()
 
 
 def test_penn_fudan_project_spellings_parse():

@@ -226,6 +226,7 @@ def test_pad_to_multiple_pads_bottom_right_with_edge_values():
     ("unet", {"depth": 7}, ["1..6"]),  # trained, its checkpoint would be refused: a model no checkpoint may hold
     ("unet", {"base_channels": 0}, ["1..256"]),
     ("hourglass", {"base_channels": 512}, ["1..256"]),
+    ("unet", {"in_channels": 65}, ["1..64"]),
     ("unet", {"big": True, "base_channels": 32}, ["base_channels=64"]),
     ("unet", {"width": 8}, ["in_channels", "base_channels", "depth", "big"]),
     ("hourglass", {"depth": 2.5}, ["1..6"]),

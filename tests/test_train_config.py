@@ -39,6 +39,8 @@ def test_a_saved_config_of_an_older_version_is_renamed_and_trimmed():
     (dict(schedule="step", step_epochs=30, gamma=0.0), r"gamma must be in \(0, 1\]"),
     (dict(min_lr=0.01, lr=0.01), "min_lr 0.01 is where poly, cosine and onecycle decay to"),
     (dict(min_lr=1e-5, schedule="constant"), "not constant"),
+    (dict(schedule="step", step_epochs=0), "step_epochs must be at least 1"),
+    (dict(gamma=0.5), "gamma is the step schedule's factor; --schedule is cosine"),
 ])
 def test_rules_between_and_within_fields(changes, match):
     with pytest.raises(ConfigError, match=match):
@@ -50,3 +52,13 @@ def test_the_edges_the_rules_allow():
     TrainConfig(model="deeplabv3plus", trunk_lr_mult=0.1)
     TrainConfig(optimizer="sgd", momentum=0.0, nesterov=False, schedule="step", step_epochs=60, gamma=1.0)
     TrainConfig(lr=1e-3, min_lr=1e-5, schedule="poly")
+    TrainConfig(lr=1e-3, min_lr=1e-5, schedule="onecycle")
+    TrainConfig(lr=1e-3, min_lr=1e-5, schedule="cosine")
+
+
+def test_a_path_given_as_pretrained_is_kept_as_text():
+    # a Path in the config trained, then could not be written to metrics.json nor read back from best.pt
+    from pathlib import Path
+
+    cfg = TrainConfig(model="deeplabv3plus", model_options={"pretrained": Path("weights") / "r18.pt"})
+    assert cfg.model_options["pretrained"] == str(Path("weights") / "r18.pt")

@@ -169,7 +169,11 @@ def evaluate_run(cfg, folder: Path, device: str | None) -> int:
 
     spec = get_spec(cfg.dataset)
     if cfg.split_file:
-        split = "test" if "test" in json.loads(Path(cfg.split_file).read_text()) else "val"
+        try:
+            split = "test" if "test" in json.loads(Path(cfg.split_file).read_text()) else "val"
+        except (OSError, ValueError) as exc:
+            raise DataError(cfg.split_file, f"the run's split file cannot be read ({exc})",
+                            "put the split file back, or evaluate with --split-file FILE") from exc
     else:
         split = "test" if "test" in spec.splits and spec.has_split(folder, "test") else "val"
     if split == "val":

@@ -31,7 +31,8 @@ def whole(low: int, high: int):
 
 
 OPTION_RULES = {  # the models' options, with the widths and depths of sane models (a checkpoint holds no others)
-    "in_channels": whole(1, 64), "base_channels": whole(1, 256), "depth": whole(1, 6),
+    "in_channels": whole(1, 64), "base_channels": lambda v: None if v is None else whole(1, 256)(v),
+    "depth": whole(1, 6),
     "big": lambda v: None if isinstance(v, bool) else "must be True or False",
     "train_trunk": lambda v: None if isinstance(v, bool) else "must be True or False",
     "backbone": lambda v: None if isinstance(v, str) else "must be a backbone name",
@@ -62,7 +63,7 @@ def check_options(name: str, options: dict) -> None:
                           f"{', '.join(valid)}")
     for key, value in options.items():  # what a checkpoint may hold: a model beyond it could not be loaded again
         problem = OPTION_RULES[key](value)
-        if problem and not (key == "base_channels" and value is None):
+        if problem:
             raise ConfigError(f"{name}: {key}={value!r} {problem}")
 
 
