@@ -425,8 +425,9 @@ def test_a_config_file_sets_options_under_the_flags_and_a_runs_metrics_json_trai
         (tmp_path / name).write_text(text)
         assert main(["train", "--smoke", "--config", name, "--out", "never"]) == 2  # one line, no traceback
         assert message in capsys.readouterr().err
-    (tmp_path / "bom.json").write_text("\ufeff" + json.dumps({"epochs": 1, "max_steps": 1}))  # as Notepad saves
-    assert main(["train", "--smoke", "--config", "bom.json", "--out", "bom"]) == 0
+    (tmp_path / "bom.json").write_text("\ufeff" + json.dumps({"epochs": 1, "max_steps": 1, "data_path": "workers"}))
+    assert main(["train", "--smoke", "--config", "bom.json", "--out", "bom"]) == 0  # a BOM, as Notepad saves
+    assert json.loads((tmp_path / "bom" / "metrics.json").read_text())["config"]["loader"] == "workers"  # renamed
     assert not (tmp_path / "never").exists()
 
 

@@ -468,6 +468,8 @@ def test_prepare_lists_binary_masks_that_are_almost_all_foreground(tmp_path):
     assert "check: 2 masks are 99% or more pet (likely broken; look at them): Bengal_1, Bengal_2" in \
         format_stats("pets", [stats])
     assert inspect_split("pets_trimap", "all", tmp_path).suspects == []  # a scene may be one class: binary only
+    stats.suspects = [f"Bengal_{i}" for i in range(7)]
+    assert "Bengal_0, Bengal_1, Bengal_2, Bengal_3, Bengal_4 and 2 more" in format_stats("pets", [stats])
 
 
 def test_prepare_counts_the_ignored_pixels_and_the_size_range(tmp_path):
