@@ -229,8 +229,8 @@ def build_parts(run: Run, init_from: str | Path | None = None) -> Parts:
     optimizer = build_optimizer(cfg, model, device)
     steps = min(len(train_batches), cfg.max_steps or len(train_batches))
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs * steps, int(cfg.warmup_epochs * steps),
-                                floor=cfg.min_lr / cfg.lr, step_every=(cfg.step_epochs or 0) * steps or None,
-                                gamma=cfg.gamma)
+                                floor=cfg.min_lr / cfg.lr, gamma=cfg.gamma,
+                                step_every=cfg.step_epochs * steps if cfg.step_epochs else None)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     return Parts(train_batches, val_batches, model, loss_fn, optimizer, scheduler, scaler, ema, meta,

@@ -16,7 +16,7 @@ import numbers
 import os
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from seglib.errors import ConfigError, DataError
@@ -259,7 +259,7 @@ def read_config_file(path: str | Path) -> dict:
         raise DataError(path, f"cannot be read as {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
                         f"({' '.join(str(exc).split())[:300]})", fix) from exc
     if isinstance(data, dict) and isinstance(data.get("config"), dict):  # a run's metrics.json: train it again
-        return {RENAMED.get(k, k): v for k, v in data["config"].items() if RENAMED.get(k, k) in _FIELD_TYPES}
+        return asdict(TrainConfig.from_dict(data["config"]))
     if not isinstance(data, dict):
         raise DataError(path, f"holds a {type(data).__name__}, not a mapping of training options", fix)
     data = {RENAMED.get(k, k): v for k, v in data.items()}

@@ -145,19 +145,19 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     ``"test"``, for any dataset); ``all`` is still every sample.
     """
     spec = get_spec(name)
-    if split_file is not None and split in ("train", "val", "test"):
+    if split_file is not None and split != "all":  # the file's list (read_split_file names a missing one)
         folder = find_folder(name, root)
         by_id = {item.id: item for item in spec.list_items(folder, "all")}
         items = [by_id[i] for i in read_split_file(Path(split_file), split, set(by_id))]
-        return SegmentationDataset(spec, folder, split, _spread(items, max_samples))
-    if split not in (*spec.splits, "all"):
-        raise ConfigError(f"dataset {name!r} has no split {split!r}; "
-                          f"choose one of: {', '.join((*spec.splits, 'all'))}")
-    folder = find_folder(name, root)
-    if not spec.has_split(folder, split):
-        raise DataError(folder / spec.split_dir.format(split=split), f"the {split!r} split is not here",
-                        f"choose a split that is present (python -m seglib prepare {name} lists them)")
-    items = spec.list_items(folder, split)
+    else:
+        if split not in (*spec.splits, "all"):
+            raise ConfigError(f"dataset {name!r} has no split {split!r}; "
+                              f"choose one of: {', '.join((*spec.splits, 'all'))}")
+        folder = find_folder(name, root)
+        if not spec.has_split(folder, split):
+            raise DataError(folder / spec.split_dir.format(split=split), f"the {split!r} split is not here",
+                            f"choose a split that is present (python -m seglib prepare {name} lists them)")
+        items = spec.list_items(folder, split)
     return SegmentationDataset(spec, folder, split, _spread(items, max_samples))
 
 
