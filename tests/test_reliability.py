@@ -199,8 +199,10 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
     done = state["epoch"]
     assert printed <= done <= printed + 1 < epochs + 1, (printed, done)  # at most one epoch lost
     assert done < epochs, "the run ended before the kill: nothing was tested"
-    before = json.loads((out / "history.json").read_text())
-    assert [row["epoch"] for row in before][:done] == list(range(1, done + 1))
+    before = [row["epoch"] for row in json.loads((out / "history.json").read_text())]
+    # history.json is written just after last.pt: a kill between the two leaves it one epoch behind (the resume
+    # takes its history from last.pt, asserted below)
+    assert before == list(range(1, len(before) + 1)) and done - 1 <= len(before) <= done, (before, done)
 
     resumed = cli(*train, "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
