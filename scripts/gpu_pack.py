@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -30,9 +31,35 @@ BUDGET = 64 * 2**20
 HEADLINE = ("pennfudan", "tiktok", "camvid", "msrc")
 WHEELS = {"albumentations": ["albumentations==2.0.8"],
           "notebooks": ["nbclient", "nbformat", "ipykernel", "ipywidgets", "nbstripout"]}
-# already in the GPU image (device/KINDS.md, 2026-11-17): carrying a second version would stop the install
-PRESENT = {"attrs", "numpy", "opencv_python_headless", "packaging", "psutil", "pygments", "python_dateutil",
-           "pyyaml", "scipy", "typing_extensions", "tzdata", "platformdirs", "six", "jinja2", "markupsafe"}
+# the GPU image's Python packages, as device/KINDS.md lists them (2026-11-17), names normalized as in wheel
+# file names: pip downloads them as dependencies, but a second version would stop the install. Not there,
+# though a kernel needs it: platformdirs (the first notebook call on a GPU failed when this list had it)
+PRESENT = frozenset({
+    "absl_py", "accelerate", "aiofiles", "aiohappyeyeballs", "aiohttp", "aiosignal", "annotated_doc", "anyio",
+    "attrs", "botorch", "build", "certifi", "charset_normalizer", "chex", "click", "cloudpickle", "cmake",
+    "colorama", "contourpy", "coverage", "cuda_bindings", "cuda_core", "cuda_pathfinder", "cuda_toolkit",
+    "cupy_cuda13x", "cycler", "cython", "diffrax", "e3nn", "einops", "equinox", "etils", "execnet", "filelock",
+    "flatbuffers", "flax", "fonttools", "formulaic", "frozenlist", "fsspec", "gpytorch", "grpcio", "h11", "h5py",
+    "hf_xet", "httpcore", "httpx", "huggingface_hub", "humanize", "hypothesis", "idna", "imageio", "iniconfig",
+    "interface_meta", "jax", "jax_cuda13_pjrt", "jax_cuda13_plugin", "jaxlib", "jaxtyping", "jinja2", "joblib",
+    "kiwisolver", "lazy_loader", "lightning", "lightning_utilities", "linear_operator", "lineax", "llvmlite",
+    "lxml", "markdown", "markdown_it_py", "markupsafe", "matplotlib", "mdurl", "meson", "ml_dtypes", "mpi4py",
+    "mpmath", "msgpack", "multidict", "multipledispatch", "mypy_extensions", "nanobind", "narwhals", "networkx",
+    "ninja", "numba", "numba_cuda", "numpy", "numpyro", "nvidia_cublas", "nvidia_cuda_cupti", "nvidia_cuda_nvrtc",
+    "nvidia_cuda_runtime", "nvidia_cudnn_cu13", "nvidia_cufft", "nvidia_cufile", "nvidia_curand", "nvidia_cusolver",
+    "nvidia_cusparse", "nvidia_cusparselt_cu13", "nvidia_ml_py", "nvidia_nccl_cu13", "nvidia_nvjitlink",
+    "nvidia_nvshmem_cu13", "nvidia_nvtx", "onnx", "onnx_ir", "onnxruntime", "onnxscript", "opencv_python_headless",
+    "opt_einsum", "opt_einsum_fx", "optax", "optimistix", "orbax_checkpoint", "packaging", "pandas", "pathspec",
+    "patsy", "peft", "pillow", "pip", "pluggy", "portalocker", "prometheus_client", "propcache", "protobuf",
+    "psutil", "py_cpuinfo", "pyarrow", "pybind11", "pygments", "pyparsing", "pyproject_hooks", "pyre_extensions",
+    "pytest", "pytest_benchmark", "pytest_cov", "pytest_mock", "pytest_timeout", "pytest_xdist", "python_dateutil",
+    "pytorch_lightning", "pyyaml", "regex", "requests", "rich", "sacrebleu", "safetensors", "scikit_build_core",
+    "scikit_image", "scikit_learn", "scipy", "seaborn", "sentence_transformers", "sentencepiece", "setuptools",
+    "shellingham", "simplejson", "six", "sortedcontainers", "statsmodels", "sympy", "tabulate", "tensorboard",
+    "tensorboard_data_server", "tensorstore", "threadpoolctl", "tifffile", "tiktoken", "timm", "tokenizers",
+    "toolz", "torch", "torch_geometric", "torchaudio", "torchdiffeq", "torchmetrics", "torchvision", "tqdm",
+    "transformers", "treescope", "triton", "typer", "typing_extensions", "typing_inspect", "urllib3", "uvloop",
+    "wadler_lindig", "werkzeug", "wheel", "wrapt", "xarray", "xxhash", "yarl", "zipp"})
 # never imported by a kernel that only runs cells: the widgets' front-end assets (2.3 MiB), the debugger and
 # the completion engine (10 MiB; ipykernel and IPython import them only when present)
 LEFT_BEHIND = {"widgetsnbextension", "jupyterlab_widgets", "debugpy", "jedi", "parso"}
@@ -65,6 +92,11 @@ def exclude(dest: Path) -> None:
         path.write_text("\n".join([*lines, f"/{name}/"]) + "\n")
 
 
+def distribution(wheel: Path) -> str:
+    """A wheel's project name, normalized as in :data:`PRESENT` (``PyYAML-6.0.whl`` -> ``pyyaml``)."""
+    return re.sub(r"[-_.]+", "_", wheel.name.split("-")[0].lower())
+
+
 def pack_wheels(groups: list[str], dest: Path) -> None:
     """cp312 manylinux wheels of ``groups`` (keys of :data:`WHEELS`) and their needs, less :data:`PRESENT`."""
     names = [name for group in groups for name in WHEELS[group]]
@@ -74,7 +106,7 @@ def pack_wheels(groups: list[str], dest: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version",
                     "3.12", "--implementation", "cp", *platforms, "-d", str(dest), *names], check=True)
     for wheel in dest.glob("*.whl"):
-        if wheel.name.split("-")[0].lower() in PRESENT | LEFT_BEHIND:
+        if distribution(wheel) in PRESENT | LEFT_BEHIND:
             wheel.unlink()
 
 
