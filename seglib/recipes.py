@@ -5,8 +5,9 @@
 >>> configs = comparison_configs(plan_label, person="tiktok")  # label -> TrainConfig
 >>> run = train_or_reuse(configs["person unet"])             # trains once, then reuses the result
 
-Three plans: ``gpu`` (the full recipes), ``cpu`` (smaller images and widths, few epochs: a laptop
-finishes in minutes) and ``smoke`` (the automated tests). Each plan's runs live in their own folder,
+Three plans: ``gpu`` (UNet widths 32 and 64 at 128 or 352 px, a minute or less per model on one GPU),
+``cpu`` (smaller images and widths, few epochs: a laptop finishes in minutes) and ``smoke`` (the
+automated tests). Each plan's runs live in their own folder,
 ``<work dir>/runs/<plan>/<dataset>_<model>``, so a smoke test never overwrites a real run.
 """
 
@@ -171,11 +172,9 @@ def _gpu_recipe(dataset: str) -> str | None:
 
 def how_good(plan_label: str, dataset: str) -> str:
     """One line to print beside a score: which plan made it and what a proper run reaches on ``dataset``."""
-    if plan_label == "gpu":
-        return "How good is this: the GPU plan, the notebook's full recipe."
     made = {"smoke": "the smoke plan: a few steps on tiny images, to test the code; the scores mean nothing",
-            "cpu": "the CPU plan: narrow models on small images, a few minutes each on two CPU cores"}[plan_label]
+            "cpu": "the CPU plan: narrow models on small images, a few minutes each on two CPU cores",
+            "gpu": "the notebooks' GPU plan: a minute or less per model on one GPU, one seed, untuned"}[plan_label]
     known = "; ".join(line for line in (_gpu_recipe(dataset), PUBLISHED.get(dataset)) if line)
-    return (f"How good is this: {made}. " + (known[0].upper() + known[1:] + "." if known else
-            "No proper run of this dataset is measured yet.")
-            + " This notebook's own GPU plan has not run yet (scripts/gpu_run.py --stages b).")
+    return f"How good is this: {made}. " + (known[0].upper() + known[1:] + "." if known else
+                                             "No proper run of this dataset is measured yet.")

@@ -429,6 +429,8 @@ def test_how_good_names_the_plan_and_what_a_proper_run_reaches(tmp_path, monkeyp
     assert "No proper run" in recipes.how_good("cpu", "msrc")  # no GPU result, nothing published
     assert "0.91" in recipes.how_good("cpu", "pets") and "CPU plan" in recipes.how_good("cpu", "pets")
     assert "mean nothing" in recipes.how_good("smoke", "pets")
+    gpu_line = recipes.how_good("gpu", "camvid")  # the GPU plan is not the recipe: both are quoted beside it
+    assert "GPU plan" in gpu_line and "0.66-0.70" in gpu_line
     native = {"miou": 0.7654, "foreground_iou": None}
     saved = {"env": {"device": "NVIDIA H200"},
              "recipes": {"msrc": {"native_last": native, "config": {"image_size": 256}, "wall_seconds": 29.4}}}
