@@ -32,7 +32,7 @@ from seglib.checkpoint import load_checkpoint, load_weights, rng_state, save_che
 from seglib.class_balance import class_weights_for
 from seglib.ema import WeightEMA
 from seglib.errors import ConfigError, SeglibError
-from seglib.history import History, write_history
+from seglib.history import History, lowest_loss_yet, write_history
 from seglib.losses import build_loss
 from seglib.metrics import ConfusionMatrix, logits_to_labels
 from seglib.optim import build_optimizer
@@ -239,11 +239,14 @@ def build_parts(run: Run, init_from: str | Path | None = None) -> Parts:
 
 def save_progress(run: Run, parts: Parts, history: History, epoch: int, improved: bool,
                   write_last: bool) -> None:
-    """best.pt when the val mIoU improved, last.pt (everything to resume) when ``write_last``, the history."""
+    """best.pt when the val mIoU improved, best_loss.pt (``keep_best_loss``) when the val loss is the lowest yet,
+    last.pt (everything to resume) when ``write_last``, the history."""
     weights = (parts.ema.model if parts.ema else unwrap(parts.model)).state_dict()
+    best = {"model": weights, "meta": parts.meta, "config": asdict(run.cfg), "epoch": epoch, "run_id": run.run_id}
     if improved:
-        save_checkpoint({"model": weights, "meta": parts.meta, "config": asdict(run.cfg), "epoch": epoch,
-                         "metrics": history.best, "run_id": run.run_id}, run.out / "best.pt")
+        save_checkpoint({**best, "metrics": history.best}, run.out / "best.pt")
+    if run.cfg.keep_best_loss and lowest_loss_yet(history.rows):
+        save_checkpoint({**best, "metrics": history.rows[-1]}, run.out / "best_loss.pt")
     if write_last:
         save_checkpoint({"model": unwrap(parts.model).state_dict(), "optimizer": parts.optimizer.state_dict(),
                          "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(),
@@ -289,7 +292,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False, init_from: str | Path | None 
 
     Returns ``{"history": [...], "best": {...}, "out": Path, "model": ...}``. ``best.pt`` holds the
     weights with the best validation mIoU and ``last.pt`` everything needed to resume
-    (``resume=True``). With ``cfg.ema_decay`` the weight average is what is validated and saved in
+    (``resume=True``); with ``cfg.keep_best_loss``, ``best_loss.pt`` those with the lowest validation loss. With
+    ``cfg.ema_decay`` the weight average is what is validated and saved in
     ``best.pt`` (returned as ``"ema_model"``). ``verbose`` prints one line per validation;
     ``progress`` adds the progress bars within an epoch.
     """
@@ -315,9 +319,10 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
     step_options = dict(device=run.device, amp=cfg.amp, channels_last=cfg.channels_last and run.device.type == "cuda")
     if first:  # metrics.json marks the run here as finished: this one writes its own when it is
         (run.out / "metrics.json").unlink(missing_ok=True)
-        if not resuming:  # a new run here: the pictures and curves of the run it replaces go
+        if not resuming:  # a new run here: the pictures, curves and best-loss weights of the run it replaces go
             remove_snapshots(run.out)
             remove_board(run.out)
+            (run.out / "best_loss.pt").unlink(missing_ok=True)
     snapshots = Snapshots(parts.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and first else None
     if cfg.tensorboard and first:
         run.board = open_board(run.out, start_epoch)

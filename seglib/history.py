@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from seglib.utils import write_atomic
@@ -19,6 +20,12 @@ def validations_since_best(history: list[dict]) -> int:
         else:
             since += 1
     return since
+
+
+def lowest_loss_yet(history: list[dict]) -> bool:
+    """Whether the last row's val loss is below every earlier one's (a NaN loss, all pixels void, never is)."""
+    *earlier, last = history
+    return not math.isnan(last["val_loss"]) and all(not last["val_loss"] >= row["val_loss"] for row in earlier)
 
 
 def write_history(out: Path, history: list[dict]) -> None:

@@ -36,7 +36,8 @@ def check_out(cfg: TrainConfig, init_from: str | Path | None) -> None:
                                           for p in out.iterdir()):
         raise DataError(cfg.out, "holds images (a dataset's folder?); a run never writes among them",
                         "pass another --out, e.g. runs/NAME")
-    if init_from is not None and Path(init_from).resolve() in {out / "best.pt", out / "last.pt"}:
+    if init_from is not None and Path(init_from).resolve() in {out / name for name in ("best.pt", "best_loss.pt",
+                                                                                      "last.pt")}:
         raise DataError(init_from, "is --init-from and a checkpoint this run overwrites",
                         "copy it out of --out first, or pass another --out")
 

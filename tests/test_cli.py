@@ -335,6 +335,19 @@ def test_person_mask_project_nets_and_output_stride_8_train_from_the_command_lin
     assert not (tmp_path / "x").exists()
 
 
+def test_train_draws_its_curves_and_the_curves_command_draws_any_runs(tmp_path, capsys):
+    # the Penn-Fudan project's loss.png, miou.png and accuracy.png, as one figure of three panels
+    assert main(["train", "--smoke", "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
+    png = tmp_path / "run" / "curves.png"
+    assert f"curves: {png}" in capsys.readouterr().out
+    assert Image.open(png).size == (1200, 300)  # viz.plot_history's three panels at 100 dpi
+    png.unlink()
+    assert main(["curves", str(tmp_path / "run"), "--output", str(tmp_path / "again.png")]) == 0
+    assert Image.open(tmp_path / "again.png").size == (1200, 300) and not png.exists()
+    assert main(["curves", str(tmp_path)]) == 2  # not a run folder
+    assert f"{tmp_path / 'history.json'}: not found: no validation" in capsys.readouterr().err
+
+
 def test_a_split_file_trains_validates_tests_and_evaluates_and_is_kept_by_resume(tmp_path, capsys, monkeypatch):
     # one's own split (the Penn-Fudan project's, a k-fold): the file's lists, wherever the run is scored later
     from seglib.batches import _datasets

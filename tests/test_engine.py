@@ -16,7 +16,7 @@ from seglib import engine
 from seglib.batches import ResidentBatches, WorkerBatches, build_data
 from seglib.checkpoint import plain_keys
 from seglib.ema import WeightEMA
-from seglib.history import History, validations_since_best
+from seglib.history import History, lowest_loss_yet, validations_since_best
 from seglib.optim import build_optimizer, param_groups
 from seglib.checkpoint import load_checkpoint
 from seglib.data import SPECS
@@ -213,6 +213,41 @@ def test_an_early_stop_writes_last_pt_at_the_epoch_it_stops(tmp_path, monkeypatc
                         {**real_evaluate(*a, **k), "miou": 0.6 - 0.1 * len(calls)})
     assert run(replace(TINY, epochs=6, patience=1, save_freq=10, out=str(tmp_path)))["epochs_run"] == 2
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2  # not due by save_freq: written because it stops
+
+
+def test_keep_best_loss_keeps_the_lowest_val_loss_beside_the_best_miou_also_across_a_resume(tmp_path, monkeypatch):
+    """The reference projects' SaveBestModel: val loss 0.9, 0.5, 0.7, 0.6 while the mIoU rises, so best_loss.pt
+    holds epoch 2 and best.pt epoch 4, interrupted or not."""
+    real_evaluate, calls = engine.evaluate, {"n": 0}
+    losses = (0.9, 0.5, 0.7, 0.6)
+
+    def scored(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise KeyboardInterrupt
+        return {**real_evaluate(*args, **kwargs), "loss": losses[calls["n"] - 1], "miou": 0.1 * calls["n"]}
+
+    monkeypatch.setattr(engine, "evaluate", scored)
+    cfg = replace(TINY, epochs=4, keep_best_loss=True)
+    kill_at = None
+    run(replace(cfg, out=str(tmp_path / "straight")))
+    calls["n"], kill_at = 0, 3  # killed at epoch 3's validation, after epoch 2's checkpoints
+    with pytest.raises(KeyboardInterrupt):
+        run(replace(cfg, out=str(tmp_path / "resumed")))
+    calls["n"], kill_at = 2, None
+    run(replace(cfg, out=str(tmp_path / "resumed")), resume=True)
+    for folder in ("straight", "resumed"):
+        best, best_loss = (load_checkpoint(tmp_path / folder / name) for name in ("best.pt", "best_loss.pt"))
+        assert (best["epoch"], best_loss["epoch"], best_loss["metrics"]["val_loss"]) == (4, 2, 0.5)
+        assert any(not torch.equal(best["model"][k], v) for k, v in best_loss["model"].items())
+        assert load_model(tmp_path / folder / "best_loss.pt")[1]["num_classes"] == 4  # evaluate/predict take it
+    calls["n"] = 0
+    run(replace(TINY, epochs=1, out=str(tmp_path / "straight")))  # a new run there, without the option
+    assert not (tmp_path / "straight" / "best_loss.pt").exists()  # the old run's best-loss weights went with it
+    nan = float("nan")
+    assert [lowest_loss_yet([{"val_loss": v} for v in losses]) for losses in
+            ((1.0,), (nan, 1.0), (1.0, nan), (1.0, 1.0), (2.0, 1.0), (1.0, 2.0))] == \
+        [True, True, False, False, True, False]
 
 
 def test_history_rows_cover_every_epoch_since_the_validation_before():

@@ -1,7 +1,7 @@
 """The command line: ``python -m seglib COMMAND`` (or ``seglib COMMAND``).
 
 Each command lives in the module named for what it works on: ``datasets`` and ``prepare`` in
-:mod:`seglib.cli.data`, ``train`` and ``quickstart`` in :mod:`seglib.cli.train`, ``evaluate``, ``predict``,
+:mod:`seglib.cli.data`, ``train``, ``curves`` and ``quickstart`` in :mod:`seglib.cli.train`, ``evaluate``, ``predict``,
 ``export`` and ``latency`` in :mod:`seglib.cli.inference`; what their flags share in :mod:`seglib.cli.flags`.
 Errors print as one line and exit with status 2; ``--debug`` shows the traceback instead.
 """

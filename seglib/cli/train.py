@@ -150,6 +150,33 @@ def _fit_and_report(cfg, args: argparse.Namespace) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best val mIoU {best['val_miou']:.4f} (images at the training size) at epoch {best['epoch']} "
               f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")
+        print(f"curves: {write_curves(result['out'])}")
+
+
+def write_curves(run: Path, output: Path | None = None) -> Path:
+    """``run/curves.png`` (or ``output``) from ``run/history.json``: train and val loss, val mIoU and val pixel
+    accuracy per validation, the best val mIoU's epoch dotted (:func:`seglib.viz.plot_history`)."""
+    import matplotlib.pyplot as plt
+
+    from seglib.utils import write_atomic
+    from seglib.viz import plot_history
+
+    history = run / "history.json"
+    if not history.is_file():
+        raise DataError(history, "not found: no validation of this run has finished yet (or this is not a run "
+                        "folder)", "pass the --out folder of a python -m seglib train run")
+    fig = plot_history(history)
+    fig.suptitle(str(run), fontsize=9)
+    try:
+        return write_atomic(output or run / "curves.png", lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    """Draw a run's training curves into RUN/curves.png, also while it trains (train draws them when it ends)."""
+    print(f"wrote {write_curves(Path(args.run), args.output and Path(args.output))}")
+    return 0
 
 
 def _refuse_earlier_run(out: Path, fix: str) -> None:
@@ -242,6 +269,11 @@ def add_train_parsers(sub) -> None:
     for flag, name in MODEL_FLAGS.items():
         ref.add_argument(flag, dest="model_flags", action="append_const", const=name, help=f"= --model {name}")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("curves", help=cmd_curves.__doc__, description=cmd_curves.__doc__)
+    p.add_argument("run", metavar="RUN", help="the run's folder (train's --out)")
+    p.add_argument("--output", metavar="FILE", help="the PNG to write (default RUN/curves.png)")
+    p.set_defaults(func=cmd_curves)
 
     p = sub.add_parser("quickstart", help=cmd_quickstart.__doc__, description=cmd_quickstart.__doc__)
     p.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
