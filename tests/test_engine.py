@@ -241,6 +241,8 @@ def test_keep_best_loss_keeps_the_lowest_val_loss_beside_the_best_miou_also_acro
         assert (best["epoch"], best_loss["epoch"], best_loss["metrics"]["val_loss"]) == (4, 2, 0.5)
         assert any(not torch.equal(best["model"][k], v) for k, v in best_loss["model"].items())
         assert load_model(tmp_path / folder / "best_loss.pt")[1]["num_classes"] == 4  # evaluate/predict take it
+    with pytest.raises(DataError, match="is --init-from and a checkpoint this run overwrites"):
+        run(replace(cfg, out=str(tmp_path / "resumed")), init_from=tmp_path / "resumed" / "best_loss.pt")
     calls["n"] = 0
     run(replace(TINY, epochs=1, out=str(tmp_path / "straight")))  # a new run there, without the option
     assert not (tmp_path / "straight" / "best_loss.pt").exists()  # the old run's best-loss weights went with it
