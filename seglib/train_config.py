@@ -156,8 +156,9 @@ class TrainConfig:
     num_workers: int = option(default_workers(), "DataLoader workers of the workers loader: 4, or the usable CPUs "
                               "minus one when fewer", rule=between(0, 256))
     seed: int = option(0, "seeds the weights, the order and the augmentations", rule=seed_range)
-    deterministic: bool = option(False, "deterministic kernels (slower); on a GPU two backward passes of "
-                                 "DeepLabV3+ (bilinear upsampling, adaptive pooling) still are not, and warn")
+    deterministic: bool = option(False, "deterministic kernels (slower); on a GPU the backward passes of "
+                                 "bilinear upsampling (DeepLabV3+, --upsample bilinear) and adaptive pooling "
+                                 "(DeepLabV3+) still are not, and warn")
     ema_decay: float | None = option(None, "validate and save an exponential moving average of the weights "
                                      "(e.g. 0.999)", rule=decay)
     grad_clip: float | None = option(None, "clip the gradients' global L2 norm to this (e.g. 1.0)", rule=positive)

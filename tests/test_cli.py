@@ -335,6 +335,17 @@ def test_person_mask_project_nets_and_output_stride_8_train_from_the_command_lin
     assert not (tmp_path / "x").exists()
 
 
+def test_the_camvid_projects_bilinear_unet_trains_and_loads_back(tmp_path, capsys):
+    assert main(["train", "--smoke", "--upsample", "bilinear", "--out", str(tmp_path / "run")]) == 0
+    model, meta = load_model(tmp_path / "run" / "best.pt")
+    assert meta["model_options"]["upsample"] == "bilinear"
+    assert any(isinstance(m, torch.nn.Upsample) for m in model.modules())
+    capsys.readouterr()
+    assert main(["train", "--smoke", "--model", "deeplabv3plus", "--upsample", "bilinear", "--out",
+                 str(tmp_path / "dl")]) == 2
+    assert "deeplabv3plus has no option upsample" in capsys.readouterr().err
+
+
 def test_train_draws_its_curves_and_the_curves_command_draws_any_runs(tmp_path, capsys):
     # the Penn-Fudan project's loss.png, miou.png and accuracy.png, as one figure of three panels
     assert main(["train", "--smoke", "--epochs", "2", "--out", str(tmp_path / "run")]) == 0

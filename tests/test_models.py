@@ -76,6 +76,7 @@ def test_gradients_reach_every_trainable_parameter(name):
     ("unet", {}, 7_763_074),
     ("unet", {"big": True}, 31_037_698),  # the paper's widths 64..1024: 31.0M
     ("unet", {"base_channels": 64}, 31_037_698),
+    ("unet", {"big": True, "upsample": "bilinear"}, 17_263_042),  # milesial's bilinear=True: 17.3M
     ("hourglass", {}, 6_979_714),
     ("hourglass", {"big": True}, 27_904_258),
     ("deeplabv3plus", {}, 16_603_042),
@@ -112,6 +113,30 @@ def unet_parameters(num_classes, base=32, depth=4, skips=True, in_channels=3):
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_unet_and_hourglass_parameter_counts_follow_from_their_layers(name, options, layers, num_classes):
     assert count_parameters(create_model(name, num_classes, **options)) == unet_parameters(num_classes, **layers)
+
+
+def test_the_bilinear_unet_is_milesials_layer_for_layer():
+    """The CamVid project's model, milesial's ``UNet(3, 32, bilinear=True)``, written out from its model file
+    (convolutions without bias, as in its current version): interpolation up, no transposed convs, the
+    bottleneck and each decoder level at half the channels."""
+    def dc(ci, co, mid=None):  # its DoubleConv(in, out, mid): two 3x3 convs, each with a BatchNorm
+        mid = mid or co
+        return 9 * ci * mid + 2 * mid + 9 * mid * co + 2 * co
+
+    encoder = dc(3, 64) + dc(64, 128) + dc(128, 256) + dc(256, 512) + dc(512, 1024 // 2)  # inc, down1..down4
+    decoder = dc(1024, 512 // 2, 1024 // 2) + dc(512, 256 // 2, 512 // 2) + dc(256, 128 // 2, 256 // 2) \
+        + dc(128, 64, 128 // 2)  # up1..up4: Up(1024, 512 // 2), ..., Up(128, 64)
+    model = create_model("unet", 32, big=True, upsample="bilinear")
+    assert count_parameters(model) == encoder + decoder + 64 * 32 + 32  # and OutConv(64, 32)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    ups = [m for m in model.modules() if isinstance(m, torch.nn.Upsample)]
+    assert len(ups) == 4 and all(u.mode == "bilinear" and u.align_corners for u in ups)
+    for name in ("unet", "hourglass"):  # any size in, the same size out, at any depth
+        for depth in (1, 3):
+            model = create_model(name, 3, base_channels=4, depth=depth, upsample="bilinear").eval()
+            assert model(torch.randn(2, 3, 37, 45)).shape == (2, 3, 37, 45)
+    with pytest.raises(ConfigError, match="upsample='nearest' must be one of transpose, bilinear"):
+        create_model("unet", 2, upsample="nearest")
 
 
 def conv_bn(ci, co, k=1):
@@ -249,7 +274,7 @@ def test_factory_rejects_bad_class_counts(num_classes):
 
 
 def test_model_options_lists_what_each_model_accepts():
-    assert model_options("hourglass") == ("in_channels", "base_channels", "depth", "big")
+    assert model_options("hourglass") == ("in_channels", "base_channels", "depth", "big", "upsample")
     assert model_options("deeplabv3plus") == ("backbone", "output_stride", "pretrained",
                                               "train_trunk")
 

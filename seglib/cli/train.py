@@ -64,8 +64,8 @@ def _given_fields(args: argparse.Namespace) -> dict:
 
 def _with_model(fields: dict, args: argparse.Namespace, saved: dict | None) -> dict:
     """``fields`` with --smoke's sizes and the model's options: the model flags' (--big, --base-channels, --depth,
-    --backbone, --output-stride, --pretrained, --[no-]train-trunk) over those of the run ``saved`` (resumed or
-    tested), whose model is the default one."""
+    --upsample, --backbone, --output-stride, --pretrained, --[no-]train-trunk) over those of the run ``saved``
+    (resumed or tested), whose model is the default one."""
     from seglib.models import check_options
     from seglib.train_config import TrainConfig
 
@@ -80,7 +80,8 @@ def _with_model(fields: dict, args: argparse.Namespace, saved: dict | None) -> d
     own = saved["model_options"] if saved and saved["model"] == model else {}  # another model is refused later
     options = {**own, **fields.pop("model_options", {})}
     flags = {"big": args.big or None, "backbone": args.backbone, "pretrained": args.pretrained,
-             "base_channels": args.base_channels, "depth": args.depth, "output_stride": args.output_stride}
+             "base_channels": args.base_channels, "depth": args.depth, "output_stride": args.output_stride,
+             "upsample": args.upsample}
     options.update({name: value for name, value in flags.items() if value is not None})
     if args.train_trunk is False and model != "deeplabv3plus":
         raise ConfigError(f"--no-train-trunk freezes DeepLabV3+'s ResNet trunk; {model} has none: leave it out")
@@ -228,6 +229,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def add_train_parsers(sub) -> None:
     from seglib.models import OPTION_RULES
+    from seglib.models.unet import UPSAMPLING
     from seglib.train_config import add_train_arguments, flag_type
 
     p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
@@ -241,6 +243,9 @@ def add_train_parsers(sub) -> None:
                         "with --depth 3, 1.9M)")
     models.add_argument("--depth", type=flag_type(int, OPTION_RULES["depth"]), metavar="N",
                         help="UNet/Hourglass poolings, 1..6 (default 4; the person-mask project's nets: 3)")
+    models.add_argument("--upsample", choices=UPSAMPLING, help="UNet/Hourglass decoder: learned 2x2 transposed "
+                        "convs (transpose, default) or bilinear interpolation with half the decoder's channels "
+                        "(bilinear: milesial's bilinear=True, the CamVid project's; 17.3M parameters with --big)")
     models.add_argument("--output-stride", type=int, choices=(8, 16),
                         help="DeepLabV3+: 16 (default) or 8 (the MSRC project's; finer logits, about 2x the work)")
     models.add_argument("--backbone", help="DeepLabV3+ trunk: resnet18 (default), resnet34, resnet50 or resnet101 "

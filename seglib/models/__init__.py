@@ -14,7 +14,7 @@ from torch import nn
 
 from seglib.errors import ConfigError
 from seglib.models.deeplabv3plus import DeepLabV3Plus
-from seglib.models.unet import Hourglass, UNet
+from seglib.models.unet import UPSAMPLING, Hourglass, UNet
 
 _MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "hourglass": Hourglass,
                                        "deeplabv3plus": DeepLabV3Plus}
@@ -34,6 +34,7 @@ OPTION_RULES = {  # the models' options, with the widths and depths of sane mode
     "in_channels": whole(1, 64), "base_channels": lambda v: None if v is None else whole(1, 256)(v),
     "depth": whole(1, 6),
     "big": lambda v: None if isinstance(v, bool) else "must be True or False",
+    "upsample": lambda v: None if v in UPSAMPLING else f"must be one of {', '.join(UPSAMPLING)}",
     "train_trunk": lambda v: None if isinstance(v, bool) else "must be True or False",
     "backbone": lambda v: None if isinstance(v, str) else "must be a backbone name",
     "output_stride": lambda v: None if v in (8, 16) and isinstance(v, int) and not isinstance(v, bool)
@@ -70,7 +71,7 @@ def check_options(name: str, options: dict) -> None:
 def create_model(name: str, num_classes: int, **options) -> nn.Module:
     """Build model ``name`` (one of ``MODEL_NAMES``); bad names or options raise ``ConfigError``.
 
-    Options: unet / hourglass take ``in_channels``, ``base_channels``, ``depth``, ``big``;
+    Options: unet / hourglass take ``in_channels``, ``base_channels``, ``depth``, ``big``, ``upsample``;
     deeplabv3plus takes ``backbone``, ``output_stride``, ``pretrained``, ``train_trunk``.
     """
     check_options(name, options)

@@ -27,11 +27,12 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3,
 
 
 class DoubleConv(nn.Sequential):
-    """Two 3×3 conv → BatchNorm → ReLU layers: the UNet's basic block (size preserved)."""
+    """Two 3×3 conv → BatchNorm → ReLU layers: the UNet's basic block (size preserved); the first one
+    outputs ``mid_channels`` (default ``out_channels``)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(*conv_bn_relu(in_channels, out_channels),
-                         *conv_bn_relu(out_channels, out_channels))
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None):
+        mid = mid_channels or out_channels
+        super().__init__(*conv_bn_relu(in_channels, mid), *conv_bn_relu(mid, out_channels))
 
 
 class Down(nn.Sequential):
@@ -45,12 +46,18 @@ class Up(nn.Module):
     """2×2 transposed conv (doubles H and W, halves channels), optional skip concat, ``DoubleConv``.
 
     ``skip_channels=0`` builds the Hourglass variant: the block sees only the upsampled features.
+    ``bilinear=True`` doubles H and W by bilinear interpolation instead (no weights, channels kept), and the
+    ``DoubleConv`` halves the channels of the concatenation in its first conv (milesial's Pytorch-UNet).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, skip_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, skip_channels: int, *, bilinear: bool = False):
         super().__init__()
-        self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
-        self.conv = DoubleConv(in_channels // 2 + skip_channels, out_channels)
+        if bilinear:
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+            self.conv = DoubleConv(in_channels + skip_channels, out_channels, (in_channels + skip_channels) // 2)
+        else:
+            self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
+            self.conv = DoubleConv(in_channels // 2 + skip_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = self.up(x)
