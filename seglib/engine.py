@@ -199,7 +199,8 @@ def setup_run(cfg: TrainConfig, device=None) -> Run:
     seed_everything(cfg.seed)
     torch.backends.cudnn.benchmark = not cfg.deterministic
     # set both ways: a deterministic run earlier in this process (a notebook) must not slow this one down.
-    # warn_only: bilinear upsampling's and adaptive pooling's backward (DeepLabV3+) have no deterministic CUDA kernel
+    # warn_only: the backward of bilinear upsampling (DeepLabV3+, UNet upsample="bilinear") and of adaptive pooling
+    # (DeepLabV3+) has no deterministic CUDA kernel
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():  # on every process: none may go on to wait for the others
@@ -322,7 +323,8 @@ def run_training(run: Run, *, resume: bool, init_from: str | Path | None, verbos
         if not resuming:  # a new run here: the pictures, curves and best-loss weights of the run it replaces go
             remove_snapshots(run.out)
             remove_board(run.out)
-            (run.out / "best_loss.pt").unlink(missing_ok=True)
+            for name in ("best_loss.pt", "curves.png"):
+                (run.out / name).unlink(missing_ok=True)
     snapshots = Snapshots(parts.val_batches, run.out, cfg.dataset) if cfg.snapshot_every and first else None
     if cfg.tensorboard and first:
         run.board = open_board(run.out, start_epoch)

@@ -126,7 +126,8 @@ def _same_run(a: TrainConfig, b: TrainConfig) -> bool:
     """Equal in everything that shapes the weights (how often files are written or bars move does not, nor
     the path the folder was reached by: a worktree's ``data/runs`` may be a link to another's)."""
     def key(cfg: TrainConfig) -> TrainConfig:
-        return replace(cfg, save_freq=1, log_freq=1, snapshot_every=None, tensorboard=False, out="")
+        return replace(cfg, save_freq=1, log_freq=1, snapshot_every=None, tensorboard=False, keep_best_loss=False,
+                       out="")
 
     return key(a) == key(b)
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 FINISHED = ("best.pt", "metrics.json", "history.json", "history.csv")  # what a run leaves besides last.pt
 # how a run goes on, not what it learns
 RESUMABLE = ("epochs", "out", "root", "num_workers", "loader", "amp", "compile", "channels_last", "deterministic",
-             "val_every", "save_freq", "keep_best_loss", "snapshot_every", "tensorboard", "log_freq", "patience")
+             "val_every", "save_freq", "snapshot_every", "tensorboard", "log_freq", "patience")
 
 
 def resumable(out: Path) -> bool:

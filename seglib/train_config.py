@@ -168,7 +168,7 @@ class TrainConfig:
     save_freq: int = option(1, "write last.pt every N epochs (at a validation)", rule=at_least(1),
                             aliases=("--saveFreq",))
     keep_best_loss: bool = option(False, "also keep best_loss.pt, the weights with the lowest validation loss "
-                                  "(best.pt keeps the best val mIoU)")
+                                  "(best.pt keeps the best val mIoU; score it with evaluate --checkpoint)")
     snapshot_every: int | None = option(None, "every N epochs (at a validation) and at the end, draw 4 validation "
                                         "images, their truth and the prediction into OUT/snapshots/",
                                         rule=at_least(1))

@@ -19,7 +19,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from seglib.errors import ConfigError
+from seglib.errors import ConfigError, DataError
 from seglib.masks import IGNORE_INDEX
 from seglib.paths import FIGURES_DIR
 
@@ -321,7 +321,11 @@ def _read_history(source) -> list[dict]:
         return list(source)
     path = Path(source)
     if path.suffix == ".json":
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except ValueError as exc:  # half copied, or not seglib's
+            raise DataError(path, f"is not a readable history ({exc})", "pass the history.json a run wrote; "
+                            "while a run trains, it is replaced whole at each validation") from exc
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
@@ -338,12 +342,14 @@ def plot_history(history, metrics=("loss", "miou", "pixel_accuracy")):
     """One subplot per metric over epochs ("loss": train and val; others: the ``val_`` column), with
     the best val mIoU epoch marked by a dotted line. ``history``: rows, a path to ``history.json`` /
     ``history.csv``, or ``{run name: either}`` to overlay several runs."""
-    runs = history if isinstance(history, dict) else {"": history}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), squeeze=False, layout="constrained")
-    for i, (name, source) in enumerate(runs.items()):
-        rows, colour, prefix = _read_history(source), f"C{i}", f"{name} " if name else ""
+    runs = {name: _read_history(source) for name, source in (history if isinstance(history, dict)
+                                                             else {"": history}).items()}
+    for name, rows in runs.items():
         if not rows:
             raise ConfigError(f"the history{f' of {name}' if name else ''} has no rows: no validation has run yet")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), squeeze=False, layout="constrained")
+    for i, (name, rows) in enumerate(runs.items()):
+        colour, prefix = f"C{i}", f"{name} " if name else ""
         epochs, miou = _column(rows, "epoch"), _column(rows, "val_miou")
         best = epochs[np.nanargmax(miou)] if np.isfinite(miou).any() else None  # all NaN: every pixel void
         for ax, metric in zip(axes[0], metrics):

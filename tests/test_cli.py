@@ -357,6 +357,22 @@ def test_train_draws_its_curves_and_the_curves_command_draws_any_runs(tmp_path, 
     assert Image.open(tmp_path / "again.png").size == (1200, 300) and not png.exists()
     assert main(["curves", str(tmp_path)]) == 2  # not a run folder
     assert f"{tmp_path / 'history.json'}: not found: no validation" in capsys.readouterr().err
+    (tmp_path / "run" / "history.json").write_text('[{"epoch": 1, "train_')  # half copied from a cluster
+    assert main(["curves", str(tmp_path / "run")]) == 2
+    assert "history.json: is not a readable history" in capsys.readouterr().err
+
+
+def test_a_figure_that_cannot_be_drawn_does_not_fail_a_finished_training(tmp_path, capsys, monkeypatch):
+    from seglib.cli import train as cli_train
+
+    def no_figure(run, output=None):
+        raise DataError(run / "curves.png", "cannot write it (No space left on device)", "free space")
+
+    monkeypatch.setattr(cli_train, "write_curves", no_figure)
+    assert main(["train", "--smoke", "--test", "--out", str(tmp_path / "run")]) == 0  # and --test still ran
+    captured = capsys.readouterr()
+    assert "note: no curves.png" in captured.err and "pixel accuracy" in captured.out  # --test's report
+    assert (tmp_path / "run" / "best.pt").is_file()
 
 
 def test_a_split_file_trains_validates_tests_and_evaluates_and_is_kept_by_resume(tmp_path, capsys, monkeypatch):

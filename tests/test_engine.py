@@ -241,11 +241,15 @@ def test_keep_best_loss_keeps_the_lowest_val_loss_beside_the_best_miou_also_acro
         assert (best["epoch"], best_loss["epoch"], best_loss["metrics"]["val_loss"]) == (4, 2, 0.5)
         assert any(not torch.equal(best["model"][k], v) for k, v in best_loss["model"].items())
         assert load_model(tmp_path / folder / "best_loss.pt")[1]["num_classes"] == 4  # evaluate/predict take it
+    with pytest.raises(DataError, match="keep_best_loss: True → False"):  # its file would tell half the story
+        run(replace(cfg, keep_best_loss=False, out=str(tmp_path / "resumed")), resume=True)
     with pytest.raises(DataError, match="is --init-from and a checkpoint this run overwrites"):
         run(replace(cfg, out=str(tmp_path / "resumed")), init_from=tmp_path / "resumed" / "best_loss.pt")
     calls["n"] = 0
+    (tmp_path / "straight" / "curves.png").write_bytes(b"the old run's")  # what train draws when a run ends
     run(replace(TINY, epochs=1, out=str(tmp_path / "straight")))  # a new run there, without the option
-    assert not (tmp_path / "straight" / "best_loss.pt").exists()  # the old run's best-loss weights went with it
+    for name in ("best_loss.pt", "curves.png"):  # the old run's best-loss weights and curves went with it
+        assert not (tmp_path / "straight" / name).exists()
     nan = float("nan")
     assert [lowest_loss_yet([{"val_loss": v} for v in losses]) for losses in
             ((1.0,), (nan, 1.0), (1.0, nan), (1.0, 1.0), (2.0, 1.0), (1.0, 2.0))] == \
@@ -382,7 +386,8 @@ def test_train_or_reuse_trains_once_per_configuration(tmp_path, monkeypatch):
         del older["config"]["ema_decay"]  # a run from before an option existed: its default changes nothing
         metrics.write_text(json.dumps(older))
         assert train_or_reuse(cfg, device="cpu", verbose=False)["reused"]
-        assert train_or_reuse(replace(cfg, save_freq=5, log_freq=7), device="cpu", verbose=False)["reused"]  # no effect
+        assert train_or_reuse(replace(cfg, save_freq=5, log_freq=7, keep_best_loss=True), device="cpu",
+                              verbose=False)["reused"]  # options that change no weight
         (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)  # the same folder by another path
         assert train_or_reuse(replace(cfg, out=str(tmp_path / "link" / "run")), device="cpu", verbose=False)["reused"]
     invalid = json.loads(metrics.read_text())

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from seglib.cli.data import ensure_dataset
 from seglib.cli.flags import MODEL_FLAGS, REFERENCE_SPELLINGS
-from seglib.errors import ConfigError, DataError
+from seglib.errors import ConfigError, DataError, SeglibError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model; writes best.pt, last.pt, history.csv/json and metrics.json into --out."""
+    """Train a model; writes best.pt, last.pt, history.csv/json, metrics.json and curves.png into --out
+    (best_loss.pt too with --keep-best-loss)."""
     from seglib.resume import refuse_changed_options, resumable, run_options
     from seglib.train_config import TrainConfig
 
@@ -151,7 +152,10 @@ def _fit_and_report(cfg, args: argparse.Namespace) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"best val mIoU {best['val_miou']:.4f} (images at the training size) at epoch {best['epoch']} "
               f"({result['wall_seconds']:.0f} s); outputs in {result['out']}")
-        print(f"curves: {write_curves(result['out'])}")
+        try:
+            print(f"curves: {write_curves(result['out'])}")
+        except (SeglibError, OSError) as exc:  # the run is done and saved: a figure must not fail it, nor --test
+            print(f"note: no curves.png ({exc}); python -m seglib curves {result['out']} draws it", file=sys.stderr)
 
 
 def write_curves(run: Path, output: Path | None = None) -> Path:
