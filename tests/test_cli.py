@@ -1,6 +1,7 @@
 """The command line at work: ``python -m seglib`` datasets, prepare, train, evaluate, predict, export and latency,
 each in a fresh interpreter, checked by what it prints and writes. Its refusals: test_cli_safety.py."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -340,6 +341,11 @@ def test_the_camvid_projects_bilinear_unet_trains_and_loads_back(tmp_path, capsy
     model, meta = load_model(tmp_path / "run" / "best.pt")
     assert meta["model_options"]["upsample"] == "bilinear"
     assert any(isinstance(m, torch.nn.Upsample) for m in model.modules())
+    if importlib.util.find_spec("onnxruntime"):  # bilinear with aligned corners, exported as ONNX's Resize
+        from seglib.export import check_onnx
+
+        onnx = export_onnx(model, tmp_path / "bilinear.onnx", meta["image_size"])
+        assert check_onnx(onnx, model, meta["image_size"])["max_abs_diff"] < 1e-4
     capsys.readouterr()
     assert main(["train", "--smoke", "--model", "deeplabv3plus", "--upsample", "bilinear", "--out",
                  str(tmp_path / "dl")]) == 2

@@ -347,6 +347,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("epoch   1/2") == out.stdout.count("best val mIoU") == 1  # only rank 0 prints
+    assert out.stdout.count("curves: ") == 1 and (tmp_path / "curves.png").is_file()  # and draws
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 2
 
 
