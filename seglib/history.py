@@ -25,7 +25,8 @@ def validations_since_best(history: list[dict]) -> int:
 def lowest_loss_yet(history: list[dict]) -> bool:
     """Whether the last row's val loss is below every earlier one's (a NaN loss, all pixels void, never is)."""
     *earlier, last = history
-    return not math.isnan(last["val_loss"]) and all(not last["val_loss"] >= row["val_loss"] for row in earlier)
+    loss = last["val_loss"]
+    return not math.isnan(loss) and all(math.isnan(row["val_loss"]) or loss < row["val_loss"] for row in earlier)
 
 
 def write_history(out: Path, history: list[dict]) -> None:
